@@ -1,0 +1,310 @@
+"""The ``kdskin`` command line. Thin: parse, load the config, call one public function.
+
+Errors caused by input print one line to stderr and exit 2; ``--verbose`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+from kdskin.errors import KdskinError
+
+COMMANDS: dict[str, str] = {
+    "run": "the whole pipeline: data, teacher, every distillation stage, export, bench, explain",
+    "data": "generate, split and inspect datasets (synth | split | inspect)",
+    "evaluate": "score a .keras or .tflite model on a dataset split (metrics JSON + plots)",
+    "predict": "print the top classes of a model for some images",
+    "export": "convert a .keras classifier to fp32, dynamic-range and full-int8 .tflite",
+    "bench": "training and inference ms/step, sizes and size reductions for a run",
+    "explain": "Grad-CAM, Score-CAM and LIME maps for images (and their faithfulness)",
+    "report": "write docs/RESULTS.md-style tables from run directories",
+}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config (default: built-in "
+                        "quickstart settings, as in configs/quickstart.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY.PATH=VALUE", help="override one config value, e.g. "
+                        "--set train.batch_size=16 (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and TF logs")
+
+
+def _load(args: argparse.Namespace):
+    from kdskin.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _data_args(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        parser.add_argument("data", metavar="DIR", help="dataset folder")
+    else:
+        parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
+    parser.add_argument("--format", choices=("ham10000", "isic2018"), default=None,
+                        help="dataset layout (default: data.format from the config)")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="a metadata row without an image file is an error")
+
+
+# --------------------------------------------------------------------------- data commands
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from kdskin.data.synth import generate_dataset
+
+    cfg = _load(args)
+    s = cfg.data.synth
+    table = generate_dataset(args.out, n_images=args.n_images or s.n_images,
+                             max_images_per_lesion=s.max_images_per_lesion,
+                             image_size=s.image_size,
+                             seed=s.seed if args.seed is None else args.seed,
+                             overwrite=args.overwrite, progress=True)
+    print(f"wrote {len(table):,} images of {table['lesion_id'].nunique():,} lesions to "
+          f"{args.out} (HAM10000 layout)")
+    return 0
+
+
+def cmd_data_split(args: argparse.Namespace) -> int:
+    from kdskin.data.datasets import read_dataset
+    from kdskin.data.inspect import format_summary, summarize
+    from kdskin.data.split import lesions_in_several_splits, make_split, protocol_label, write_split
+
+    cfg = _load(args)
+    dataset = read_dataset(args.data, args.format or cfg.data.format,
+                           strict=cfg.data.strict if args.strict is None else args.strict)
+    protocol = args.protocol or cfg.data.protocol
+    split = make_split(dataset.table, protocol, cfg.data.split,
+                       cfg.data.seed if args.seed is None else args.seed,
+                       cfg.data.paper_per_class)
+    write_split(split, args.out)
+    print(format_summary(summarize(dataset, split)))
+    shared = lesions_in_several_splits(split)
+    print(f"protocol: {protocol_label(protocol)}")
+    print(f"wrote {args.out}: {len(split):,} rows; lesions in several splits: {len(shared)}")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from kdskin.data.datasets import read_dataset
+    from kdskin.data.inspect import format_summary, summarize
+    from kdskin.data.split import read_split
+
+    cfg = _load(args)
+    dataset = read_dataset(args.data, args.format or cfg.data.format,
+                           strict=cfg.data.strict if args.strict is None else args.strict)
+    split = read_split(args.split) if args.split else None
+    summary = summarize(dataset, split, verify=args.verify)
+    print(format_summary(summary))
+    if args.json:
+        from kdskin.io import write_json
+
+        write_json(args.json, summary)
+    return 0
+
+
+# --------------------------------------------------------------------------- model commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kdskin.run import run_pipeline
+
+    cfg = _load(args)
+    run_dir = run_pipeline(cfg, data_dir=args.data_dir, out=args.out, resume=args.resume)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kdskin.evaluate import evaluate_command
+
+    cfg = _load(args)
+    evaluate_command(cfg, model=args.model, data=args.data, fmt=args.format,
+                     split=args.split, split_file=args.split_file, json_out=args.json,
+                     plots=args.plots, strict=args.strict)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from kdskin.evaluate import predict_command
+
+    predict_command(args.model, args.images, top=args.top)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdskin.run import export_command
+
+    cfg = _load(args)
+    export_command(cfg, model=args.model, data=args.data, out=args.out,
+                   split_file=args.split_file)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kdskin.run import bench_command
+
+    cfg = _load(args)
+    bench_command(cfg, run_dir=args.run, json_out=args.json)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from kdskin.run import explain_command
+
+    cfg = _load(args)
+    explain_command(cfg, model=args.model, inputs=args.inputs, methods=args.method,
+                    out=args.out, class_name=args.class_name, evaluate=args.evaluate,
+                    data=args.data, split_file=args.split_file)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kdskin.report import report_command
+
+    report_command(args.runs, out=args.out, results_dir=args.results_dir)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdskin",
+        description="Multi-stage knowledge distillation with layer fusion for skin-lesion "
+                    "classification (HAM10000), int8 TFLite deployment and explanations.",
+        epilog="Run 'kdskin COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                title="commands")
+
+    def add(name: str, func: Callable, helptext: str | None = None, parent=sub
+            ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=helptext or COMMANDS.get(name),
+                              description=helptext or COMMANDS.get(name))
+        _common(p)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("run", cmd_run)
+    p.add_argument("--data-dir", metavar="DIR", help="HAM10000 (or ISIC 2018) folder; default: "
+                   "generate the built-in dataset into the run directory")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG_NAME)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR:"
+                   " finished models are reused, an interrupted fit resumes from its backup")
+
+    data = sub.add_parser("data", help=COMMANDS["data"], description=COMMANDS["data"])
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    p = add("synth", cmd_data_synth, "write the built-in generated dataset (HAM10000 layout)",
+            data_sub)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--n-images", type=int, default=None, help="images (default: data.synth."
+                   "n_images)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: data.synth.seed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in DIR")
+    p = add("split", cmd_data_split, "write a train/val/test split CSV (lesion-grouped, "
+            "stratified)", data_sub)
+    _data_args(p)
+    p.add_argument("--out", required=True, metavar="CSV", help="split CSV to write")
+    p.add_argument("--protocol", choices=("lesion_grouped", "paper"), default=None,
+                   help="lesion_grouped (default) or the LEAKY paper protocol")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: data.seed)")
+    p = add("inspect", cmd_data_inspect, "print counts per class and split, missing images, "
+            "repeated lesions and image sizes", data_sub)
+    _data_args(p, positional=True)
+    p.add_argument("--split", metavar="CSV", help="also count per split from this split CSV")
+    p.add_argument("--verify", action="store_true", help="decode every image (finds truncated "
+                   "files; slower)")
+    p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
+
+    p = add("evaluate", cmd_evaluate)
+    p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")
+    _data_args(p)
+    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                   help="which split to score (default: test)")
+    p.add_argument("--split-file", metavar="CSV", help="split CSV (default: split.csv in the "
+                   "model's run directory if there, else a fresh split with the config's seed; "
+                   "for --split all, none)")
+    p.add_argument("--json", metavar="OUT", help="write every metric as JSON here")
+    p.add_argument("--plots", metavar="DIR", help="write confusion-matrix and ROC PNGs here")
+
+    p = add("predict", cmd_predict)
+    p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")
+    p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+
+    p = add("export", cmd_export)
+    p.add_argument("--model", required=True, metavar="M.keras", help="a kdskin .keras student")
+    p.add_argument("--data", metavar="DIR", help="dataset for calibration (training split) and "
+                   "the accuracy check (test split); default: the run's data")
+    p.add_argument("--split-file", metavar="CSV", help="split CSV (default: the run's split.csv)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+
+    p = add("bench", cmd_bench)
+    p.add_argument("--run", metavar="RUN_DIR", default=None, help="run directory (default: "
+                   "runs/CONFIG_NAME)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON here")
+
+    p = add("explain", cmd_explain)
+    p.add_argument("--model", required=True, metavar="M", help=".keras (all methods) or .tflite "
+                   "(LIME)")
+    p.add_argument("--method", default="all", choices=("gradcam", "scorecam", "lime", "all"))
+    p.add_argument("--class", dest="class_name", default=None, help="explain this class "
+                   "(default: the predicted one)")
+    p.add_argument("--evaluate", action="store_true", help="deletion/insertion faithfulness")
+    p.add_argument("--data", metavar="DIR", help="with --evaluate and no images: dataset whose "
+                   "test split is used")
+    p.add_argument("--split-file", metavar="CSV", help="split CSV for --data")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
+
+    p = add("report", cmd_report)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or saved "
+                   "metrics.json files)")
+    p.add_argument("--out", default="docs/RESULTS.md", help="markdown file to write")
+    p.add_argument("--results-dir", default=None, metavar="DIR", help="also keep each run's "
+                   "small metrics.json here (e.g. docs/results)")
+    return parser
+
+
+def _version() -> str:
+    from kdskin import __version__
+
+    return f"kdskin {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return int(args.func(args) or 0)
+    except KdskinError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"kdskin: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kdskin: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line unless --verbose
+        if args.verbose:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"kdskin: error: {exc.__class__.__name__}: {first[:300]} "
+              f"(rerun with --verbose for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["main", "build_parser", "COMMANDS"]

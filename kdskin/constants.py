@@ -1,0 +1,55 @@
+"""The one place for the class list, the input contract and file-name conventions.
+
+Input contract of every deployed model (``.keras`` or ``.tflite``): an RGB image resized to the
+model's input size (square, ``image_size`` x ``image_size``) with pixel values 0..255 (uint8 for
+the full-int8 model, float32 otherwise). Preprocessing is inside the model. Training models output
+logits; deployed models end in a softmax and return ``NUM_CLASSES`` probabilities in ``CLASSES``
+order.
+"""
+
+from __future__ import annotations
+
+#: HAM10000 diagnosis codes, in the order used by every model output, CSV and report.
+CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+NUM_CLASSES: int = len(CLASSES)
+CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+
+#: Long names for reports.
+CLASS_DESCRIPTIONS: dict[str, str] = {
+    "akiec": "actinic keratosis / intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis-like lesion",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus",
+    "vasc": "vascular lesion",
+}
+
+#: HAM10000 class frequencies (10,015 images), used by the generator to mimic the imbalance.
+HAM10000_COUNTS: dict[str, int] = {
+    "akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142,
+}
+
+#: ISIC 2018 Task 3 ground-truth column names, mapped to kdskin class names.
+ISIC2018_COLUMNS: dict[str, str] = {
+    "MEL": "mel", "NV": "nv", "BCC": "bcc", "AKIEC": "akiec", "BKL": "bkl", "DF": "df",
+    "VASC": "vasc",
+}
+
+HAM10000_METADATA_NAMES: tuple[str, ...] = (
+    "HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata.tsv",
+    "HAM10000_metadata",
+)
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Split names and the split CSV's columns.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "split")
+
+#: Name of the input layer and of the probability output of deployed models.
+INPUT_NAME = "image"
+PROBS_NAME = "probs"
+LABELS_FILE = "labels.txt"
+
+#: The melanoma class, reported on its own (sensitivity) in every evaluation.
+MELANOMA = "mel"

@@ -1,0 +1,19 @@
+"""User-facing errors: one line that names the file or value and says what to do."""
+
+from __future__ import annotations
+
+
+class KdskinError(Exception):
+    """An error caused by the user's input; the CLI prints it on one line and exits 2."""
+
+
+class ConfigError(KdskinError):
+    """A bad configuration file or ``--set`` override."""
+
+
+class DataError(KdskinError):
+    """A dataset that cannot be read as promised (missing columns, unknown labels, no images)."""
+
+
+class ModelError(KdskinError):
+    """A model file that is not a kdskin classifier, or a model that cannot be used as asked."""

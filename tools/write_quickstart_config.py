@@ -1,0 +1,19 @@
+"""Regenerate configs/quickstart.yaml from the defaults in kdskin/config.py (one source of truth).
+
+    python tools/write_quickstart_config.py
+"""
+
+from pathlib import Path
+
+from kdskin.config import Config
+
+HEADER = """\
+# quickstart: the default configuration (identical to the defaults in kdskin/config.py; regenerate
+# with `python tools/write_quickstart_config.py`). Runs on the built-in generated dataset and
+# finishes the whole pipeline within 10 minutes on 2 CPU cores. Small models, few epochs.
+"""
+
+if __name__ == "__main__":
+    out = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+    out.write_text(HEADER + Config().to_yaml())
+    print(f"wrote {out}")
