@@ -106,6 +106,21 @@ def augment_copies(images: np.ndarray, seed: int = 0) -> np.ndarray:
 # --------------------------------------------------------------------------- augmentation
 
 
+def saturation_factor(strength: float) -> tuple[float, float]:
+    """``keras.layers.RandomSaturation`` factor range for a +-``strength`` saturation change.
+
+    Keras 3's ``RandomSaturation(factor)`` is NOT symmetric around "no change": ``factor=0.5`` is
+    the identity, ``0`` greyscale and ``1`` full saturation, and a single float ``f`` samples from
+    ``(0, f)``, so ``RandomSaturation(0.2)`` turns most images nearly grey (it multiplies the
+    saturation by ``f / (1 - f)`` <= 0.25). kdskin's ``augment.saturation: s`` means "multiply the
+    saturation by a factor in ``[1 - s, 1 + s]``", i.e. Keras factors ``m / (1 + m)``.
+    """
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"augment.saturation must be in [0, 1), got {strength}")
+    lo, hi = 1.0 - strength, 1.0 + strength
+    return (lo / (1.0 + lo), hi / (1.0 + hi))
+
+
 def build_augmenter(cfg: AugmentConfig, seed: int | None = None):
     """A ``keras.Sequential`` of Keras 3 augmentation layers for 0..255 float images, or None."""
     import keras
@@ -130,8 +145,8 @@ def build_augmenter(cfg: AugmentConfig, seed: int | None = None):
     if cfg.hue > 0:
         layers.append(keras.layers.RandomHue(cfg.hue, value_range=(0, 255), seed=rng + 6))
     if cfg.saturation > 0:
-        layers.append(keras.layers.RandomSaturation(cfg.saturation, value_range=(0, 255),
-                                                    seed=rng + 7))
+        layers.append(keras.layers.RandomSaturation(saturation_factor(cfg.saturation),
+                                                    value_range=(0, 255), seed=rng + 7))
     if not layers:
         return None
     return keras.Sequential(layers, name="augment")
@@ -140,12 +155,23 @@ def build_augmenter(cfg: AugmentConfig, seed: int | None = None):
 # --------------------------------------------------------------------------- class balance
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Balanced class weights ``n / (k * count_c)`` from the TRAINING labels (absent class: 0)."""
+def class_weights(labels: np.ndarray, power: float = 1.0) -> dict[int, float]:
+    """Class weights ``(n / (k * count_c)) ** power`` from the TRAINING labels (absent class: 0).
+
+    ``power`` 1 is the usual "balanced" weighting (every class weighs the same in the loss);
+    0.5 tempers it (square root), trading some minority-class recall for overall accuracy; 0
+    weighs every image the same. The weights are rescaled so the average weight per training
+    image is 1, keeping the loss (and so the learning rate) on the scale of plain CE.
+    """
+    if power < 0:
+        raise ValueError(f"class weight power must be non-negative, got {power}")
     counts = np.bincount(np.asarray(labels, int), minlength=NUM_CLASSES)
     present = counts > 0
     n, k = counts.sum(), present.sum()
-    return {c: float(n / (k * counts[c])) if counts[c] else 0.0 for c in range(NUM_CLASSES)}
+    raw = np.zeros(NUM_CLASSES)
+    raw[present] = (n / (k * counts[present])) ** power
+    raw *= n / float((raw * counts).sum())
+    return {c: float(raw[c]) for c in range(NUM_CLASSES)}
 
 
 # --------------------------------------------------------------------------- tf.data
