@@ -114,7 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kdskin.run import run_pipeline
 
     cfg = _load(args)
-    run_dir = run_pipeline(cfg, data_dir=args.data_dir, out=args.out, resume=args.resume)
+    run_dir = run_pipeline(cfg, data_dir=args.data_dir, out=args.out, resume=args.resume,
+                           teacher=args.teacher)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG_NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR:"
                    " finished models are reused, an interrupted fit resumes from its backup")
+    p.add_argument("--teacher", metavar="TEACHER.keras", help="reuse this trained teacher "
+                   "instead of training one (e.g. to repeat the students over several seeds "
+                   "with --set train.seed=N); it is evaluated and checked on this run's split")
 
     data = sub.add_parser("data", help=COMMANDS["data"], description=COMMANDS["data"])
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

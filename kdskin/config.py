@@ -40,12 +40,14 @@ class SynthConfig:
 class DataConfig:
     format: str = _choice("ham10000", "ham10000", "isic2018")
     dir: str | None = None  # None: generate the built-in dataset into the run directory
-    image_size: int = 64
+    image_size: int = 48  # quickstart; the paper (paper.yaml) and cpu.yaml use 64
     protocol: str = _choice("lesion_grouped", "lesion_grouped", "paper")
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     seed: int = 42
     strict: bool = False
     balance: str = _choice("class_weight", "none", "class_weight", "oversample")
+    #: class_weight: weights (n / (k * count_c)) ** power; 1 balanced, 0.5 tempered (sqrt)
+    class_weight_power: float = 0.5
     paper_per_class: int = 600  # 'paper' protocol: augment every class to this count, then split
     synth: SynthConfig = field(default_factory=SynthConfig)
 
@@ -78,9 +80,11 @@ class TeacherConfig:
     conv_filters: int = 64
     conv_depth: int = 2
     conv_kernel: int = 7
+    layer_scale_init: float = 1e-6  # ConvNeXt LayerScale start value
+    bn_momentum: float = 0.9  # BatchNorm moving-average momentum (ConvMixer branch)
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 8
+    epochs: int = 10
     learning_rate: float = 1e-3
     exit_loss_weight: float = 0.3  # teacher training: CE weight of each exit head (logits: 1)
 
@@ -92,12 +96,18 @@ class StudentConfig:
     cnn_filters: list[int] = field(default_factory=lambda: [32, 64])
     l2: float = 0.01
     efficientnet: str = _choice("B0", "B0", "B1", "B2", "B3", "B4")
-    efficientnet_variant: str = _choice("standard", "standard", "lite")
+    efficientnet_variant: str = _choice("lite", "standard", "lite")
     weights: str = "none"  # none | imagenet | path to a weights file
-    fusion: str = _choice("concat", "concat", "none")
+    #: layer fusion head: concat (the paper's MLP on the concatenated branch features),
+    #: residual (that MLP added to the average of the exits) or none (exits averaged)
+    fusion: str = _choice("residual", "concat", "residual", "none")
+    #: BatchNorm moving-average momentum of every BN layer (Keras' EfficientNet uses 0.99,
+    #: whose statistics lag far behind the weights in short from-scratch runs: the student then
+    #: predicts one class at evaluation time while training accuracy rises).
+    bn_momentum: float = 0.9
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 8
+    epochs: int = 10
     learning_rate: float = 1e-3
 
 
@@ -105,13 +115,22 @@ class StudentConfig:
 class BaselineConfig:
     """The paper's plain baseline CNN (Conv16-pool-Conv32-pool-Dense128), trained with CE."""
 
-    epochs: int = 8
+    epochs: int = 10
     learning_rate: float = 1e-3
 
 
 @dataclass
 class TrainConfig:
     batch_size: int = 32
+    #: Learning-rate schedule: ``plateau`` (ReduceLROnPlateau, as the paper) or ``cosine``
+    #: (per-epoch cosine decay from the stage's learning rate to ~0 over its epochs; better
+    #: final weights when the epoch budget is short and fixed).
+    lr_schedule: str = _choice("cosine", "plateau", "cosine")
+    #: What early stopping, the LR plateau and the best checkpoint watch. Keras' own
+    #: ``val_accuracy``/``val_loss``, or balanced accuracy / macro AUC computed on the
+    #: validation split each epoch (the ISIC metric: accuracy rewards ignoring rare classes).
+    monitor: str = _choice("val_macro_auc", "val_balanced_accuracy", "val_macro_auc",
+                           "val_accuracy", "val_loss")
     early_stopping_patience: int = 10
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
@@ -139,16 +158,17 @@ class DistillConfig:
 @dataclass
 class ExportConfig:
     enabled: bool = True
-    representative_samples: int = 300
+    representative_samples: int = 200
     per_channel: bool = True
     max_int8_drop: float = 0.01  # accuracy / macro-F1 points (fraction) int8 may lose
+    int8_output: str = _choice("float32", "float32", "uint8")  # int8 model's output tensor type
 
 
 @dataclass
 class BenchConfig:
     enabled: bool = True
-    warmup: int = 3
-    steps: int = 10
+    warmup: int = 2
+    steps: int = 5
     batch_size: int = 32
 
 
@@ -157,13 +177,22 @@ class ExplainConfig:
     enabled: bool = True
     methods: list[str] = field(default_factory=lambda: ["gradcam", "scorecam", "lime"])
     n_images: int = 7  # images explained at the end of a run (one per class where possible)
-    lime_samples: int = 1000
+    lime_samples: int = 300
     lime_segments: int = 50
     scorecam_max_n: int = 16
     seed: int = 0
     tensorboard: bool = True  # Score-CAM overlays as TensorBoard image summaries during training
     tensorboard_every: int = 1  # epochs
     tensorboard_images: int = 7
+    cam_layers: list[str] = field(default_factory=list)  # empty: the model's default layers
+    overlay_alpha: float = 0.4
+    colormap: str = "jet"  # a matplotlib colormap name
+    faithfulness: bool = True  # deletion / insertion curves of every method vs random
+    faithfulness_steps: int = 20
+    #: ``kdskin explain --evaluate`` without images: test images used (stratified by class)
+    evaluate_images: int = 49
+    #: at most this many images in the grid and comparison figures (all get their own overlay)
+    grid_images: int = 14
 
 
 @dataclass
@@ -314,6 +343,19 @@ def _validate(cfg: Config, source: str) -> Config:
             raise bad(f"distill.{key}", "must be non-negative")
     if cfg.distill.temperature <= 0:
         raise bad("distill.temperature", "must be positive")
+    unit = {"student.bn_momentum": cfg.student.bn_momentum,
+            "teacher.bn_momentum": cfg.teacher.bn_momentum,
+            "augment.saturation": cfg.augment.saturation, "augment.hue": cfg.augment.hue,
+            "augment.brightness": cfg.augment.brightness, "augment.contrast": cfg.augment.contrast}
+    for key, value in unit.items():
+        if not 0.0 <= value < 1.0:
+            raise bad(key, f"must be in [0, 1), got {value}")
+    if not 0.0 <= cfg.data.class_weight_power <= 2.0:
+        raise bad("data.class_weight_power", f"must be in [0, 2], got "
+                                             f"{cfg.data.class_weight_power}")
+    if cfg.teacher.layer_scale_init <= 0:
+        raise bad("teacher.layer_scale_init", f"must be positive, got "
+                                              f"{cfg.teacher.layer_scale_init}")
     positive = {
         "train.batch_size": cfg.train.batch_size, "teacher.epochs": cfg.teacher.epochs,
         "student.epochs": cfg.student.epochs, "baseline.epochs": cfg.baseline.epochs,

@@ -37,6 +37,12 @@ def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return y_true, probs
 
 
+def balanced_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Balanced multiclass accuracy (mean recall over the classes present), the ISIC metric."""
+    y_true, probs = _check(y_true, probs)
+    return float(balanced_accuracy_score(y_true, probs.argmax(axis=1)))
+
+
 def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest ROC AUC over the classes present in ``y_true`` (NaN if fewer than 2)."""
     y_true, probs = _check(y_true, probs)

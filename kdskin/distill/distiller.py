@@ -1,0 +1,382 @@
+"""The multi-stage distiller: one ``keras.Model`` per stage, trained with plain ``model.fit``.
+
+Stages (``cfg.distill.stages``), loss per training batch::
+
+    baseline      1     x CE(labels, student logits)                    (student alone, no teacher)
+    single        beta  x KD(logits) + gamma x CE
+    multi         alpha x KD(exits) + beta x KD(logits) + gamma x CE    (student fusion "none")
+    multi_fusion  alpha x KD(exits) + beta x KD(logits) + gamma x CE    (fused student)
+
+The two multi stages differ by the student (:data:`STAGE_FUSION`), which is checked.
+
+KD is :func:`kdskin.distill.losses.softened_kl` (``T^2``-scaled KL of temperature-softened
+softmaxes); KD(exits) averages it over the pairs of ``cfg.distill.exit_map``. The student's own
+regularisation losses (the CNN branch's L2) are added on top.
+
+Why ``KdskinDistiller`` is a thin ``keras.Model`` and not a subclass of
+``keras.distillation.Distiller`` (Keras 3.15.1; it keeps the same public shape: ``teacher``,
+``student``, ``distillation_losses``, ``distillation_loss_weights``, ``call`` = the student's):
+
+1. ``Distiller.__init__`` requires a teacher and freezes it; the ``baseline`` stage has none.
+2. ``Distiller.__init__`` asserts that teacher and student outputs have the same structure and
+   shapes; the teacher has 2 x depth exits + logits, the student 2 exits + logits. kdskin maps
+   exits explicitly (:class:`~kdskin.distill.losses.ExitDistillation`).
+3. ``Distiller.compute_loss`` ignores ``sample_weight`` (so ``fit(class_weight=...)`` silently
+   does nothing), ignores the student's regularisation losses (``student.losses``: the CNN
+   branch's L2), and runs the teacher in ``evaluate`` too.
+4. Its trackers lump every distillation term into one ``distillation_loss``; kdskin reports each
+   term (``loss_exits``, ``loss_kd``, ``loss_ce``, ``total``).
+5. ``Distiller.compile`` requires ``loss`` and rejects dict metrics for dict outputs.
+Overriding all of that would leave only ``call`` inherited. The loss terms themselves are
+``keras.distillation.DistillationLoss`` objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from keras.src.utils import io_utils
+
+from kdskin.config import STAGES, Config
+from kdskin.distill.losses import (
+    ExitDistillation,
+    class_weight_vector,
+    cross_entropy,
+    logit_distillation,
+    output_names,
+    sparse_labels,
+)
+from kdskin.errors import ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+
+#: Loss terms active in each stage (metric names in the history).
+STAGE_TERMS: dict[str, tuple[str, ...]] = {
+    "baseline": ("loss_ce",),
+    "single": ("loss_kd", "loss_ce"),
+    "multi": ("loss_exits", "loss_kd", "loss_ce"),
+    "multi_fusion": ("loss_exits", "loss_kd", "loss_ce"),
+}
+
+#: Student fusion each multi stage is defined with (``build_student(..., fusion=...)``); the
+#: other stages use ``cfg.student.fusion``.
+STAGE_FUSION: dict[str, str] = {"multi": "none", "multi_fusion": "fused"}
+#: Fusion heads that count as "fused" (``build_student(..., fusion=...)``).
+FUSED_HEADS: tuple[str, ...] = ("concat", "residual")
+
+
+def student_fusion(student: keras.Model) -> str | None:
+    """The student's fusion head: ``"residual"`` (layer ``fusion_exits_average``), ``"concat"``
+    (layer ``fusion_concat`` only), ``"none"`` for a two-branch student without a fusion head,
+    None if it is not a two-branch student."""
+    names = output_names(student)
+    if "cnn_exit" not in names or "effnet_exit" not in names:
+        return None
+    layer_names = {layer.name for layer in student.layers}
+    if "fusion_exits_average" in layer_names:
+        return "residual"
+    return "concat" if "fusion_concat" in layer_names else "none"
+
+
+def _num_replicas() -> int:
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+class KdskinDistiller(keras.Model):
+    """Train ``student`` (a kdskin dict-of-logits model) by one distillation stage.
+
+    Args:
+        teacher: trained teacher (frozen here: ``trainable=False``), or None for ``baseline``.
+        student: the model being trained; ``distiller.student`` is what gets saved.
+        stage: one of ``baseline``, ``single``, ``multi``, ``multi_fusion``.
+        alpha, beta, gamma: weights of the exit, logit-KD and cross-entropy terms.
+        temperature: ``T`` of both KD terms (the ``T^2`` factor is inside ``softened_kl``).
+        exit_map: student exit -> teacher exit (``*_exit_last`` allowed); multi stages only.
+        class_weight: ``{class index: weight}`` applied to the CE term during training only
+            (as Keras does). Not to the KD terms: they match the teacher's soft targets, and the
+            teacher was itself trained with the same class weights, so weighting them again
+            would count the imbalance twice. ``fit(class_weight=...)`` is refused.
+
+    ``call`` runs the student only; the teacher runs only inside the training loss, never in
+    ``evaluate``/``predict``. Inputs: ``(B, S, S, 3)`` pixels 0..255 (or ``{"image": ...}``);
+    labels ``(B,)`` class indices (or one-hot ``(B, 7)``).
+
+    History keys: ``loss`` (what is optimised: ``total`` + student regularisation), ``total``,
+    the stage's terms (see :data:`STAGE_TERMS`), ``loss_reg`` when the student has
+    regularisers, ``accuracy`` (on ``"logits"``). Validation reports ``val_loss`` (unweighted CE +
+    regularisation), ``val_loss_ce``, ``val_accuracy`` (and ``val_loss_reg``): the KD terms need
+    the teacher, which validation does not run.
+    """
+
+    def __init__(self, teacher: keras.Model | None, student: keras.Model,
+                 stage: str = "multi_fusion", *, alpha: float = 0.3, beta: float = 0.3,
+                 gamma: float = 0.4, temperature: float = 10.0,
+                 exit_map: Mapping[str, str] | None = None,
+                 class_weight: Mapping[int, float] | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name=name or f"distiller_{stage}", **kwargs)
+        if stage not in STAGE_TERMS:
+            raise ConfigError(f"unknown distillation stage {stage!r}; stages are "
+                              f"{', '.join(STAGES)}")
+        if not isinstance(student, keras.Model):
+            raise ModelError(f"the student must be a keras.Model, got {type(student).__name__}")
+        student_names = output_names(student)
+        if "logits" not in student_names:
+            raise ModelError(f"student {student.name!r} has no 'logits' output (outputs: "
+                             f"{', '.join(student_names) or 'none named'})")
+        for key, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            if value < 0:
+                raise ConfigError(f"distill.{key} must be non-negative, got {value}")
+        self.stage = stage
+        self.student = student
+        self.teacher = None if stage == "baseline" else teacher
+        self.temperature = float(temperature)
+        num_classes = int(student.output["logits"].shape[-1]) if isinstance(
+            student.output, dict) else int(student.outputs[0].shape[-1])
+        self.class_weight = None if class_weight is None else dict(class_weight)
+        self._class_weights = class_weight_vector(class_weight, num_classes)
+
+        # Loss terms: name -> (DistillationLoss or None for CE, weight).
+        self.distillation_losses: list[ExitDistillation] = []
+        self.distillation_loss_weights: list[float] = []
+        self.ce_weight = 1.0 if stage == "baseline" else float(gamma)
+        expected, built = STAGE_FUSION.get(stage), student_fusion(student)
+        fused = built in FUSED_HEADS
+        if expected and built and (expected == "fused") != fused:
+            wanted = " or ".join(repr(f) for f in FUSED_HEADS) if expected == "fused" \
+                else repr(expected)
+            raise ModelError(f"stage {stage!r} expects a student built with fusion={wanted}, "
+                             f"got one with fusion={built!r}; build it with build_student(..., "
+                             f"fusion={wanted.split(' or ')[-1]})")
+        if stage != "baseline":
+            self._check_teacher(self.teacher, student)
+            self.teacher.trainable = False
+            self.kd_loss = logit_distillation(temperature)
+            self.kd_loss.validate_model_compatibility(self.teacher, student)
+            if stage in ("multi", "multi_fusion"):
+                if not exit_map:
+                    raise ConfigError(f"stage {stage!r} needs distill.exit_map (student exit -> "
+                                      f"teacher exit), e.g. {{cnn_exit: conv_exit_last}}")
+                self.exit_loss = ExitDistillation(exit_map, temperature)
+                self.exit_loss.validate_model_compatibility(self.teacher, student)
+                self.distillation_losses.append(self.exit_loss)
+                self.distillation_loss_weights.append(float(alpha))
+            self.distillation_losses.append(self.kd_loss)
+            self.distillation_loss_weights.append(float(beta))
+        self.term_weights: dict[str, float] = dict(zip(
+            STAGE_TERMS[stage], [*self.distillation_loss_weights, self.ce_weight], strict=True))
+
+        # One Mean per reported term; created here (inside the strategy scope, if any).
+        self.has_regularization = bool(student.losses)
+        names = [*STAGE_TERMS[stage], "total"] + (["loss_reg"] if self.has_regularization else [])
+        self.term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self._reported: tuple[str, ...] = ()
+        self._announced = False
+        self.built = student.built and (self.teacher is None or self.teacher.built)
+
+    # ------------------------------------------------------------------ validation
+
+    @staticmethod
+    def _check_teacher(teacher: keras.Model | None, student: keras.Model) -> None:
+        if teacher is None:
+            raise ModelError("this distillation stage needs a trained teacher; pass one, or use "
+                             "stage 'baseline' to train the student alone")
+        if not isinstance(teacher, keras.Model):
+            raise ModelError(f"the teacher must be a keras.Model, got {type(teacher).__name__}")
+        t_in, s_in = teacher.inputs[0].shape, student.inputs[0].shape
+        if tuple(t_in[1:]) != tuple(s_in[1:]):
+            raise ModelError(f"teacher input {tuple(t_in[1:])} and student input "
+                             f"{tuple(s_in[1:])} differ; build both for the same image size")
+        if "logits" not in output_names(teacher):
+            raise ModelError(f"teacher {teacher.name!r} has no 'logits' output")
+
+    def describe(self) -> str:
+        """One line: the stage, its active loss terms and their weights."""
+        parts = []
+        for term, weight in self.term_weights.items():
+            if term == "loss_exits":
+                parts.append(f"{weight:g} x exit KD [{self.exit_loss!r}]")
+            elif term == "loss_kd":
+                parts.append(f"{weight:g} x logit KD (T={self.temperature:g}, T^2-scaled)")
+            else:
+                cw = ", class-weighted" if self._class_weights is not None else ""
+                parts.append(f"{weight:g} x CE on labels{cw}")
+        reg = " + student regularisation" if self.has_regularization else ""
+        teacher = ("no teacher" if self.teacher is None
+                   else f"teacher {self.teacher.name!r} frozen, run in training steps only")
+        return f"stage {self.stage}: loss = {' + '.join(parts)}{reg}; {teacher}"
+
+    # ------------------------------------------------------------------ Keras API
+
+    def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
+        """The student's outputs (dict of ``(B, 7)`` logits)."""
+        return self.student(inputs, training=training)
+
+    def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
+        """Compile with an optimizer only: the loss and metrics are set by the stage."""
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(key) is not None:
+                raise ModelError(f"KdskinDistiller.compile(): do not pass {key}=; the loss terms "
+                                 f"and metrics come from the stage ({self.stage})")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def fit(self, *args: Any, class_weight: Mapping[int, float] | None = None,
+            **kwargs: Any) -> keras.callbacks.History:
+        if class_weight is not None:
+            raise ModelError("KdskinDistiller applies class weights inside its cross-entropy "
+                             "term: pass class_weight= to KdskinDistiller/make_stage_model, "
+                             "not to fit()")
+        if not self._announced:
+            message = self.describe()
+            if kwargs.get("verbose", "auto") != 0:
+                io_utils.print_msg(message)
+            logger.info(message)
+            self._announced = True
+        return super().fit(*args, **kwargs)
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
+                     sample_weight: Any = None, training: bool = True) -> Any:
+        """Weighted sum of the stage's terms (teacher run only when ``training``)."""
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        batch = ops.shape(y_pred["logits"])[0]
+        weights = None if sample_weight is None else ops.reshape(
+            ops.cast(sample_weight, "float32"), (-1,))
+
+        def reduce(per_sample: Any) -> Any:  # Keras' "sum_over_batch_size" reduction
+            if weights is not None:
+                per_sample = per_sample * weights
+            return ops.mean(per_sample)
+
+        values = {"loss_ce": reduce(cross_entropy(
+            y, y_pred["logits"], self._class_weights if training else None))}
+        if training and self.teacher is not None:
+            teacher_out = self.teacher(x, training=False)
+            teacher_out = {k: ops.stop_gradient(v) for k, v in teacher_out.items()}
+            values["loss_kd"] = reduce(self.kd_loss.per_sample(teacher_out, y_pred))
+            if "loss_exits" in self.term_weights:
+                values["loss_exits"] = reduce(self.exit_loss.per_sample(teacher_out, y_pred))
+        if training:
+            values["total"] = sum(self.term_weights[k] * values[k] for k in self.term_weights)
+            loss = values["total"]
+        else:
+            loss = values["loss_ce"]
+        if self.has_regularization:
+            values["loss_reg"] = ops.sum(ops.stack(
+                [ops.cast(v, "float32") for v in self.student.losses]))
+            loss = loss + values["loss_reg"]
+        for key, value in values.items():
+            self.term_trackers[key].update_state(value, sample_weight=batch)
+        self._reported = tuple(values)  # read by compute_metrics at trace time
+        # Under tf.distribute gradients are summed over replicas, so the per-replica loss is
+        # divided by the replica count -- what keras.losses.Loss.__call__ does for Keras' own
+        # losses (and so for Distiller's); kdskin's terms are plain functions, so it is done here.
+        # train_step multiplies it back for the "loss" metric. Tested: a 2-replica step equals
+        # the single-device step on the same global batch.
+        replicas = _num_replicas()
+        return loss / replicas if replicas > 1 else loss
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None
+                        ) -> dict[str, Any]:
+        logits = y_pred["logits"]
+        self.accuracy_tracker.update_state(sparse_labels(y, int(logits.shape[-1])), logits,
+                                           sample_weight=sample_weight)
+        results = {"loss": self._loss_tracker.result()}
+        results.update({k: self.term_trackers[k].result() for k in self.term_trackers
+                        if k in self._reported})
+        results["accuracy"] = self.accuracy_tracker.result()
+        return results
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError("KdskinDistiller is a training harness and is not saved; "
+                                  "save distiller.student instead")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Model, cfg: Config,
+                     class_weight: Mapping[int, float] | None = None,
+                     learning_rate: float | None = None) -> KdskinDistiller:
+    """A compiled :class:`KdskinDistiller` for ``stage`` with weights from ``cfg.distill``.
+
+    Refuses (``ModelError``) a teacher that has not been trained (see
+    :func:`kdskin.train.is_trained`); use :func:`check_teacher_trained` too, to check that it
+    beats the majority class. Optimizer: Adam(``learning_rate`` or ``cfg.student.learning_rate``).
+    Build it inside ``strategy.scope()`` when distributing.
+    """
+    from kdskin.train import is_trained  # kdskin.train imports this package
+
+    if stage not in STAGE_TERMS:
+        raise ConfigError(f"unknown distillation stage {stage!r}; stages are {', '.join(STAGES)}")
+    if stage != "baseline" and teacher is not None and not is_trained(teacher):
+        raise ModelError(_UNTRAINED)
+    d = cfg.distill
+    distiller = KdskinDistiller(teacher, student, stage, alpha=d.alpha, beta=d.beta,
+                                gamma=d.gamma, temperature=d.temperature, exit_map=d.exit_map,
+                                class_weight=class_weight)
+    lr = cfg.student.learning_rate if learning_rate is None else learning_rate
+    distiller.compile(optimizer=keras.optimizers.Adam(lr))
+    return distiller
+
+
+_UNTRAINED = ("the teacher has no trained weights; train the teacher first (or load a trained "
+              "teacher .keras file) before distilling from it")
+
+
+def _iter_batches(data: Any) -> Iterable[tuple[Any, np.ndarray]]:
+    if isinstance(data, tf.data.Dataset):
+        for batch in data:
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
+            yield x, np.asarray(y)
+        return
+    if isinstance(data, (tuple, list)) and len(data) >= 2:
+        x, y = data[0], np.asarray(data[1])
+        for start in range(0, len(y), 256):
+            xb = (x[start:start + 256] if not isinstance(x, Mapping)
+                  else {k: v[start:start + 256] for k, v in x.items()})
+            yield xb, y[start:start + 256]
+        return
+    raise ModelError("check_teacher_trained needs a tf.data.Dataset of (image, label) batches "
+                     "or an (images, labels) pair of arrays")
+
+
+def check_teacher_trained(teacher: keras.Model, data: Any,
+                          majority_accuracy: float | None = None) -> float:
+    """Refuse to distil from an untrained teacher; return its accuracy on ``data``.
+
+    ``data``: a ``tf.data.Dataset`` of ``(image, label)`` batches or ``(images, labels)`` arrays
+    (labels ``(N,)`` indices or one-hot). Raises :class:`ModelError` (one line) if the teacher was
+    never trained (:func:`kdskin.train.is_trained`) or if its accuracy on ``"logits"`` is not
+    above ``majority_accuracy`` (default: the majority-class share of ``data``'s labels).
+    """
+    from kdskin.train import is_trained
+
+    if teacher is None or not is_trained(teacher):
+        raise ModelError(_UNTRAINED)
+    correct, labels_seen = 0, []
+    for x, y in _iter_batches(data):
+        out = teacher(x, training=False)
+        logits = out["logits"] if isinstance(out, Mapping) else out
+        y = y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
+        pred = np.asarray(ops.convert_to_numpy(ops.argmax(logits, axis=-1)))
+        correct += int((pred == y).sum())
+        labels_seen.append(y.astype("int64"))
+    if not labels_seen:
+        raise ModelError("check_teacher_trained got no examples; pass the validation split")
+    labels = np.concatenate(labels_seen)
+    accuracy = correct / len(labels)
+    if majority_accuracy is None:
+        majority_accuracy = float(np.bincount(labels).max() / len(labels))
+    if accuracy <= majority_accuracy:
+        raise ModelError(f"the teacher's accuracy {accuracy:.3f} is not better than always "
+                         f"predicting the majority class ({majority_accuracy:.3f}); train it "
+                         f"longer or check the data before distilling")
+    return float(accuracy)

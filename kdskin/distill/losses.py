@@ -1,0 +1,267 @@
+"""Distillation and classification losses: pure functions of logits, plus two Keras adapters.
+
+Everything here takes LOGITS (never probabilities): kdskin models output logits and a softmax is
+applied only where a formula needs probabilities (flaw 2 of the published code was feeding
+softmax outputs to ``from_logits=True`` losses).
+
+* :func:`softened_kl` -- Hinton et al. soft-target loss, ``KL(softmax(t/T) || softmax(s/T)) * T^2``
+  per sample, computed with ``log_softmax`` (no probability clipping).
+* :func:`cross_entropy` -- cross-entropy from logits with optional per-class weights, per sample.
+* :func:`resolve_exit_map` -- student exit -> teacher exit names, ``*_last`` resolved.
+* :class:`ExitDistillation` -- a ``keras.distillation.DistillationLoss`` that averages
+  :func:`softened_kl` over (student exit, teacher exit) pairs. With the single pair
+  ``{"logits": "logits"}`` it is the logit-distillation term (:func:`logit_distillation`).
+* :class:`ClassWeightedCrossEntropy` -- a serialisable ``keras.losses.Loss`` for ``compile()``.
+
+Why not ``keras.distillation.LogitsDistillation`` for the logit term (checked in Keras 3.15.1):
+its default ``loss="kl_divergence"`` resolves to the *function* ``kl_divergence``, and the
+softmax and the ``T^2`` factor are only applied when the loss is a ``KLDivergence`` *instance*,
+so the default silently computes KL between raw ``logits/T`` values (about 2.90 instead of the
+correct 1.04 on a 3-class example); with an instance it clips probabilities at 1e-7 instead of
+using ``log_softmax``, and it returns only a batch mean, while kdskin needs per-sample values for
+``sample_weight``. kdskin keeps one implementation of the soft-target math for both the logit and
+the exit terms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from kdskin.constants import NUM_CLASSES
+from kdskin.errors import ConfigError
+
+Tensor = Any
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Soft-target distillation loss per sample.
+
+    ``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, shapes ``(B, C), (B, C) -> (B,)``.
+    The ``T^2`` factor (Hinton et al. 2015) keeps the gradient magnitude of the soft term
+    independent of ``T``, so ``alpha``/``beta``/``gamma`` mean the same at any temperature. It is
+    zero when the two logits are equal (up to a constant shift per row).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    t = float(temperature)
+    student_logits = ops.cast(student_logits, "float32")
+    teacher_logits = ops.cast(teacher_logits, "float32")
+    log_p_teacher = ops.log_softmax(teacher_logits / t, axis=-1)
+    log_p_student = ops.log_softmax(student_logits / t, axis=-1)
+    kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
+    return kl * (t * t)
+
+
+def class_weight_vector(class_weight: Mapping[int, float] | Sequence[float] | None,
+                        num_classes: int = NUM_CLASSES) -> np.ndarray | None:
+    """``{class_index: weight}`` (missing classes weigh 1) or a sequence -> ``(num_classes,)``."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, Mapping):
+        vec = np.ones(num_classes, dtype="float32")
+        for key, value in class_weight.items():
+            index = int(key)
+            if not 0 <= index < num_classes:
+                raise ConfigError(f"class_weight has class index {key!r}; indices must be in "
+                                  f"0..{num_classes - 1}")
+            vec[index] = float(value)
+    else:
+        vec = np.asarray(list(class_weight), dtype="float32")
+        if vec.shape != (num_classes,):
+            raise ConfigError(f"class_weight must have {num_classes} values, got {vec.shape[0]}")
+    if np.any(vec < 0) or not np.all(np.isfinite(vec)):
+        raise ConfigError(f"class_weight values must be finite and non-negative, "
+                          f"got {vec.tolist()}")
+    return vec
+
+
+def cross_entropy(labels: Tensor, logits: Tensor,
+                  class_weight: Mapping[int, float] | Sequence[float] | np.ndarray | None = None
+                  ) -> Tensor:
+    """Cross-entropy from logits per sample, times the weight of each sample's class.
+
+    ``labels``: ``(B,)`` or ``(B, 1)`` integer class indices, or ``(B, C)`` one-hot / soft labels
+    (then the sample's weight is ``sum_c labels[c] * w[c]``); ``logits``: ``(B, C)`` -> ``(B,)``.
+    The batch reduction (as Keras does with ``class_weight``) is ``mean(w * ce)``.
+    """
+    logits = ops.cast(logits, "float32")
+    num_classes = int(logits.shape[-1])
+    weights = (class_weight if isinstance(class_weight, np.ndarray) or class_weight is None
+               else class_weight_vector(class_weight, num_classes))
+    log_probs = ops.log_softmax(logits, axis=-1)
+    if _is_dense_labels(labels, num_classes):
+        dense = ops.cast(labels, "float32")
+    else:
+        dense = ops.one_hot(sparse_labels(labels, num_classes), num_classes)
+    ce = -ops.sum(dense * log_probs, axis=-1)
+    if weights is not None:
+        ce = ce * ops.sum(dense * ops.convert_to_tensor(weights, "float32"), axis=-1)
+    return ce
+
+
+def sparse_labels(labels: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
+    """``(B,)``/``(B, 1)`` integer labels or ``(B, C)`` one-hot -> ``(B,)`` int32 class indices."""
+    if _is_dense_labels(labels, num_classes):
+        return ops.cast(ops.argmax(labels, axis=-1), "int32")
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
+
+
+def _is_dense_labels(labels: Tensor, num_classes: int) -> bool:
+    shape = ops.shape(labels)
+    return len(shape) == 2 and shape[-1] == num_classes and num_classes > 1
+
+
+# --------------------------------------------------------------------------- exit map
+
+_LAST = re.compile(r"^(?P<branch>.+_exit)_last$")
+_NUMBERED = re.compile(r"^(?P<branch>.+_exit)_(?P<index>\d+)$")
+
+
+def resolve_exit_map(exit_map: Mapping[str, str], teacher_names: Sequence[str],
+                     student_names: Sequence[str]) -> dict[str, str]:
+    """Resolve ``{student output: teacher output}`` against the models' output names.
+
+    ``"<branch>_exit_last"`` (e.g. ``"conv_exit_last"``) resolves to the deepest numbered exit of
+    that branch among ``teacher_names`` (``"conv_exit_3"`` if the teacher has 3 conv blocks).
+    Raises :class:`ConfigError` naming ``distill.exit_map`` and the available names when a name
+    does not exist.
+    """
+    if not exit_map:
+        raise ConfigError("distill.exit_map is empty; map at least one student exit to a teacher "
+                          "exit, e.g. {cnn_exit: conv_exit_last}")
+    teacher_names, student_names = list(teacher_names), list(student_names)
+    resolved: dict[str, str] = {}
+    for student_name, teacher_name in exit_map.items():
+        if student_name not in student_names:
+            raise ConfigError(f"distill.exit_map: the student has no output {student_name!r}; "
+                              f"student outputs are {', '.join(sorted(student_names))}")
+        match = _LAST.match(teacher_name)
+        if match:
+            branch = match.group("branch")
+            numbered = [(int(m.group("index")), name) for name in teacher_names
+                        if (m := _NUMBERED.match(name)) and m.group("branch") == branch]
+            if not numbered:
+                raise ConfigError(f"distill.exit_map: {teacher_name!r} names no branch of the "
+                                  f"teacher (no outputs {branch}_1, {branch}_2, ...); teacher "
+                                  f"outputs are {', '.join(sorted(teacher_names))}")
+            teacher_name = max(numbered)[1]
+        elif teacher_name not in teacher_names:
+            raise ConfigError(f"distill.exit_map: the teacher has no output {teacher_name!r}; "
+                              f"teacher outputs are {', '.join(sorted(teacher_names))} "
+                              f"(or use <branch>_exit_last)")
+        resolved[student_name] = teacher_name
+    return resolved
+
+
+def output_names(model: keras.Model) -> list[str]:
+    """Names of a functional model's dict outputs (kdskin model contract)."""
+    outputs = getattr(model, "output", None)
+    if isinstance(outputs, dict):
+        return list(outputs)
+    return list(getattr(model, "output_names", []) or [])
+
+
+# --------------------------------------------------------------------------- Keras adapters
+
+
+class ExitDistillation(keras.distillation.DistillationLoss):
+    """Soft-target distillation between named outputs: mean over pairs of :func:`softened_kl`.
+
+    ``exit_map`` maps student output names to teacher output names (``*_exit_last`` allowed).
+    Teacher and student outputs are dicts of ``(B, C)`` logits.
+
+    Departure from ``keras.distillation`` (by design): ``DistillationLoss.validate_outputs``
+    asserts that teacher and student outputs have the same structure, which a teacher with
+    2 x depth exits and a 3-output student never have; here the explicit exit map replaces that
+    check, and only the mapped outputs need matching ``(B, C)`` shapes.
+    """
+
+    def __init__(self, exit_map: Mapping[str, str], temperature: float = 10.0) -> None:
+        if temperature <= 0:
+            raise ConfigError(f"distill.temperature must be positive, got {temperature}")
+        self.exit_map = dict(exit_map)
+        self.temperature = float(temperature)
+        self.resolved: dict[str, str] | None = None
+
+    def resolve(self, teacher_names: Sequence[str], student_names: Sequence[str]
+                ) -> dict[str, str]:
+        self.resolved = resolve_exit_map(self.exit_map, teacher_names, student_names)
+        return self.resolved
+
+    def validate_model_compatibility(self, teacher: keras.Model, student: keras.Model) -> None:
+        self.resolve(output_names(teacher), output_names(student))
+
+    def validate_outputs(self, teacher_outputs: Any, student_outputs: Any) -> None:
+        if not isinstance(teacher_outputs, Mapping) or not isinstance(student_outputs, Mapping):
+            raise ValueError("ExitDistillation needs dict outputs (name -> logits) from both "
+                             "teacher and student")
+        resolved = self.resolve(list(teacher_outputs), list(student_outputs))
+        for s_name, t_name in resolved.items():
+            s_shape, t_shape = student_outputs[s_name].shape, teacher_outputs[t_name].shape
+            if s_shape[-1] != t_shape[-1]:
+                raise ValueError(f"student output {s_name!r} has {s_shape[-1]} classes but "
+                                 f"teacher output {t_name!r} has {t_shape[-1]}")
+
+    def per_sample(self, teacher_outputs: Mapping[str, Tensor],
+                   student_outputs: Mapping[str, Tensor]) -> Tensor:
+        """Mean over mapped pairs of :func:`softened_kl`, shape ``(B,)``."""
+        if self.resolved is None:
+            self.validate_outputs(teacher_outputs, student_outputs)
+        terms = [softened_kl(student_outputs[s], teacher_outputs[t], self.temperature)
+                 for s, t in self.resolved.items()]
+        return terms[0] if len(terms) == 1 else ops.mean(ops.stack(terms, axis=0), axis=0)
+
+    def compute_loss(self, teacher_outputs: Any, student_outputs: Any, **kwargs: Any) -> Tensor:
+        """Scalar: batch mean of :meth:`per_sample`."""
+        return ops.mean(self.per_sample(teacher_outputs, student_outputs))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"exit_map": dict(self.exit_map), "temperature": self.temperature}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ExitDistillation:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        pairs = self.resolved or self.exit_map
+        return ", ".join(f"{s}<-{t}" for s, t in pairs.items()) + f" (T={self.temperature:g})"
+
+
+def logit_distillation(temperature: float = 10.0) -> ExitDistillation:
+    """The logit-distillation term: :class:`ExitDistillation` on ``{"logits": "logits"}``."""
+    return ExitDistillation({"logits": "logits"}, temperature)
+
+
+@keras.saving.register_keras_serializable(package="kdskin")
+class ClassWeightedCrossEntropy(keras.losses.Loss):
+    """Sparse (or one-hot) cross-entropy from logits with per-class weights, for ``compile()``.
+
+    Keras' ``fit(class_weight=...)`` raises for models with more than one output, so class
+    balance for the multi-exit teacher lives in the loss. ``class_weight``: ``{index: weight}``
+    or a list of ``num_classes`` weights, or None. Reduction: ``mean(w * ce)`` like Keras.
+    """
+
+    def __init__(self, class_weight: Mapping[int, float] | Sequence[float] | None = None,
+                 name: str = "class_weighted_cross_entropy", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        vec = class_weight_vector(class_weight, len(class_weight)
+                                  if isinstance(class_weight, Sequence) else NUM_CLASSES)
+        self.class_weight = None if vec is None else [float(v) for v in vec]
+        self._weights = vec
+
+    def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
+        return cross_entropy(y_true, y_pred, self._weights)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"class_weight": self.class_weight})
+        return config

@@ -1,0 +1,34 @@
+"""The paper's plain baseline CNN (the first row of its results table)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.errors import ConfigError
+
+
+def build_baseline_cnn(image_size: int, num_classes: int = NUM_CLASSES,
+                       name: str = "baseline_cnn") -> keras.Model:
+    """Conv16-pool-Conv32-pool-Flatten-Dense128-Dropout0.5-Dense, as in the paper.
+
+    ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
+    Convolutions are 3x3 'valid' with ReLU, pools are 2x2.
+    """
+    if not isinstance(image_size, int) or image_size < 10:
+        raise ConfigError(f"image_size must be an integer of at least 10 for the baseline CNN, "
+                          f"got {image_size!r}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
+    x = layers.Conv2D(16, 3, activation="relu", name="block_1_conv")(x)
+    x = layers.MaxPooling2D(2, name="block_1_pool")(x)
+    x = layers.Conv2D(32, 3, activation="relu", name="block_2_conv")(x)
+    x = layers.MaxPooling2D(2, name="block_2_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    logits = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(image, {"logits": logits}, name=name)

@@ -1,0 +1,217 @@
+"""The fused student: a small CNN branch and an EfficientNet branch, merged by 'layer fusion'.
+
+Input ``"image"``: ``(batch, S, S, 3)`` float32, 0..255. Outputs (a dict of LOGITS, each
+``(batch, num_classes)``): ``cnn_exit``, ``effnet_exit`` and ``logits``.
+
+- fusion ``"concat"`` (the paper's head): ``logits`` = MLP on the concatenated
+  global-average-pooled final feature maps of both branches (Dense ``head_units`` ReLU,
+  dropout, Dense).
+- fusion ``"residual"``: the same MLP on the concatenated features (last layer
+  ``fusion_logits``, initialised to zero) *added to* the average of the two exits' logits
+  (``fusion_exits_average``). Both paths are functions of the concatenated features (an exit is
+  a linear map of its branch's pooled features), so the branches' features, not their
+  probabilities, are merged; the fused head starts as the two-exit ensemble and learns what
+  the branches add jointly. Measured on HAM10000 (cpu config): the plain ``concat`` head
+  trained for 10 epochs ended *below* the unfused student; see docs/RESULTS.md.
+- fusion ``"none"``: ``logits`` = the average of the two exits' logits (no fusion head).
+
+Stable layer names: ``cnn_features`` (CNN branch's last feature map, ``(S/2^n, S/2^n, f_n)``),
+``effnet_features`` (EfficientNet's last feature map, ``(ceil(S/32), ceil(S/32), C)``),
+``cnn_block_{i}_*``, ``cnn_exit``, ``effnet_exit``, ``fusion_*``, ``logits``.
+
+The EfficientNet layers are built INTO this model's graph (``input_tensor=``), not nested as one
+Model layer, so Grad-CAM can target any of them. Keras' EfficientNet rescales and normalises
+0..255 pixels itself, so it is fed the raw input; the Lite variant has its own rescaling too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from kdskin.config import StudentConfig
+from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.errors import ConfigError, ModelError
+from kdskin.models.efficientnet_lite import LITE_COEFFICIENTS, efficientnet_lite
+
+EFFICIENTNETS = {
+    "B0": keras.applications.EfficientNetB0,
+    "B1": keras.applications.EfficientNetB1,
+    "B2": keras.applications.EfficientNetB2,
+    "B3": keras.applications.EfficientNetB3,
+    "B4": keras.applications.EfficientNetB4,
+}
+VARIANTS = ("standard", "lite")
+FUSIONS = ("concat", "residual", "none")
+MIN_IMAGE_SIZE = 32  # keras.applications.EfficientNet's minimum input size
+
+
+def resolve_weights(cfg: StudentConfig) -> str | None:
+    """``"none"`` -> None, ``"imagenet"`` -> ``"imagenet"``, else an existing file's path."""
+    if cfg.weights == "none":
+        return None
+    if cfg.weights == "imagenet":
+        if cfg.efficientnet_variant == "lite":
+            raise ConfigError("student.weights: Keras has no ImageNet weights for "
+                              "efficientnet_variant 'lite'; use 'none' or a weights file path")
+        return "imagenet"
+    path = Path(cfg.weights).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{cfg.weights}: EfficientNet weights file not found; set "
+                         f"student.weights to 'none', 'imagenet' or an existing file")
+    return str(path)
+
+
+def validate_student(cfg: StudentConfig, image_size: int, num_classes: int, fusion: str) -> None:
+    """Raise :class:`ConfigError` (one line, naming the key) for a student that cannot be built."""
+    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"image_size must be an integer of at least {MIN_IMAGE_SIZE} for the "
+                          f"student's EfficientNet branch, got {image_size!r}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+    if fusion not in FUSIONS:
+        raise ConfigError(f"student.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if cfg.efficientnet not in EFFICIENTNETS or cfg.efficientnet not in LITE_COEFFICIENTS:
+        raise ConfigError(f"student.efficientnet must be one of {', '.join(EFFICIENTNETS)}, "
+                          f"got {cfg.efficientnet!r}")
+    if cfg.efficientnet_variant not in VARIANTS:
+        raise ConfigError(f"student.efficientnet_variant must be one of {', '.join(VARIANTS)}, "
+                          f"got {cfg.efficientnet_variant!r}")
+    if not cfg.cnn_filters or any(f < 1 for f in cfg.cnn_filters):
+        raise ConfigError(f"student.cnn_filters must be a non-empty list of positive sizes, "
+                          f"got {cfg.cnn_filters}")
+    if image_size // 2 ** len(cfg.cnn_filters) < 1:
+        raise ConfigError(f"student.cnn_filters: {len(cfg.cnn_filters)} pooled blocks shrink a "
+                          f"{image_size}px image below 1px; use fewer blocks")
+    if cfg.l2 < 0:
+        raise ConfigError(f"student.l2 must be non-negative, got {cfg.l2}")
+    if cfg.head_units < 1:
+        raise ConfigError(f"student.head_units must be at least 1, got {cfg.head_units}")
+    if not 0.0 <= cfg.head_dropout < 1.0:
+        raise ConfigError(f"student.head_dropout must be in [0, 1), got {cfg.head_dropout}")
+
+
+def cnn_block(filters: int, l2: float, index: int) -> Any:
+    """Conv 3x3 (L2) + BN + ReLU + MaxPool 2: ``(b, h, w, c) -> (b, h/2, w/2, filters)``."""
+    name = f"cnn_block_{index}"
+
+    def apply(x: Any) -> Any:
+        x = layers.Conv2D(filters, 3, padding="same",
+                          kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+                          name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+        return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+
+    return apply
+
+
+def cnn_branch(image: Any, cfg: StudentConfig) -> Any:
+    """0..255 ``(b, S, S, 3)`` -> ``cnn_features`` ``(b, S/2^n, S/2^n, cnn_filters[-1])``."""
+    x = layers.Rescaling(1.0 / 255.0, name="cnn_rescale")(image)
+    for i, filters in enumerate(cfg.cnn_filters, start=1):
+        x = cnn_block(filters, cfg.l2, i)(x)
+    return layers.Identity(name="cnn_features")(x)
+
+
+def effnet_branch(image: Any, cfg: StudentConfig, image_size: int, weights: str | None) -> Any:
+    """0..255 ``(b, S, S, 3)`` -> EfficientNet's last feature map (in this graph, not nested).
+
+    ImageNet weights are loaded here by Keras; a weights *file* is loaded by the caller at the
+    end (``load_effnet_weights``).
+    """
+    if cfg.efficientnet_variant == "lite":
+        return efficientnet_lite(image, cfg.efficientnet)
+    try:
+        base = EFFICIENTNETS[cfg.efficientnet](
+            include_top=False, weights="imagenet" if weights == "imagenet" else None,
+            input_tensor=image, input_shape=(image_size, image_size, 3))
+    except Exception as exc:  # download failure, corrupt cache: one line, not a traceback
+        if weights != "imagenet":
+            raise
+        raise ModelError(f"could not load ImageNet weights for EfficientNet{cfg.efficientnet} "
+                         f"({type(exc).__name__}); put efficientnet{cfg.efficientnet.lower()}"
+                         f"_notop.h5 in ~/.keras/models or set student.weights=none") from None
+    return base.output
+
+
+def load_effnet_weights(image: Any, features: Any, path: str, label: str) -> None:
+    """Load a weights file into the EfficientNet layers between ``image`` and ``features``."""
+    branch = keras.Model(image, features, name="effnet_branch")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            branch.load_weights(path)
+    except Exception as exc:  # Keras warns per object, then raises: keep only our one line
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise ModelError(f"{path}: cannot load it into the {label} branch "
+                         f"({type(exc).__name__}: {first}); "
+                         f"pass weights saved from the same architecture") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer; return how many.
+
+    It is part of each layer's config, so a saved model reloads with the same value.
+    """
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count
+
+
+def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CLASSES,
+                  fusion: str | None = None, name: str = "student") -> keras.Model:
+    """Build the fused CNN + EfficientNet student (see the module docstring).
+
+    ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
+    ``fusion`` None uses ``cfg.fusion``. Raises :class:`ConfigError` for a bad configuration and
+    :class:`ModelError` for a missing or incompatible weights file, before building anything
+    where possible.
+    """
+    fusion = cfg.fusion if fusion is None else fusion
+    validate_student(cfg, image_size, num_classes, fusion)
+    weights = resolve_weights(cfg)
+    label = f"EfficientNet{'-Lite' if cfg.efficientnet_variant == 'lite' else ''}" \
+            f"{cfg.efficientnet}"
+
+    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
+
+    cnn_features = cnn_branch(image, cfg)
+    cnn_pooled = layers.GlobalAveragePooling2D(name="cnn_pool")(cnn_features)
+    cnn_exit = layers.Dense(num_classes, name="cnn_exit")(cnn_pooled)
+
+    raw_effnet = effnet_branch(image, cfg, image_size, weights)
+    effnet_features = layers.Identity(name="effnet_features")(raw_effnet)
+    effnet_pooled = layers.GlobalAveragePooling2D(name="effnet_pool")(effnet_features)
+    effnet_exit = layers.Dense(num_classes, name="effnet_exit")(effnet_pooled)
+
+    if fusion in ("concat", "residual"):
+        x = layers.Concatenate(name="fusion_concat")([cnn_pooled, effnet_pooled])
+        x = layers.Dense(cfg.head_units, activation="relu", name="fusion_dense")(x)
+        x = layers.Dropout(cfg.head_dropout, name="fusion_dropout")(x)
+        if fusion == "concat":
+            logits = layers.Dense(num_classes, name="logits")(x)
+        else:
+            fused = layers.Dense(num_classes, kernel_initializer="zeros",
+                                 name="fusion_logits")(x)
+            ensemble = layers.Average(name="fusion_exits_average")([cnn_exit, effnet_exit])
+            logits = layers.Add(name="logits")([ensemble, fused])
+    else:
+        logits = layers.Average(name="logits")([cnn_exit, effnet_exit])
+
+    model = keras.Model(image, {"cnn_exit": cnn_exit, "effnet_exit": effnet_exit,
+                                "logits": logits}, name=name)
+    set_bn_momentum(model, cfg.bn_momentum)
+    if weights not in (None, "imagenet"):  # weights loaded last
+        load_effnet_weights(image, raw_effnet, weights, label)
+    return model

@@ -1,0 +1,345 @@
+"""Reports: ``report.md`` for one run, and ``kdskin report`` (docs/RESULTS.md) over several runs.
+
+Everything here reads the small JSON files a run writes (``metrics.json``, which embeds the
+export check and the benchmark); nothing is retrained or re-measured, so a results document can be
+regenerated from saved ``metrics.json`` copies alone (``docs/results/*.json``).
+
+Runs are grouped by experiment -- (config name, protocol, data, input size) -- and within a group
+every number is the mean over the runs (seeds) that have it, with the sample standard deviation
+beside it when there are several. Timings and sizes come from the group's first run that has
+them (they do not depend on the seed).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kdskin.data.split import protocol_label
+from kdskin.errors import KdskinError
+from kdskin.io import atomic_write_text, read_json
+
+INT8 = "int8"
+#: Rows of the results table, in the paper's order, with the paper's reported accuracy (leaky
+#: protocol; Pavel et al. 2025, table of results).
+ROWS: tuple[tuple[str, str, float | None], ...] = (
+    ("baseline_cnn", "Baseline CNN (paper's plain CNN)", 0.7382),
+    ("teacher", "Teacher (ViT + conv hybrid)", None),
+    ("student_baseline", "Student alone (fused, CE only)", None),
+    ("student_single", "Single-stage KD", 0.9006),
+    ("student_multi", "Multi-stage KD", 0.9222),
+    ("student_multi_fusion", "Multi-stage KD + layer fusion", 0.9588),
+    (INT8, "Multi-stage KD + layer fusion, int8 .tflite", None),
+)
+LABELS = {key: label for key, label, _ in ROWS}
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "melanoma_recall")
+METRIC_HEADS = ("accuracy", "balanced acc.", "macro F1", "macro AUC", "melanoma recall")
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _f(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _mb(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def _mean_std(values: Sequence[float], digits: int = 4) -> str:
+    """``0.8123`` for one value, ``0.8123 ± 0.0051`` (sample std) for several, n/a for none."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return _f(values[0], digits)
+    return f"{_f(statistics.mean(values), digits)} ± {_f(statistics.stdev(values), digits)}"
+
+
+# --------------------------------------------------------------------------- one run, flattened
+
+
+def _int8_infer_ms(bench: Mapping[str, Any]) -> float | None:
+    """ms/step at batch 32 of the int8 file at all threads (the last timing)."""
+    entry = (bench.get("tflite") or {}).get("model_int8.tflite") or {}
+    timings = entry.get("timings") or []
+    return timings[-1].get("ms_per_step") if timings else None
+
+
+def model_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{row key: {metric: value, params, size_bytes, train_ms, infer_ms}}`` for one run.
+
+    Keras models come from ``metrics["models"]`` (test split), the int8 row from the export
+    check (``metrics["export"]["evaluation"]["tflite"]["int8"]``, same test split), timings
+    from ``metrics["bench"]``.
+    """
+    bench = metrics.get("bench") or {}
+    rows: dict[str, dict[str, Any]] = {}
+    for key, entry in (metrics.get("models") or {}).items():
+        test = entry.get("test") or {}
+        b_model = (bench.get("models") or {}).get(key) or {}
+        b_train = (bench.get("training") or {}).get(key) or {}
+        rows[key] = {
+            **{m: test.get(m) for m in METRICS},
+            "params": entry.get("params"),
+            "size_bytes": entry.get("size_bytes"),
+            # Measured during training (what Keras' progress bar shows, as in the paper);
+            # the benchmark's isolated step only where the run has none (a reused teacher).
+            "train_ms": (entry.get("train_step") or {}).get("ms_per_step")
+            or b_train.get("ms_per_step"),
+            "infer_ms": (b_model.get("inference") or {}).get("ms_per_step"),
+        }
+    export = metrics.get("export") or {}
+    int8 = ((export.get("evaluation") or {}).get("tflite") or {}).get(INT8)
+    if int8:
+        rows[INT8] = {**{m: int8.get(m) for m in METRICS}, "params": None,
+                      "size_bytes": int8.get("size_bytes"), "train_ms": None,
+                      "infer_ms": _int8_infer_ms(bench), "agreement": int8.get("agreement")}
+    return rows
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def results_table(runs: Sequence[Mapping[str, Any]], paper_column: bool = True) -> str:
+    """The paper-style results table (test split) over one or more runs of one experiment.
+
+    Metrics are ``mean ± std`` over the runs that have the row; ``runs`` says how many.
+    """
+    flat = [model_rows(m) for m in runs]
+    head = ["model", *METRIC_HEADS, "params", "size", "train ms/step (b32)",
+            "infer ms/step (b32)", "runs"]
+    if paper_column:
+        head.append("paper acc. (leaky)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, paper in ROWS:
+        present = [r[key] for r in flat if key in r]
+        if not present:
+            continue
+        first = {k: next((p[k] for p in present if p.get(k) is not None), None)
+                 for k in ("params", "size_bytes", "train_ms", "infer_ms")}
+        cells = [label, *(_mean_std([p.get(m) for p in present]) for m in METRICS),
+                 f"{first['params']:,}" if first["params"] else "–", _mb(first["size_bytes"]),
+                 _f(first["train_ms"], 1) if first["train_ms"] else "–",
+                 _f(first["infer_ms"], 1) if first["infer_ms"] else "n/a", str(len(present))]
+        if paper_column:
+            cells.append(_f(paper) if paper else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def export_table(export: Mapping[str, Any]) -> str:
+    """Keras model vs each ``.tflite`` on the test split (LiteRT), with sizes."""
+    evaluation = export.get("evaluation") or {}
+    keras_row = evaluation.get("keras") or {}
+    files = evaluation.get("tflite") or {}
+    if not files:
+        return ""
+    lines = ["| model | accuracy | balanced acc. | macro F1 | macro AUC | top-1 agreement with "
+             "Keras | size |", "|---|---|---|---|---|---|---|"]
+    if keras_row:
+        lines.append(f"| Keras (float32) | {_f(keras_row.get('accuracy'))} | "
+                     f"{_f(keras_row.get('balanced_accuracy'))} | {_f(keras_row.get('macro_f1'))}"
+                     f" | {_f(keras_row.get('macro_auc'))} | – | "
+                     f"{_mb(keras_row.get('float_size_bytes'))} (params x 4) |")
+    for kind, row in files.items():
+        lines.append(f"| model_{kind}.tflite | {_f(row.get('accuracy'))} | "
+                     f"{_f(row.get('balanced_accuracy'))} | {_f(row.get('macro_f1'))} | "
+                     f"{_f(row.get('macro_auc'))} | {_f(row.get('agreement'))} | "
+                     f"{_mb(row.get('size_bytes'))} |")
+    return "\n".join(lines)
+
+
+def _machine(metrics: Mapping[str, Any]) -> str:
+    machine = (metrics.get("bench") or {}).get("machine") or metrics.get("machine") or {}
+    if not machine:
+        return "n/a"
+    return f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run_report(run_dir: Path) -> str:
+    """The ``report.md`` text of one run directory."""
+    metrics = read_json(Path(run_dir) / "metrics.json")
+    sizes = metrics.get("sizes", {})
+    wall = metrics.get("wall_seconds")
+    bench = metrics.get("bench") or {}
+    parts = [
+        f"# kdskin run: {metrics.get('config')}",
+        "",
+        f"- data: {metrics.get('data')}",
+        f"- protocol: **{protocol_label(metrics.get('protocol', 'lesion_grouped'))}**",
+        f"- input: {metrics.get('image_size')}x{metrics.get('image_size')} RGB; split sizes: "
+        f"train {sizes.get('train')}, val {sizes.get('val')}, test {sizes.get('test')}; "
+        f"training seed {metrics.get('seed', 'n/a')}",
+        "- majority-class accuracy on the test split: "
+        f"{_f(metrics.get('majority_class_accuracy'))}",
+        f"- wall time: {_f(wall / 60 if wall else None, 1)} min on {_machine(metrics)}",
+    ]
+    if metrics.get("teacher_from"):
+        parts.append(f"- teacher reused from {metrics['teacher_from']} (not retrained)")
+    parts += [
+        "",
+        "## Results (test split)",
+        "",
+        results_table([metrics]),
+        "",
+        "Train ms/step: median wall time per step during training at batch 32, after the first "
+        "epoch, input pipeline included (the KD stages include the frozen teacher's forward "
+        "pass), i.e. what Keras' progress bar shows. Infer ms/step: Keras at batch 32 for the "
+        "Keras models, LiteRT (XNNPACK, all threads) for the int8 file. Paper accuracies come "
+        "from the published augment-then-split protocol and are not comparable with a "
+        "lesion-grouped split.",
+    ]
+    export = metrics.get("export")
+    if export:
+        table = export_table(export)
+        if table:
+            parts += ["", "## Export check (test split, LiteRT)", "", table]
+        for note in export.get("notes", []):
+            parts.append(f"- {note}")
+    if bench.get("rows"):
+        from kdskin.export.bench import format_table
+
+        parts += ["", "## Benchmark", "", format_table(bench["rows"])]
+    expl = metrics.get("explanations") or {}
+    grids = expl.get("grids") or {}
+    if grids:
+        parts += ["", "## Explanations", ""]
+        parts += [f"- {method}: `{path}`" for method, path in grids.items()]
+    parts += ["", "## Plots", "", "Training curves, confusion matrices and ROC curves: `plots/`. "
+              "TensorBoard: `tensorboard --logdir logs`.", ""]
+    return "\n".join(parts)
+
+
+def write_run_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    return atomic_write_text(run_dir / "report.md", run_report(run_dir))
+
+
+# --------------------------------------------------------------------------- several runs
+
+
+def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, dict[str, Any]]]:
+    """``(name, run_dir or None, metrics)`` for each run directory or saved metrics JSON."""
+    runs = []
+    for run in paths:
+        path = Path(run)
+        metrics_file = path / "metrics.json" if path.is_dir() else path
+        if not metrics_file.is_file():
+            raise KdskinError(f"{run}: no metrics.json; pass a run directory made by kdskin "
+                              f"run, or a saved copy of its metrics.json")
+        try:
+            metrics = read_json(metrics_file)
+        except ValueError:
+            raise KdskinError(f"{metrics_file}: not valid JSON; pass a metrics.json written by "
+                              f"kdskin run") from None
+        if not isinstance(metrics, dict) or "models" not in metrics:
+            raise KdskinError(f"{metrics_file}: no 'models' entry; pass a metrics.json written "
+                              f"by kdskin run")
+        name = path.name if path.is_dir() else path.stem
+        runs.append((name, path if path.is_dir() else None, metrics))
+    if not runs:
+        raise KdskinError("no runs given; pass run directories or metrics.json files")
+    return runs
+
+
+def experiment_key(metrics: Mapping[str, Any]) -> tuple[str, str, str, Any]:
+    """Runs with the same key are seeds of one experiment."""
+    return (str(metrics.get("config")), str(metrics.get("protocol", "lesion_grouped")),
+            str(metrics.get("data")), metrics.get("image_size"))
+
+
+def _copy_plots(run_dir: Path, dest: Path) -> list[str]:
+    """Copy a run's training-curve and confusion-matrix PNGs to ``dest``; return their names."""
+    copied = []
+    plots = run_dir / "plots"
+    if not plots.is_dir():
+        return copied
+    dest.mkdir(parents=True, exist_ok=True)
+    for png in sorted(plots.glob("*.png")):
+        if png.stem.endswith(("_history", "_confusion")):
+            shutil.copyfile(png, dest / png.name)
+            copied.append(png.name)
+    return copied
+
+
+def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULTS.md",
+                     results_dir: str | Path | None = None, command: str | None = None) -> Path:
+    """Write the results document for ``paths`` (run directories or metrics JSON files).
+
+    With ``results_dir``, each run's ``metrics.json`` is copied there as ``NAME.json`` and the
+    first run's plots of each experiment under ``results_dir/NAME/``, so the document can be
+    regenerated later from ``results_dir/*.json`` alone (plots already there are linked).
+    """
+    runs = _load_runs(paths)
+    out = Path(out)
+    results = Path(results_dir) if results_dir else None
+    if results is not None:
+        results.mkdir(parents=True, exist_ok=True)
+        for name, run_dir, _ in runs:
+            if run_dir is not None:
+                shutil.copyfile(run_dir / "metrics.json", results / f"{name}.json")
+    groups: dict[tuple, list[tuple[str, Path | None, dict[str, Any]]]] = {}
+    for run in runs:
+        groups.setdefault(experiment_key(run[2]), []).append(run)
+    parts = ["# kdskin results", ""]
+    if command:
+        parts += [f"Generated by `{command}` from the runs' `metrics.json` files; nothing here "
+                  f"is typed by hand.", ""]
+    for (config, protocol, data, size), members in groups.items():
+        first_name, first_dir, first = members[0]
+        seeds = [m[2].get("seed") for m in members]
+        walls = [m[2].get("wall_seconds") for m in members if m[2].get("wall_seconds")]
+        leaky = protocol == "paper"
+        parts += [
+            f"## {config}: {protocol_label(protocol)}" + (" -- LEAKY" if leaky else ""),
+            "",
+            f"- data: {data}; input {size}x{size} RGB; split sizes: "
+            + ", ".join(f"{k} {v}" for k, v in (first.get("sizes") or {}).items()),
+            f"- protocol: **{protocol_label(protocol)}**",
+            f"- runs: {', '.join(m[0] for m in members)} (training seeds "
+            f"{', '.join(str(s) for s in seeds)})",
+            f"- machine: {_machine(first)}; wall time per run: "
+            + (", ".join(f"{w / 60:.1f} min" for w in walls) if walls else "n/a"),
+            f"- majority-class accuracy on the test split: "
+            f"{_f(first.get('majority_class_accuracy'))}",
+            "",
+            results_table([m[2] for m in members]),
+            "",
+        ]
+        export = first.get("export")
+        if export and export_table(export):
+            parts += [f"Export check of `{first_name}` (test split, LiteRT):", "",
+                      export_table(export), ""]
+        if results is not None:
+            plot_dir = results / first_name
+            names = _copy_plots(first_dir, plot_dir) if first_dir is not None else []
+            if not names and plot_dir.is_dir():
+                names = sorted(p.name for p in plot_dir.glob("*.png"))
+            if names:
+                rel = plot_dir.relative_to(out.parent) if plot_dir.is_relative_to(out.parent) \
+                    else plot_dir
+                parts += [f"Plots of `{first_name}`: "
+                          + ", ".join(f"[{n.removesuffix('.png')}]({rel}/{n})" for n in names),
+                          ""]
+    return atomic_write_text(out, "\n".join(parts))
+
+
+def report_command(runs: list[str], out: str = "docs/RESULTS.md",
+                   results_dir: str | None = None) -> Path:
+    """``kdskin report``: the results document over run directories or saved metrics.json."""
+    command = "kdskin report " + " ".join(runs) + f" --out {out}" + (
+        f" --results-dir {results_dir}" if results_dir else "")
+    path = results_document(runs, out, results_dir, command=command)
+    print(f"wrote {path}")
+    return path

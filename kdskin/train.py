@@ -1,0 +1,315 @@
+"""Training helpers shared by every kdskin stage: strategy, compile, callbacks, fit, trained flag.
+
+* :func:`strategy_scope` / :func:`global_batch_size` -- ``tf.distribute`` from
+  ``cfg.train.distribution`` (``none`` | ``mirrored`` | ``multi_worker``).
+* :func:`compile_classifier` -- plain cross-entropy training (baseline CNN, teacher) with class
+  weights inside the loss: Keras' ``fit(class_weight=...)`` raises ``"class_weight is only
+  supported for Models with a single output"`` for the multi-exit teacher (checked, Keras 3.15).
+* :func:`make_callbacks` -- early stopping, LR schedule, best-model checkpoint (the *student* for a
+  distiller), CSV and TensorBoard logs, and ``BackupAndRestore`` so an interrupted run resumes.
+* :func:`mark_trained` / :func:`is_trained` -- how the distiller tells a trained teacher from a
+  freshly built one.
+
+Run-directory layout written here: ``RUN_DIR/logs/NAME.csv``, ``RUN_DIR/logs/NAME/`` (TensorBoard),
+``RUN_DIR/backup/NAME/`` (deleted when ``fit`` completes), ``RUN_DIR/checkpoints/NAME.keras``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdskin.config import Config
+from kdskin.distill.losses import ClassWeightedCrossEntropy, output_names
+from kdskin.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TRAINED_ATTR = "_kdskin_trained"
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+
+
+# --------------------------------------------------------------------------- trained flag
+
+
+def mark_trained(model: keras.Model, trained: bool = True) -> keras.Model:
+    """Record that ``model`` holds trained weights (call after ``fit`` or after loading weights)."""
+    setattr(model, TRAINED_ATTR, bool(trained))
+    return model
+
+
+def is_trained(model: keras.Model) -> bool:
+    """True if :func:`mark_trained` was called, or the model's optimizer has taken steps.
+
+    The second test covers a ``.keras`` file saved after ``fit`` and loaded with
+    ``keras.models.load_model`` (the optimizer state, including ``iterations``, is saved and
+    restored by default). A freshly built model has neither. ``mark_trained(model, False)`` wins.
+    """
+    flag = getattr(model, TRAINED_ATTR, None)
+    if flag is not None:
+        return bool(flag)
+    optimizer = getattr(model, "optimizer", None)
+    iterations = getattr(optimizer, "iterations", None)
+    try:
+        return iterations is not None and int(keras.ops.convert_to_numpy(iterations)) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- distribution
+
+
+def strategy_scope(distribution: str) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy for ``cfg.train.distribution``; use ``with s.scope():``.
+
+    ``none`` -> the default (no-op) strategy; ``mirrored`` -> ``MirroredStrategy`` over the local
+    GPUs (or the CPU); ``multi_worker`` -> ``MultiWorkerMirroredStrategy`` (reads ``TF_CONFIG``;
+    create it at program start, before other TensorFlow work). Build and compile the models
+    inside ``strategy.scope()`` and batch the data with :func:`global_batch_size`.
+    """
+    if distribution == "none":
+        return tf.distribute.get_strategy()
+    if distribution == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if distribution == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"train.distribution must be one of {', '.join(DISTRIBUTIONS)}, "
+                      f"got {distribution!r}")
+
+
+def global_batch_size(cfg: Config, strategy: tf.distribute.Strategy) -> int:
+    """``cfg.train.batch_size`` per replica times the number of replicas."""
+    return int(cfg.train.batch_size) * int(strategy.num_replicas_in_sync)
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def accuracy_key(model: keras.Model) -> str:
+    """History key of the main accuracy: ``accuracy``, or ``logits_accuracy`` for a multi-output
+    model compiled by :func:`compile_classifier` (Keras prefixes metric names with the output
+    name when a model has several outputs). A distiller always reports ``accuracy``."""
+    if hasattr(model, "student"):
+        return "accuracy"
+    return "logits_accuracy" if len(output_names(model)) > 1 else "accuracy"
+
+
+def compile_classifier(model: keras.Model, lr: float,
+                       class_weight: Mapping[int, float] | None = None,
+                       exit_weight: float = 0.3) -> keras.Model:
+    """Compile a logits model for cross-entropy training on integer labels; returns ``model``.
+
+    Every output is trained with (class-weighted) cross-entropy from logits: ``"logits"`` with
+    weight 1, every other output (the teacher's exit heads) with ``exit_weight``. Accuracy is
+    tracked on ``"logits"`` (history key: :func:`accuracy_key`). Optimizer: Adam(``lr``).
+    """
+    names = output_names(model)
+    loss = ClassWeightedCrossEntropy(class_weight)
+    if len(names) <= 1:
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+        return model
+    if "logits" not in names:
+        raise ConfigError(f"model {model.name!r} has outputs {names} but no 'logits' output")
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss={name: loss for name in names},
+        loss_weights={name: 1.0 if name == "logits" else float(exit_weight) for name in names},
+        metrics={"logits": ["accuracy"]},
+    )
+    return model
+
+
+def labels_for(model: keras.Model, y: Any) -> Any:
+    """Targets for a model compiled by :func:`compile_classifier`: the same labels for every
+    output (a dict ``{output: y}`` for a multi-output model). Works on arrays and inside
+    ``Dataset.map``."""
+    names = output_names(model)
+    if len(names) <= 1 or hasattr(model, "student"):
+        return y
+    return {name: y for name in names}
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` that saves ``model.student`` when the model is a distiller.
+
+    The distiller (teacher + student + loss) is a training harness, not a deliverable: the
+    ``.keras`` file holds the student alone, loadable with ``keras.models.load_model``. The logs
+    the monitor reads still come from the distiller's ``fit``.
+    """
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(getattr(model, "student", model))
+
+
+def checkpoint_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{name}.keras"
+
+
+class ValidationMetrics(keras.callbacks.Callback):
+    """Add ``val_balanced_accuracy`` and ``val_macro_auc`` to the epoch logs.
+
+    ``images`` ``(N, S, S, 3)`` 0..255 and ``labels`` ``(N,)`` of the validation split; the
+    model's (or a distiller's student's) ``"logits"`` are scored once per epoch. Put it before
+    the callbacks that read these keys (early stopping, checkpoint, CSV and TensorBoard logs).
+    """
+
+    KEYS = ("val_balanced_accuracy", "val_macro_auc")
+
+    def __init__(self, images: Any, labels: Any, batch_size: int = 128) -> None:
+        super().__init__()
+        self.images = images
+        self.labels = np.asarray(labels).astype(int).reshape(-1)
+        self.batch_size = int(batch_size)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from kdskin.metrics import balanced_accuracy, macro_auc
+
+        from kdskin.evaluate import softmax
+
+        model = getattr(self.model, "student", self.model)
+        out = model.predict(np.asarray(self.images, np.float32), batch_size=self.batch_size,
+                            verbose=0)  # compiled once per model, reused every epoch
+        p = softmax(np.asarray(out["logits"] if isinstance(out, Mapping) else out))
+        if logs is not None:
+            logs["val_balanced_accuracy"] = balanced_accuracy(self.labels, p)
+            logs["val_macro_auc"] = macro_auc(self.labels, p)
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Wall time per training step as ``fit`` runs it: the median interval between successive
+    batch ends, after the first epoch (tracing) -- the ms/step Keras' progress bar shows, input
+    pipeline and augmentation included. :meth:`summary` gives it for ``metrics.json``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times_ms: list[float] = []
+        self.first_epoch: list[float] = []
+        self._last: float | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        if self._last is not None and batch > 0:
+            (self.times_ms if self._epoch > 0 else self.first_epoch).append(
+                (now - self._last) * 1000.0)
+        self._last = now
+
+    def summary(self, batch_size: int) -> dict[str, Any]:
+        """``{"ms_per_step", "steps", "batch", "how"}``; falls back to the first epoch's steps
+        (minus its first, tracing step) when only one epoch ran."""
+        times = self.times_ms or self.first_epoch
+        return {"ms_per_step": float(statistics.median(times)) if times else None,
+                "steps": len(times), "batch": int(batch_size),
+                "how": "median wall time per step during fit, after the first epoch, input "
+                       "pipeline included"}
+
+
+def cosine_schedule(base_lr: float, epochs: int, min_lr: float = 0.0):
+    """``epoch -> lr``: half a cosine from ``base_lr`` (epoch 0) towards ``min_lr`` (epoch E)."""
+    def schedule(epoch: int, lr: float | None = None) -> float:
+        progress = min(max(epoch, 0), epochs) / max(epochs, 1)
+        return float(min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress)))
+    return schedule
+
+
+def make_callbacks(run_dir: str | Path, name: str, cfg: Config, monitor: str | None = None,
+                   extra: Iterable[keras.callbacks.Callback] = (),
+                   validation: tuple[Any, Any] | None = None, epochs: int | None = None,
+                   learning_rate: float | None = None) -> list[keras.callbacks.Callback]:
+    """Callbacks for one training stage called ``name``.
+
+    :class:`StepTimer`, ``ValidationMetrics`` (when ``validation=(images, labels)`` is given),
+    ``BackupAndRestore`` (so a rerun of the same ``fit`` resumes from the last finished epoch:
+    weights, optimizer and epoch number), ``EarlyStopping`` (restores the best weights), the
+    learning-rate schedule (``ReduceLROnPlateau``, or a cosine ``LearningRateScheduler`` from
+    ``learning_rate`` over ``epochs`` when ``cfg.train.lr_schedule`` is ``cosine``),
+    :class:`StudentCheckpoint` (best ``monitor``), ``CSVLogger`` (appends when resuming) and
+    ``TensorBoard``, then ``extra``. ``monitor`` (default ``cfg.train.monitor``) must be a key of
+    the validation logs; a name containing ``loss`` is minimised, any other maximised.
+    ``TensorBoard`` is left out (with a
+    warning) when the ``tensorboard`` package is missing.
+    """
+    run_dir = Path(run_dir)
+    logs, backup = run_dir / "logs", run_dir / "backup" / name
+    logs.mkdir(parents=True, exist_ok=True)
+    checkpoint = checkpoint_path(run_dir, name)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    resuming = (backup / "training_metadata.json").exists()
+    t = cfg.train
+    monitor = monitor or t.monitor
+    if monitor in ValidationMetrics.KEYS and validation is None:
+        raise ConfigError(f"train.monitor {monitor!r} needs the validation images: pass "
+                          f"validation=(images, labels) to make_callbacks")
+    # Explicit mode: Keras' "auto" only knows compile() metrics, not a distiller's own trackers.
+    mode = "min" if "loss" in monitor else "max"
+    callbacks: list[keras.callbacks.Callback] = [StepTimer()]
+    if validation is not None:
+        callbacks.append(ValidationMetrics(*validation))
+    callbacks += [
+        keras.callbacks.BackupAndRestore(backup_dir=str(backup)),
+        keras.callbacks.EarlyStopping(monitor=monitor, patience=t.early_stopping_patience,
+                                      mode=mode, restore_best_weights=True, verbose=1),
+    ]
+    if t.lr_schedule == "cosine":
+        if epochs is None or learning_rate is None:
+            raise ConfigError("train.lr_schedule 'cosine' needs the stage's epochs and "
+                              "learning rate: pass epochs= and learning_rate= to make_callbacks")
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            cosine_schedule(learning_rate, epochs, t.min_learning_rate)))
+    else:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=t.reduce_lr_factor, patience=t.reduce_lr_patience,
+            mode=mode, min_lr=t.min_learning_rate, verbose=1))
+    callbacks += [
+        StudentCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
+                          save_best_only=True),
+        keras.callbacks.CSVLogger(str(logs / f"{name}.csv"), append=resuming),
+    ]
+    if tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logs / name)))
+    else:
+        logger.warning("no TensorBoard logs for %s: the 'tensorboard' package is not installed "
+                       "(pip install tensorboard); the CSV log is still written", name)
+    return [*callbacks, *extra]
+
+
+def tensorboard_available() -> bool:
+    """``tf.summary`` writes nothing without the ``tensorboard`` package (TF 2.21 raises
+    ``TBNotInstalledError``), and ``tensorflow-cpu`` does not install it."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit_model(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int,
+              callbacks: Iterable[keras.callbacks.Callback] = (), verbose: int | str = 2,
+              **fit_kwargs: Any) -> keras.callbacks.History:
+    """``model.fit`` with validation, then :func:`mark_trained` on the model (and its student).
+
+    ``train_ds``/``val_ds``: ``tf.data.Dataset`` of ``(image, label)`` batches (or anything
+    ``fit`` accepts). Returns the ``History``; ``history.history`` has ``val_*`` keys.
+    """
+    history = model.fit(train_ds, validation_data=val_ds, epochs=int(epochs),
+                        callbacks=list(callbacks), verbose=verbose, **fit_kwargs)
+    mark_trained(model)
+    if hasattr(model, "student"):
+        mark_trained(model.student)
+    return history

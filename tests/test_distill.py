@@ -1,0 +1,305 @@
+"""Distillation losses and the multi-stage distiller, on tiny stand-in models of the contract."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from kdskin.config import Config  # noqa: E402
+from kdskin.distill import (  # noqa: E402
+    ClassWeightedCrossEntropy,
+    ExitDistillation,
+    KdskinDistiller,
+    check_teacher_trained,
+    cross_entropy,
+    make_stage_model,
+    resolve_exit_map,
+    softened_kl,
+)
+from kdskin.errors import ConfigError, ModelError  # noqa: E402
+from kdskin.train import mark_trained  # noqa: E402
+
+S = 16  # image size of the stand-in models
+TEACHER_NAMES = ["vit_exit_1", "vit_exit_2", "conv_exit_1", "conv_exit_2", "conv_exit_3",
+                 "logits"]
+
+
+# --------------------------------------------------------------------------- stand-in models
+
+
+@keras.saving.register_keras_serializable(package="kdskin_tests")
+class CallCounter(keras.layers.Layer):
+    """Identity that counts how many times it ran (a non-trainable variable)."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                     dtype="float32", name="count")
+
+    def call(self, x):
+        self.count.assign_add(1.0)
+        return x
+
+
+def tiny_teacher(seed: int = 0, counter: bool = False) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((S, S, 3), name="image")
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    if counter:
+        h = CallCounter(name="counter")(h)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(h)
+    p = keras.layers.GlobalAveragePooling2D()(h)
+    outs = {name: keras.layers.Dense(7, name=name)(p) for name in TEACHER_NAMES}
+    return keras.Model(inp, outs, name="teacher")
+
+
+def tiny_student(seed: int = 1, l2: float = 0.0, fusion: str = "concat") -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((S, S, 3), name="image")
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    reg = keras.regularizers.L2(l2) if l2 else None
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", kernel_regularizer=reg)(h)
+    p = keras.layers.GlobalAveragePooling2D()(h)
+    q = keras.layers.GlobalMaxPooling2D()(h)
+    a = keras.layers.Dense(7, name="cnn_exit")(p)
+    b = keras.layers.Dense(7, name="effnet_exit")(q)
+    if fusion == "concat":
+        logits = keras.layers.Dense(7, name="logits")(
+            keras.layers.Concatenate(name="fusion_concat")([p, q]))
+    else:
+        logits = keras.layers.Average(name="logits")([a, b])
+    return keras.Model(inp, {"cnn_exit": a, "effnet_exit": b, "logits": logits}, name="student")
+
+
+def batch(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(seed)
+    return (rng.randint(0, 256, (n, S, S, 3)).astype("float32"),
+            rng.randint(0, 7, n).astype("int32"))
+
+
+def np_softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- pure losses
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0, 10.0])
+def test_softened_kl_matches_numpy_with_t_squared(temperature):
+    rng = np.random.RandomState(3)
+    s, t = rng.randn(5, 7).astype("float32") * 3, rng.randn(5, 7).astype("float32") * 3
+    p_t, p_s = np_softmax(t / temperature), np_softmax(s / temperature)
+    kl = (p_t * (np.log(p_t) - np.log(p_s))).sum(-1)  # KL(teacher || student), no scaling
+    got = keras.ops.convert_to_numpy(softened_kl(s, t, temperature))
+    assert got.shape == (5,)
+    np.testing.assert_allclose(got, kl * temperature**2, rtol=1e-4, atol=1e-6)
+    assert np.all(got >= 0)
+
+
+def test_softened_kl_zero_when_student_equals_teacher():
+    t = np.random.RandomState(4).randn(6, 7).astype("float32") * 5
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(softened_kl(t, t, 10.0)), 0, atol=1e-6)
+    # Softmax is shift-invariant: a constant per row changes nothing.
+    shifted = softened_kl(t + 3.0, t, 10.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(shifted), 0, atol=1e-5)
+    assert float(keras.ops.max(softened_kl(-t, t, 10.0))) > 0.01
+
+
+def test_cross_entropy_matches_numpy_and_class_weights_change_it():
+    rng = np.random.RandomState(5)
+    logits, y = rng.randn(8, 7).astype("float32"), np.array([0, 1, 2, 3, 4, 5, 6, 0])
+    ce = -np.log(np_softmax(logits)[np.arange(8), y])
+    got = keras.ops.convert_to_numpy(cross_entropy(y, logits))
+    np.testing.assert_allclose(got, ce, rtol=1e-5)
+    weights = {0: 3.0, 4: 0.5}
+    w = np.array([3.0, 1, 1, 1, 0.5, 1, 1])[y]
+    weighted = keras.ops.convert_to_numpy(cross_entropy(y, logits, weights))
+    np.testing.assert_allclose(weighted, ce * w, rtol=1e-5)
+    assert not np.allclose(weighted.mean(), ce.mean())
+    one_hot = np.eye(7, dtype="float32")[y]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(cross_entropy(one_hot, logits, weights)),
+                               ce * w, rtol=1e-5)
+    loss = ClassWeightedCrossEntropy(weights)
+    np.testing.assert_allclose(float(loss(y, logits)), (ce * w).mean(), rtol=1e-5)
+    again = ClassWeightedCrossEntropy.from_config(loss.get_config())
+    np.testing.assert_allclose(float(again(y, logits)), (ce * w).mean(), rtol=1e-5)
+    with pytest.raises(ConfigError, match="class_weight"):
+        cross_entropy(y, logits, {9: 1.0})
+
+
+def test_exit_map_resolution_last_and_errors():
+    names = TEACHER_NAMES + ["conv_exit_10"]
+    resolved = resolve_exit_map({"cnn_exit": "conv_exit_last", "effnet_exit": "vit_exit_last"},
+                                names, ["cnn_exit", "effnet_exit", "logits"])
+    assert resolved == {"cnn_exit": "conv_exit_10", "effnet_exit": "vit_exit_2"}
+    assert resolve_exit_map({"cnn_exit": "vit_exit_1"}, names, ["cnn_exit"]) == {
+        "cnn_exit": "vit_exit_1"}
+    with pytest.raises(ConfigError, match=r"distill.exit_map.*'conv_exit_7'.*conv_exit_1"):
+        resolve_exit_map({"cnn_exit": "conv_exit_7"}, names, ["cnn_exit"])
+    with pytest.raises(ConfigError, match=r"'mlp_exit_last'"):
+        resolve_exit_map({"cnn_exit": "mlp_exit_last"}, names, ["cnn_exit"])
+    with pytest.raises(ConfigError, match=r"student has no output 'cnn'"):
+        resolve_exit_map({"cnn": "conv_exit_last"}, names, ["cnn_exit"])
+
+
+def test_exit_distillation_averages_pairs_and_is_zero_on_match():
+    rng = np.random.RandomState(6)
+    teacher = {n: rng.randn(4, 7).astype("float32") for n in TEACHER_NAMES}
+    loss = ExitDistillation({"cnn_exit": "conv_exit_last", "effnet_exit": "vit_exit_last"}, 10.0)
+    matched = {"cnn_exit": teacher["conv_exit_3"], "effnet_exit": teacher["vit_exit_2"],
+               "logits": teacher["logits"]}
+    assert abs(float(loss.compute_loss(teacher, matched))) < 1e-6
+    student = {n: rng.randn(4, 7).astype("float32") for n in ("cnn_exit", "effnet_exit", "logits")}
+    expected = np.mean([
+        keras.ops.convert_to_numpy(softened_kl(student["cnn_exit"], teacher["conv_exit_3"], 10)),
+        keras.ops.convert_to_numpy(softened_kl(student["effnet_exit"], teacher["vit_exit_2"], 10)),
+    ], axis=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loss.per_sample(teacher, student)),
+                               expected, rtol=1e-5)
+    np.testing.assert_allclose(float(loss.compute_loss(teacher, student)), expected.mean(),
+                               rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- distiller
+
+
+def test_distiller_loss_is_zero_kd_when_student_equals_teacher():
+    # A "student" that is the teacher's own graph (same outputs): both KD terms are zero.
+    teacher = tiny_teacher()
+    outs = teacher.output
+    twin = keras.Model(teacher.input, {"cnn_exit": outs["conv_exit_3"],
+                                       "effnet_exit": outs["vit_exit_2"],
+                                       "logits": outs["logits"]}, name="twin")
+    d = KdskinDistiller(teacher, twin, "multi", exit_map={"cnn_exit": "conv_exit_last",
+                                                          "effnet_exit": "vit_exit_last"})
+    x, y = batch()
+    d.compute_loss(x, y, training=True)
+    assert abs(float(d.term_trackers["loss_kd"].result())) < 1e-6
+    assert abs(float(d.term_trackers["loss_exits"].result())) < 1e-6
+    assert float(d.term_trackers["loss_ce"].result()) > 0.1
+
+
+@pytest.mark.parametrize("stage", ["baseline", "single", "multi", "multi_fusion"])
+def test_each_stage_reduces_its_loss_and_reports_terms(stage):
+    x, y = batch()
+    teacher = mark_trained(tiny_teacher())
+    student = tiny_student(l2=0.01, fusion="none" if stage == "multi" else "concat")
+    d = make_stage_model(stage, teacher, student, Config())
+    d.compile(optimizer=keras.optimizers.Adam(0.03), jit_compile=False)  # XLA: slow to trace
+    if stage == "baseline":
+        assert d.teacher is None
+
+    def total() -> float:
+        return float(d.compute_loss(x, y, training=True))
+
+    before = total()
+    history = d.fit(x, y, batch_size=16, epochs=4, validation_data=(x, y), verbose=0)
+    after = total()
+    assert np.isfinite(after) and after < before - 1e-3, (before, after)
+    terms = {"baseline": ["loss_ce"], "single": ["loss_kd", "loss_ce"]}.get(
+        stage, ["loss_exits", "loss_kd", "loss_ce"])
+    for key in [*terms, "total", "loss_reg", "loss", "accuracy", "val_loss", "val_loss_ce",
+                "val_accuracy"]:
+        assert key in history.history, (key, sorted(history.history))
+    for absent in {"loss_exits", "loss_kd"} - set(terms):
+        assert absent not in history.history
+    assert "val_loss_kd" not in history.history  # teacher is not run in validation
+    # Teacher frozen: its weights did not move.
+    if stage != "baseline":
+        assert not d.teacher.trainable
+        assert all(not w.trainable for w in d.teacher.weights)
+        assert len(d.trainable_weights) == len(d.student.trainable_weights)
+
+
+def test_teacher_runs_in_training_only():
+    x, y = batch()
+    teacher = mark_trained(tiny_teacher(counter=True))
+    counter = teacher.get_layer("counter").count
+    d = make_stage_model("multi_fusion", teacher, tiny_student(), Config())
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    after_fit = float(counter.numpy())
+    assert after_fit >= 2  # two training batches
+    d.evaluate(x, y, batch_size=8, verbose=0)
+    d.predict(x, batch_size=8, verbose=0)
+    out = d(x[:2], training=False)
+    assert set(out) == {"cnn_exit", "effnet_exit", "logits"}
+    assert float(counter.numpy()) == after_fit
+
+
+def test_class_weight_changes_distiller_loss_and_fit_class_weight_is_refused():
+    x, y = batch()
+    teacher = mark_trained(tiny_teacher())
+    student = tiny_student()
+    plain = KdskinDistiller(teacher, student, "single")
+    weighted = KdskinDistiller(teacher, student, "single", class_weight={int(y[0]): 5.0})
+    a = float(plain.compute_loss(x, y, training=True))
+    b = float(weighted.compute_loss(x, y, training=True))
+    assert b > a + 1e-3
+    # Validation uses the plain CE (Keras applies class_weight to training only).
+    np.testing.assert_allclose(float(weighted.compute_loss(x, y, training=False)),
+                               float(plain.compute_loss(x, y, training=False)), rtol=1e-6)
+    weighted.compile(optimizer="adam")
+    with pytest.raises(ModelError, match="class_weight"):
+        weighted.fit(x, y, class_weight={0: 2.0}, verbose=0)
+
+
+def test_distiller_construction_errors():
+    teacher, student = mark_trained(tiny_teacher()), tiny_student()
+    with pytest.raises(ConfigError, match="exit_map.*'conv_exit_9'"):
+        KdskinDistiller(teacher, student, "multi_fusion", exit_map={"cnn_exit": "conv_exit_9"})
+    with pytest.raises(ConfigError, match="stage"):
+        KdskinDistiller(teacher, student, "double")
+    with pytest.raises(ModelError, match="teacher"):
+        KdskinDistiller(None, student, "single")
+    with pytest.raises(ModelError, match="loss"):
+        KdskinDistiller(teacher, student, "single").compile(optimizer="adam", loss="mse")
+    with pytest.raises(ModelError, match="fusion='none'"):
+        KdskinDistiller(teacher, student, "multi", exit_map={"cnn_exit": "conv_exit_1"})
+    with pytest.raises(ModelError, match="fusion='concat' or 'residual'"):
+        KdskinDistiller(teacher, tiny_student(fusion="none"), "multi_fusion",
+                        exit_map={"cnn_exit": "conv_exit_1"})
+
+
+def test_untrained_teacher_is_refused():
+    x, y = batch(32)
+    fresh = tiny_teacher()
+    with pytest.raises(ModelError, match="no trained weights"):
+        make_stage_model("single", fresh, tiny_student(), Config())
+    with pytest.raises(ModelError, match="no trained weights"):
+        check_teacher_trained(fresh, (x, y))
+    # Marked trained, but it always predicts class 0 while the data is mostly class 5.
+    teacher = mark_trained(tiny_teacher())
+    bias = np.zeros(7, "float32")
+    bias[0] = 100.0
+    kernel, _ = teacher.get_layer("logits").get_weights()
+    teacher.get_layer("logits").set_weights([kernel * 0, bias])
+    labels = np.full(32, 5, "int32")
+    labels[:4] = 0
+    with pytest.raises(ModelError, match=r"accuracy 0\.125 is not better.*majority class"):
+        check_teacher_trained(teacher, (x, labels))
+    # The same teacher passes when it beats the given majority share (a dataset this time).
+    labels[:20] = 0
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
+    assert check_teacher_trained(teacher, ds, majority_accuracy=0.5) == pytest.approx(20 / 32)
+    with pytest.raises(ModelError, match="not better"):
+        check_teacher_trained(teacher, ds, majority_accuracy=0.7)
+
+
+def test_student_is_saved_not_the_distiller(tmp_path):
+    x, y = batch()
+    d = make_stage_model("single", mark_trained(tiny_teacher()), tiny_student(), Config())
+    d.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "student.keras"
+    d.student.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["logits"],
+                               d.predict(x, verbose=0)["logits"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(NotImplementedError, match="distiller.student"):
+        d.get_config()

@@ -1,0 +1,58 @@
+"""End to end: `kdskin run` on a tiny generated dataset with the tiny config."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdskin.cli import main
+
+TINY = Path(__file__).parent / "configs" / "tiny.yaml"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    assert main(["run", "--config", str(TINY), "--out", str(out)]) == 0
+    return out
+
+
+def test_run_directory_layout(run_dir):
+    for rel in ["config.yaml", "split.csv", "metrics.json", "report.md", "bench.json",
+                "data/HAM10000_metadata.csv",
+                "tflite/model_fp32.tflite", "tflite/model_dynamic.tflite",
+                "tflite/model_int8.tflite", "tflite/labels.txt", "tflite/export.json",
+                "plots/teacher_history.png", "plots/student_multi_fusion_confusion.png"]:
+        assert (run_dir / rel).is_file(), rel
+    for name in ["teacher", "baseline_cnn", "student_baseline", "student_single",
+                 "student_multi", "student_multi_fusion"]:
+        assert (run_dir / "models" / f"{name}.keras").is_file(), name
+    assert not list(run_dir.rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_metrics_json_has_every_model_and_metric(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["protocol"] == "lesion_grouped"
+    for name, entry in metrics["models"].items():
+        assert entry["params"] > 0 and entry["size_bytes"] > 0, name
+        for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc",
+                    "melanoma_recall", "confusion_matrix", "per_class"):
+            assert key in entry["test"], (name, key)
+
+
+def test_report_names_protocol_and_has_table(run_dir):
+    report = (run_dir / "report.md").read_text()
+    assert "lesion-grouped" in report
+    assert "Multi-stage KD + layer fusion" in report and "int8" in report
+
+
+def test_loss_terms_logged_per_stage(run_dir):
+    header = (run_dir / "logs" / "student_multi_fusion.csv").read_text().splitlines()[0]
+    for term in ("loss_ce", "loss_kd", "loss_exits"):
+        assert term in header, term
+
+
+def test_existing_run_dir_is_refused_and_resume_reuses(run_dir, capsys):
+    assert main(["run", "--config", str(TINY), "--out", str(run_dir)]) == 2
+    assert "--resume" in capsys.readouterr().err
