@@ -1,0 +1,158 @@
+"""Benchmark helpers: timing dicts of the right shape, the markdown table, a whole run dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kdskin.config import BenchConfig, Config
+from kdskin.constants import NUM_CLASSES
+from kdskin.export.bench import (
+    bench_keras_inference,
+    bench_run,
+    bench_tflite,
+    bench_training_step,
+    format_table,
+    machine_info,
+)
+from kdskin.export.convert import export_tflite
+from tests.test_export import SIZE, colour_data, tiny_classifier
+
+TIMING_KEYS = {"ms_per_step", "batch", "warmup", "steps", "threads"}
+
+
+def _images(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8),
+            rng.integers(0, NUM_CLASSES, n))
+
+
+def _stand_in(kind: str, name: str) -> keras.Model:
+    """Tiny models with the teacher's / student's output names (exit maps resolve on them)."""
+    image = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0)(image)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    if kind == "teacher":
+        heads = {h: keras.layers.Dense(NUM_CLASSES, name=h)(x)
+                 for h in ("vit_exit_1", "conv_exit_1", "logits")}
+    else:  # a fused student: two exits and a head on their concatenated features
+        fused = keras.layers.Concatenate(name="fusion_concat")([x, x])
+        heads = {h: keras.layers.Dense(NUM_CLASSES, name=h)(x)
+                 for h in ("cnn_exit", "effnet_exit")}
+        heads["logits"] = keras.layers.Dense(NUM_CLASSES, name="logits")(fused)
+    return keras.Model(image, heads, name=name)
+
+
+def test_training_step_plain_model():
+    images, labels = _images()
+    result = bench_training_step(tiny_classifier(), images, labels, batch=4, warmup=1, steps=3)
+    assert set(result) == TIMING_KEYS
+    assert result["ms_per_step"] > 0 and result["batch"] == 4 and result["steps"] == 3
+    assert result["warmup"] == 1 and result["threads"] >= 1
+
+
+def test_training_step_takes_real_gradient_steps():
+    from kdskin.distill.distiller import make_stage_model
+    from kdskin.train import mark_trained
+
+    teacher, student = _stand_in("teacher", "t"), _stand_in("student", "s")
+    mark_trained(teacher)
+    distiller = make_stage_model("multi_fusion", teacher, student, Config())
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    teacher_before = [w.numpy().copy() for w in teacher.weights]
+    images, labels = _images()
+    result = bench_training_step(distiller, images, labels, batch=4, warmup=0, steps=2)
+    assert set(result) == TIMING_KEYS and result["ms_per_step"] > 0
+    assert result["warmup"] == 1  # at least one untimed call: it traces the train function
+    assert int(distiller.optimizer.iterations.numpy()) == 3
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, student.trainable_weights,
+                                                              strict=True))
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(teacher_before, teacher.weights,
+                                                            strict=True))
+
+
+def test_keras_inference_shape():
+    images, _ = _images(3)
+    result = bench_keras_inference(tiny_classifier(), images, batch=5, warmup=1, steps=2)
+    assert set(result) == TIMING_KEYS | {"ms_per_image"}
+    assert result["batch"] == 5 and result["ms_per_step"] > 0 and result["ms_per_image"] > 0
+
+
+def test_tflite_timings(tmp_path):
+    files = export_tflite(tiny_classifier(), tmp_path, colour_data(2)[0], kinds=("fp32", "int8"))
+    images, _ = _images(3)
+    result = bench_tflite(files["int8"], images, batch=4, warmup=1, steps=2)
+    assert result["file"] == "model_int8.tflite" and result["input_dtype"] == "uint8"
+    assert result["size_bytes"] == files["int8"].stat().st_size
+    cores = os.cpu_count()
+    assert [t["threads"] for t in result["timings"]] == list(dict.fromkeys([1, cores]))
+    for timing in result["timings"]:
+        assert set(timing) == {"threads", "ms_per_step", "ms_per_image", "batch", "warmup",
+                               "steps"}
+        assert timing["ms_per_step"] > 0 and timing["ms_per_image"] > 0
+        assert timing["batch"] == 4 and timing["warmup"] == 1 and timing["steps"] == 2
+    single = bench_tflite(files["fp32"], images, threads=[2], batch=2, warmup=0, steps=1)
+    assert [t["threads"] for t in single["timings"]] == [2]
+
+
+def test_machine_info():
+    info = machine_info()
+    assert info["cores"] == os.cpu_count() and info["cpu"]
+    assert "keras" in info and ("tensorflow" in info or "tensorflow-cpu" in info)
+
+
+def test_format_table():
+    rows = [{"model": "a|b", "ms": 12.345, "size": 0.01234},
+            {"model": "c", "threads": 2, "ms": None, "extra": float("nan")}]
+    text = format_table(rows)
+    lines = text.splitlines()
+    assert lines[0] == "| model | ms | size | threads | extra |"
+    assert lines[1] == "| --- | --- | --- | --- | --- |"
+    assert lines[2] == "| a\\|b | 12.35 | 0.0123 | - | - |"
+    assert lines[3] == "| c | - | - | 2 | - |"
+    assert format_table(rows, columns=["ms"]).splitlines()[2] == "| 12.35 |"
+    assert format_table([]) == ""
+
+
+def test_bench_run_on_a_run_directory(tmp_path):
+    run = tmp_path / "run"
+    (run / "models").mkdir(parents=True)
+    teacher = _stand_in("teacher", "teacher")
+    student = _stand_in("student", "student_multi_fusion")
+    for name, model in (("teacher", teacher), ("student_baseline", _stand_in("student", "sb")),
+                        ("student_multi_fusion", student)):
+        model.save(run / "models" / f"{name}.keras")
+    files = export_tflite(student, run / "tflite", colour_data(2)[0], kinds=("fp32", "int8"))
+    cfg = Config(bench=BenchConfig(warmup=1, steps=2, batch_size=4))
+    result = bench_run(run, cfg)
+    assert set(result["models"]) == {"teacher", "student_baseline", "student_multi_fusion"}
+    assert set(result["training"]) == {"teacher", "student_baseline", "student_multi_fusion"}
+    assert "KD step" in result["training"]["student_multi_fusion"]["what"]
+    for entry in result["training"].values():
+        assert entry["ms_per_step"] > 0 and entry["batch"] == 4 and entry["warmup"] == 1
+    assert set(result["tflite"]) == {"model_fp32.tflite", "model_int8.tflite"}
+    sizes = result["sizes"]["model_int8.tflite"]
+    student_bytes = student.count_params() * 4
+    assert sizes["vs_float_student"] == pytest.approx(
+        1 - files["int8"].stat().st_size / student_bytes)
+    assert sizes["vs_fp32_tflite"] == pytest.approx(
+        1 - files["int8"].stat().st_size / files["fp32"].stat().st_size)
+    assert result["sizes"]["model_fp32.tflite"]["vs_fp32_tflite"] == 0.0
+    assert result["sizes"]["reference"]["float_student"] == "student_multi_fusion"
+    n_threads = len({1, os.cpu_count()})
+    assert len(result["rows"]) == 3 + 2 * n_threads  # models, files x threads
+    table = format_table(result["rows"])
+    assert table.count("\n") == len(result["rows"]) + 1
+    assert result["settings"]["warmup"] == 1 and result["machine"]["cores"] == os.cpu_count()
+
+
+def test_bench_run_refuses_non_run_dir(tmp_path):
+    from kdskin.errors import KdskinError
+
+    with pytest.raises(KdskinError, match="not a run directory"):
+        bench_run(Path(tmp_path))

@@ -1,0 +1,322 @@
+"""TFLite export: fp32 / dynamic-range / full-int8 files, their contract and failure modes.
+
+The stand-in classifier follows the kdskin model contract (input "image" (S, S, 3) float32
+0..255, Rescaling inside, a dict of logits with "logits") and is trained for a few epochs on a
+learnable colour rule, so int8 agreement is measured on confident predictions, not on the
+near-ties of a random network. The helpers here are shared by test_tflite_runtime.py and
+test_bench.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kdskin.config import ExportConfig
+from kdskin.constants import CLASSES, NUM_CLASSES
+from kdskin.errors import DataError, ModelError
+from kdskin.export import convert
+from kdskin.export.convert import (
+    check_classifier,
+    export_and_check,
+    export_tflite,
+    float_ops,
+    representative_indices,
+    representative_sample,
+)
+from kdskin.export.litert import TFLiteClassifier, keras_probs
+
+SIZE = 32
+#: A distinct colour per class; images are that colour plus noise.
+PALETTE = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [220, 220, 40],
+                    [220, 40, 220], [40, 220, 220], [128, 128, 128]], dtype=np.float32)
+
+
+def colour_data(n_per_class: int = 40, size: int = SIZE, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, size, size, 3) uint8 images whose class is their base colour, labels (N,)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(NUM_CLASSES), n_per_class)
+    noise = rng.normal(0, 35, (len(labels), size, size, 3))
+    images = np.clip(PALETTE[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
+    order = rng.permutation(len(labels))
+    return images[order], labels[order]
+
+
+def tiny_classifier(size: int = SIZE, name: str = "tiny") -> keras.Model:
+    """A stand-in kdskin classifier: dict of logits with an extra exit, BN, >1024-weight conv."""
+    image = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0)(image)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    exit_ = keras.layers.Dense(NUM_CLASSES, name="aux_exit")(x)
+    logits = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    return keras.Model(image, {"aux_exit": exit_, "logits": logits}, name=name)
+
+
+def trained_tiny(epochs: int = 6, seed: int = 0) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    keras.utils.set_random_seed(seed)
+    model = tiny_classifier()
+    images, labels = colour_data(seed=seed)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.Adam(3e-3), loss={"aux_exit": loss, "logits": loss})
+    model.fit(images.astype(np.float32), {"aux_exit": labels, "logits": labels},
+              epochs=epochs, batch_size=32, verbose=0)
+    return model, images, labels
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    model, images, labels = trained_tiny()
+    out = tmp_path_factory.mktemp("export")
+    info: dict = {}
+    rep = representative_sample(images, labels, 70, seed=0)
+    files = export_tflite(model, out, rep, info=info)
+    return model, files, info
+
+
+# --------------------------------------------------------------------------- the files
+
+
+def test_writes_three_models_and_labels(exported):
+    _, files, info = exported
+    assert set(files) == {"fp32", "dynamic", "int8", "labels"}
+    for kind in ("fp32", "dynamic", "int8"):
+        assert files[kind].name == f"model_{kind}.tflite" and files[kind].stat().st_size > 0
+    assert files["labels"].read_text().splitlines() == list(CLASSES)
+    # TF 2.21 + Keras 3.15: from_keras_model converts kdskin functional models directly.
+    assert info["method"] == {"fp32": "from_keras_model", "dynamic": "from_keras_model",
+                              "int8": "from_keras_model"}
+    leftovers = [p.name for p in files["fp32"].parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_int8_input_output_types_and_quantization(exported):
+    _, files, _ = exported
+    clf = TFLiteClassifier(files["int8"])
+    assert clf.input_dtype == np.uint8
+    scale, zero = clf.input_quantization
+    # The calibration sample is anchored at 0 and 255: raw pixels are the quantized values.
+    assert scale == pytest.approx(1.0) and zero == 0
+    assert 0.0 <= zero + 0 <= 255 and scale * (255 - zero) == pytest.approx(255.0)
+    assert clf.output_dtype == np.float32  # default: dequantized probabilities
+    assert float_ops(files["int8"]) == []  # every op between the boundary casts is int8
+    assert "CONV_2D" in float_ops(files["fp32"])
+
+
+def test_int8_uint8_output(exported, tmp_path):
+    model, _, _ = exported
+    images, labels = colour_data(n_per_class=5, seed=3)
+    files = export_tflite(model, tmp_path, images, kinds=("int8",), int8_output="uint8")
+    clf = TFLiteClassifier(files["int8"])
+    assert clf.output_dtype == np.uint8
+    scale, zero = clf.output_quantization
+    assert scale == pytest.approx(1 / 256) and zero == 0  # int8 softmax's fixed output range
+    probs = clf.predict(images)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1.0, atol=0.03)
+
+
+def test_fp32_matches_keras(exported):
+    model, files, _ = exported
+    x = np.random.default_rng(1).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.float32)
+    ref = keras_probs(model, x)
+    got = TFLiteClassifier(files["fp32"]).predict(x)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_int8_top1_agreement(exported):
+    """Threshold 0.95: classes are well separated, so the trained model is confident and int8
+    rounding (about 1/256 of each activation range per layer) can only flip the rare near-ties;
+    a broken pipeline (wrong input scale, 0..1 inputs, swapped outputs) agrees ~1/7 of the time."""
+    model, files, _ = exported
+    images, _ = colour_data(n_per_class=10, seed=7)  # held out from training and calibration
+    ref = keras_probs(model, images).argmax(axis=1)
+    got = TFLiteClassifier(files["int8"]).predict(images).argmax(axis=1)
+    assert np.mean(got == ref) >= 0.95
+
+
+def test_dynamic_smaller_than_fp32(exported):
+    _, files, _ = exported
+    assert files["dynamic"].stat().st_size < files["fp32"].stat().st_size
+    assert files["int8"].stat().st_size < files["fp32"].stat().st_size
+
+
+def test_per_channel_switch(exported, tmp_path):
+    model, _, _ = exported
+    images, labels = colour_data(n_per_class=3, seed=5)
+
+    def max_scales(path: Path) -> int:
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(path)).get_tensor_details()
+        return max(len(d["quantization_parameters"]["scales"]) for d in details)
+
+    per_tensor = export_tflite(model, tmp_path / "pt", images, kinds=("int8",),
+                               per_channel=False)
+    assert max_scales(per_tensor["int8"]) == 1
+    per_channel = export_tflite(model, tmp_path / "pc", images, kinds=("int8",))
+    assert max_scales(per_channel["int8"]) == 32  # one scale per output channel of the conv
+
+
+# --------------------------------------------------------------------------- refusals, atomicity
+
+
+def _model(inputs, outputs):
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("case", ["width", "rank", "square", "no_logits", "two_inputs"])
+def test_refuses_non_classifier(case, tmp_path):
+    image = keras.Input((SIZE, SIZE, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(image)
+    if case == "width":
+        model = _model(image, {"logits": keras.layers.Dense(5)(pooled)})
+    elif case == "rank":
+        vec = keras.Input((12,), name="image")
+        model = _model(vec, {"logits": keras.layers.Dense(7)(vec)})
+    elif case == "square":
+        rect = keras.Input((SIZE, SIZE + 8, 3), name="image")
+        model = _model(rect, {"logits": keras.layers.Dense(7)(
+            keras.layers.GlobalAveragePooling2D()(rect))})
+    elif case == "no_logits":
+        model = _model(image, {"scores": keras.layers.Dense(7)(pooled)})
+    else:
+        other = keras.Input((SIZE, SIZE, 3), name="other")
+        merged = keras.layers.Add()([image, other])
+        model = _model([image, other], {"logits": keras.layers.Dense(7)(
+            keras.layers.GlobalAveragePooling2D()(merged))})
+    with pytest.raises(ModelError) as err:
+        export_tflite(model, tmp_path, None, kinds=("fp32",))
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_needs_training_images(exported, tmp_path):
+    model, _, _ = exported
+    with pytest.raises(DataError, match="representative"):
+        export_tflite(model, tmp_path, None)
+    with pytest.raises(DataError, match="0..1"):
+        export_tflite(model, tmp_path, np.full((2, SIZE, SIZE, 3), 0.5, np.float32),
+                      kinds=("int8",))
+
+
+class _Broken:
+    def __init__(self, *args, **kwargs):
+        self.optimizations = []
+        self.target_spec = type("Spec", (), {"supported_ops": None})()
+
+    def convert(self):
+        raise RuntimeError("converter exploded\nwith a long TF traceback")
+
+
+def test_failed_conversion_leaves_no_file(exported, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    model, _, _ = exported
+    previous = tmp_path / "model_fp32.tflite"
+    previous.write_bytes(b"an earlier good export")
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model",
+                        classmethod(lambda cls, m: _Broken()))
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model",
+                        classmethod(lambda cls, p: _Broken()))
+    with pytest.raises(ModelError, match="conversion failed") as err:
+        export_tflite(model, tmp_path, None, kinds=("fp32",))
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_fp32.tflite"]
+    assert previous.read_bytes() == b"an earlier good export"
+
+
+def test_interrupted_write_leaves_no_temp(exported, tmp_path, monkeypatch):
+    model, _, _ = exported
+
+    def fail(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(convert.os, "replace", fail)
+    with pytest.raises(OSError):
+        export_tflite(model, tmp_path, None, kinds=("fp32",))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_falls_back_to_saved_model(exported, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    model, _, _ = exported
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model",
+                        classmethod(lambda cls, m: _Broken()))
+    info: dict = {}
+    files = export_tflite(model, tmp_path, None, kinds=("fp32",), info=info)
+    assert info["method"] == {"fp32": "saved_model"}
+    assert "converter exploded" in info["fallback_reason"]
+    x = np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(TFLiteClassifier(files["fp32"]).predict(x),
+                               keras_probs(model, x), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- calibration sample
+
+
+def test_representative_sample_is_stratified():
+    labels = np.array([0] * 600 + [1] * 300 + [2] * 60 + [3] * 30 + [4] * 6 + [5] * 3 + [6] * 1)
+    images = np.arange(len(labels))[:, None, None, None] * np.ones((1, 2, 2, 3), np.int64)
+    idx = representative_indices(labels, 100, seed=0)
+    assert len(idx) == 100 and len(set(idx.tolist())) == 100
+    counts = np.bincount(labels[idx], minlength=7)
+    assert (counts >= 1).all()  # every class, even the one-image class
+    assert counts[0] > counts[1] > counts[2] > counts[3]  # proportional to frequency
+    assert abs(counts[0] - 600 / 1000 * 100) <= 3
+    sample = representative_sample(images, labels, 100, seed=0)
+    np.testing.assert_array_equal(sample[:, 0, 0, 0], idx)
+    np.testing.assert_array_equal(representative_indices(labels, 100, seed=0), idx)
+    assert not np.array_equal(representative_indices(labels, 100, seed=1), idx)
+    assert sorted(representative_indices(labels[:10], 50).tolist()) == list(range(10))
+    with pytest.raises(DataError):
+        representative_sample(images, labels[:5], 10)
+
+
+def test_check_classifier_accepts_deployable(exported):
+    model, _, _ = exported
+    from kdskin.models.deploy import to_deployable
+
+    assert check_classifier(model) == (SIZE, "logits")
+    assert check_classifier(to_deployable(model)) == (SIZE, "probs")
+
+
+# --------------------------------------------------------------------------- export_and_check
+
+
+def test_export_and_check_writes_json(exported, tmp_path):
+    model, _, _ = exported
+    train_images, train_labels = colour_data(n_per_class=8, seed=11)
+    test_images, test_labels = colour_data(n_per_class=6, seed=12)
+    cfg = ExportConfig(representative_samples=30, max_int8_drop=0.5)
+    result = export_and_check(model, tmp_path, train_images, train_labels, test_images,
+                              test_labels, cfg)
+    on_disk = json.loads((tmp_path / "export.json").read_text())
+    assert on_disk["int8_within_tolerance"] is result["int8_within_tolerance"] is True
+    assert sum(on_disk["int8"]["representative"]["per_class"].values()) == 30
+    assert on_disk["int8"]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0,
+                                        "size": SIZE}
+    ev = on_disk["evaluation"]
+    assert set(ev["tflite"]) == {"fp32", "dynamic", "int8"}
+    for kind in ("fp32", "dynamic", "int8"):
+        entry = ev["tflite"][kind]
+        for key in ("accuracy", "macro_f1", "macro_auc", "agreement", "max_abs_prob_diff",
+                    "size_bytes"):
+            assert key in entry
+    assert ev["tflite"]["fp32"]["agreement"] == 1.0
+    assert ev["tflite"]["fp32"]["max_abs_prob_diff"] < 1e-4
+    assert ev["int8_drop"]["accuracy"] == pytest.approx(
+        ev["keras"]["accuracy"] - ev["tflite"]["int8"]["accuracy"])
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    strict = ExportConfig(representative_samples=30, max_int8_drop=-1.0)
+    again = export_and_check(model, tmp_path / "strict", train_images, train_labels,
+                             test_images, test_labels, strict)
+    assert again["int8_within_tolerance"] is False

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Classify skin-lesion images with a kdskin ``.tflite`` model, on a phone-class Linux board.
+
+    python classify.py --model model_int8.tflite [--labels labels.txt] [--top 3] IMAGE...
+
+Needs only a TFLite runtime, NumPy and Pillow (no TensorFlow, no kdskin):
+``pip install ai-edge-litert pillow`` or, where ai-edge-litert has no wheel,
+``pip install tflite-runtime "numpy<2" pillow``.
+
+Input contract: RGB, resized to the model's input size with the same code as training
+(:func:`to_rgb_array`, a verbatim copy of ``kdskin.data.images.to_rgb_array``), pixel values
+0..255, quantized with the input tensor's own scale / zero point (uint8 for the int8 model,
+float32 otherwise). Output: 7 class probabilities in ``labels.txt`` order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+#: Same filter as kdskin.data.images.RESAMPLE (Image.Resampling exists from Pillow 9.1).
+RESAMPLE = getattr(Image, "Resampling", Image).BILINEAR
+#: Used only when no labels.txt is found beside the model (kdskin.constants.CLASSES).
+DEFAULT_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+OUTPUT_NAME = "probs"
+
+
+class UsageError(Exception):
+    """A bad argument or file: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------- copy of kdskin.data.images
+
+
+def to_rgb_array(image: Image.Image, size: int) -> np.ndarray:
+    """Convert a PIL image of any mode to RGB and resize it to ``(size, size, 3)`` uint8.
+
+    EXIF orientation is applied; transparent pixels are composited on black (RGBA/LA/P);
+    CMYK, grayscale and 16-bit images are converted by Pillow.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        hi = arr.max() or 1.0
+        image = Image.fromarray((arr / hi * 255).astype(np.uint8))
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), RESAMPLE)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    if not path.is_file():
+        raise UsageError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb_array(image, size)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UsageError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
+
+
+# ---------------------------------------------------------------- runtime
+
+
+def interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    raise UsageError("no TFLite runtime: pip install ai-edge-litert (or tflite-runtime "
+                     "'numpy<2' on boards without an ai-edge-litert wheel)")
+
+
+def _quant(details: dict) -> tuple[float, int]:
+    params = details.get("quantization_parameters") or {}
+    scales = np.asarray(params.get("scales", []), dtype=np.float64).reshape(-1)
+    zeros = np.asarray(params.get("zero_points", []), dtype=np.int64).reshape(-1)
+    if scales.size:
+        return float(scales[0]), int(zeros[0]) if zeros.size else 0
+    scale, zero = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero)
+
+
+class Model:
+    """A kdskin .tflite classifier: input and output found by signature name, never by index."""
+
+    def __init__(self, path: Path, num_threads: int | None = None):
+        if not path.is_file():
+            raise UsageError(f"{path}: model file not found")
+        try:
+            self.interp = interpreter_class()(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            why = " ".join(str(exc).split())
+            raise UsageError(f"{path}: cannot load this .tflite model ({why}); an op version "
+                             f"error means the runtime is older than the converter") from None
+        signatures = self.interp.get_signature_list()
+        if signatures:
+            key = "serving_default" if "serving_default" in signatures else list(signatures)[0]
+            runner = self.interp.get_signature_runner(key)
+            ins, outs = runner.get_input_details(), runner.get_output_details()
+            del runner  # it holds the interpreter's internals; resizing refuses while it lives
+        else:
+            ins = {d["name"]: d for d in self.interp.get_input_details()}
+            outs = {d["name"]: d for d in self.interp.get_output_details()}
+        if len(ins) != 1 or (OUTPUT_NAME not in outs and len(outs) != 1):
+            raise UsageError(f"{path}: expected one image input and a '{OUTPUT_NAME}' output; "
+                             f"not a kdskin classifier")
+        self.inp = list(ins.values())[0]
+        self.out = outs.get(OUTPUT_NAME) or list(outs.values())[0]
+        shape = list(self.inp["shape"])
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+            raise UsageError(f"{path}: input shape {shape} is not (batch, S, S, 3)")
+        self.size = int(shape[1])
+        self.num_classes = int(self.out["shape"][-1])
+        self.interp.resize_tensor_input(self.inp["index"], [1, self.size, self.size, 3])
+        self.interp.allocate_tensors()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """One (S, S, 3) uint8 RGB image -> (num_classes,) float32 probabilities."""
+        dtype = np.dtype(self.inp["dtype"])
+        if dtype == np.float32:
+            x = image.astype(np.float32)
+        else:
+            scale, zero = _quant(self.inp)
+            scale, zero = (scale, zero) if scale else (1.0, 0)
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(image.astype(np.float32) / scale + zero), info.min, info.max)
+            x = x.astype(dtype)
+        self.interp.set_tensor(self.inp["index"], x[None])
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"]).reshape(-1)
+        if np.dtype(self.out["dtype"]) != np.float32:
+            scale, zero = _quant(self.out)
+            y = (y.astype(np.float32) - zero) * (scale if scale else 1.0)
+        return y.astype(np.float32)
+
+
+def read_labels(model_path: Path, labels: str | None, num_classes: int) -> list[str]:
+    path = Path(labels) if labels else model_path.with_name("labels.txt")
+    if path.is_file():
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif labels:
+        raise UsageError(f"{path}: labels file not found")
+    else:
+        print(f"note: no {path.name} beside the model; using the built-in HAM10000 class order",
+              file=sys.stderr)
+        names = list(DEFAULT_CLASSES)
+    if len(names) != num_classes:
+        raise UsageError(f"{path}: {len(names)} labels but the model has {num_classes} outputs")
+    return names
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Classify images with a kdskin .tflite model.")
+    parser.add_argument("--model", required=True, help="path to a kdskin .tflite file")
+    parser.add_argument("--labels", help="labels.txt (default: the one beside the model)")
+    parser.add_argument("--top", type=int, default=3, help="classes to print per image")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads")
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    args = parser.parse_args(argv)
+    try:
+        if args.top < 1:
+            raise UsageError(f"--top must be at least 1, got {args.top}")
+        model_path = Path(args.model)
+        model = Model(model_path, args.threads)
+        names = read_labels(model_path, args.labels, model.num_classes)
+        for image_path in args.images:
+            probs = model.predict(load_image(Path(image_path), model.size))
+            order = np.argsort(-probs, kind="stable")[: args.top]
+            ranked = ", ".join(f"{names[k]} {probs[k]:.3f}" for k in order)
+            print(f"{image_path}: {ranked}")
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
