@@ -167,7 +167,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from kdskin.report import report_command
 
-    report_command(args.runs, out=args.out, results_dir=args.results_dir)
+    report_command(args.runs, out=args.out, results_dir=args.results_dir,
+                   explain=args.explain or [])
     return 0
 
 
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="docs/RESULTS.md", help="markdown file to write")
     p.add_argument("--results-dir", default=None, metavar="DIR", help="also keep each run's "
                    "small metrics.json here (e.g. docs/results)")
+    p.add_argument("--explain", action="append", metavar="DIR", help="a kdskin explain "
+                   "--evaluate folder (or a kept explain_NAME.json): adds its faithfulness "
+                   "table (repeatable)")
     return parser
 
 

@@ -183,7 +183,9 @@ def run_report(run_dir: Path) -> str:
         f"training seed {metrics.get('seed', 'n/a')}",
         "- majority-class accuracy on the test split: "
         f"{_f(metrics.get('majority_class_accuracy'))}",
-        f"- wall time: {_f(wall / 60 if wall else None, 1)} min on {_machine(metrics)}",
+        f"- wall time: {_f(wall / 60 if wall else None, 1)} min on {_machine(metrics)}"
+        + (f" (resumed {metrics['resumed']}x: finished work of every session, time lost to the "
+           "interruption not counted)" if metrics.get("resumed") else ""),
     ]
     if metrics.get("teacher_from"):
         parts.append(f"- teacher reused from {metrics['teacher_from']} (not retrained)")
@@ -253,10 +255,44 @@ def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, dict
     return runs
 
 
-def experiment_key(metrics: Mapping[str, Any]) -> tuple[str, str, str, Any]:
-    """Runs with the same key are seeds of one experiment."""
+#: Settings that do not define an experiment: runs differing only in these are its repeats.
+NOT_EXPERIMENT = ("name", "data.dir", "data.strict", "train.seed", "train.verbose",
+                  "distill.stages", "bench", "explain", "export")
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key != "exit_map":
+            out.update(_flat(value, f"{full}."))
+        else:
+            out[full] = value
+    return out
+
+
+def experiment_settings(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's config values that define its experiment (flattened ``section.key``)."""
+    values = _flat(metrics.get("config_values") or {})
+    return {k: v for k, v in values.items()
+            if not any(k == n or k.startswith(f"{n}.") for n in NOT_EXPERIMENT)}
+
+
+def experiment_key(metrics: Mapping[str, Any]) -> tuple:
+    """Runs with the same key are seeds of one experiment: same config name, protocol, data,
+    input size and experiment-defining settings (everything but the seed, the stages run and
+    the export/bench/explain settings)."""
+    import json
+
+    settings = json.dumps(experiment_settings(metrics), sort_keys=True, default=str)
     return (str(metrics.get("config")), str(metrics.get("protocol", "lesion_grouped")),
-            str(metrics.get("data")), metrics.get("image_size"))
+            str(metrics.get("data")), metrics.get("image_size"), settings)
+
+
+def _differences(group: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
+    """``key=value`` settings where ``group`` differs from ``reference`` (both flattened)."""
+    diff = [f"{k}={group[k]}" for k in sorted(group) if group.get(k) != reference.get(k)]
+    return ", ".join(diff)
 
 
 def _copy_plots(run_dir: Path, dest: Path) -> list[str]:
@@ -273,8 +309,145 @@ def _copy_plots(run_dir: Path, dest: Path) -> list[str]:
     return copied
 
 
+# --------------------------------------------------------------------------- headline
+
+#: The targets of the results issue, checked on the lesion-grouped test split (int8 model).
+TARGET_BACC_OVER_BASELINE_CNN = 0.10
+TARGET_AUC = 0.92
+TARGET_ACCURACY = 0.80
+
+
+def _values(runs: Sequence[Mapping[str, Any]], row: str, metric: str) -> list[float]:
+    out = []
+    for metrics in runs:
+        value = model_rows(metrics).get(row, {}).get(metric)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out.append(float(value))
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+def headline(honest: Sequence[Mapping[str, Any]], leaky: Sequence[Mapping[str, Any]] = ()
+             ) -> list[str]:
+    """Markdown lines: the distilled int8 student against the student alone (seed spread), the
+    baseline CNN and the targets on the honest split, and the leaky protocol's inflation."""
+    lines = ["## Headline", ""]
+    int8 = {m: _values(honest, INT8, m) for m in METRICS}
+    alone = {m: _values(honest, "student_baseline", m) for m in METRICS}
+    fused = {m: _values(honest, "student_multi_fusion", m) for m in METRICS}
+    cnn = {m: _values(honest, "baseline_cnn", m) for m in METRICS}
+    if not int8["balanced_accuracy"]:
+        return lines + ["No int8 model in the lesion-grouped runs: nothing to compare.", ""]
+    names = dict(zip(METRICS, METRIC_HEADS, strict=True))
+    lines += ["Lesion-grouped test split, mean ± std over training seeds "
+              f"(int8 student: {len(int8['accuracy'])} runs, student alone: "
+              f"{len(alone['accuracy'])} runs):", "",
+              "| metric | int8 distilled student | Keras distilled student | student alone | "
+              "baseline CNN | int8 - student alone | 2 x seed std of student alone |",
+              "|---|---|---|---|---|---|---|"]
+    for m in METRICS:
+        gain = (_mean(int8[m]) - _mean(alone[m])) if int8[m] and alone[m] else None
+        two_sd = 2 * statistics.stdev(alone[m]) if len(alone[m]) > 1 else None
+        lines.append(f"| {names[m]} | {_mean_std(int8[m])} | {_mean_std(fused[m])} | "
+                     f"{_mean_std(alone[m])} | {_mean_std(cnn[m])} | "
+                     f"{_f(gain) if gain is not None else 'n/a'} | "
+                     f"{_f(two_sd) if two_sd is not None else 'n/a'} |")
+    lines += ["", "Targets (int8 model, lesion-grouped test split):", ""]
+
+    def check(ok: bool | None, text: str) -> str:
+        mark = "n/a" if ok is None else ("met" if ok else "NOT met")
+        return f"- {text}: **{mark}**"
+
+    bacc, auc, acc = (_mean(int8[k]) for k in ("balanced_accuracy", "macro_auc", "accuracy"))
+    cnn_bacc = _mean(cnn["balanced_accuracy"])
+    if cnn_bacc is not None:
+        lines.append(check(bacc - cnn_bacc >= TARGET_BACC_OVER_BASELINE_CNN,
+                           f"balanced accuracy at least {TARGET_BACC_OVER_BASELINE_CNN:.2f} above "
+                           f"the baseline CNN: {bacc:.4f} vs {cnn_bacc:.4f} "
+                           f"({bacc - cnn_bacc:+.4f})"))
+    if len(alone["balanced_accuracy"]) > 1:
+        a_mean, a_sd = _mean(alone["balanced_accuracy"]), statistics.stdev(
+            alone["balanced_accuracy"])
+        lines.append(check(bacc - a_mean > 2 * a_sd,
+                           f"balanced accuracy above the student alone by more than 2 std of its "
+                           f"seed spread: {bacc - a_mean:+.4f} vs 2 x {a_sd:.4f} = {2 * a_sd:.4f}"))
+    lines.append(check(auc >= TARGET_AUC, f"macro AUC at least {TARGET_AUC}: {auc:.4f}"))
+    lines.append(check(acc >= TARGET_ACCURACY, f"accuracy at least {TARGET_ACCURACY}: {acc:.4f} "
+                                               f"({acc - TARGET_ACCURACY:+.4f})"))
+    mel = _mean(int8["melanoma_recall"])
+    mel_alone = _mean(alone["melanoma_recall"])
+    lines.append(f"- melanoma recall (sensitivity): {mel:.4f} (student alone "
+                 f"{_f(mel_alone)}, baseline CNN {_f(_mean(cnn['melanoma_recall']))})")
+    if leaky:
+        lines += ["", "Inflation of the paper's LEAKY protocol (augment to balance, then split at "
+                  "random) over the lesion-grouped split, same configuration (leaky - honest, "
+                  "means):", "", "| model | " + " | ".join(METRIC_HEADS) + " |",
+                  "|---|" + "---|" * len(METRICS)]
+        for row, label, _ in ROWS:
+            cells = []
+            for m in METRICS:
+                h, lk = _mean(_values(honest, row, m)), _mean(_values(leaky, row, m))
+                cells.append("n/a" if h is None or lk is None else f"{lk - h:+.4f}")
+            if any(c != "n/a" for c in cells):
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _load_explanations(path: str | Path) -> tuple[str, dict[str, Any], Path | None]:
+    """(name, faithfulness result with the explained model, plot or None) of a ``kdskin explain
+    --evaluate`` folder, or of an ``explain/NAME.json`` kept by an earlier report."""
+    path = Path(path)
+    if path.is_dir():
+        file = path / "faithfulness.json"
+        if not file.is_file():
+            raise KdskinError(f"{path}: no faithfulness.json; run kdskin explain --evaluate "
+                              f"--out {path} first")
+        result = dict(read_json(file))
+        info = path / "explanations.json"
+        if info.is_file():
+            result["model"] = read_json(info).get("model")
+        plot = path / "faithfulness.png"
+        return path.name, result, plot if plot.is_file() else None
+    if not path.is_file():
+        raise KdskinError(f"{path}: not found; pass a kdskin explain --evaluate folder")
+    return path.stem, dict(read_json(path)), None
+
+
+def explanations_section(paths: Sequence[str | Path], out: Path, results: Path | None
+                         ) -> list[str]:
+    """Markdown lines: the deletion/insertion table of each explain folder; with ``results``
+    its JSON (numbers only, no images) and curve plot are kept there."""
+    from kdskin.explain.faithfulness import faithfulness_table
+
+    parts: list[str] = []
+    for path in paths:
+        name, result, plot = _load_explanations(path)
+        parts += [f"## Explanations: faithfulness ({name})", "",
+                  f"Model: `{result.get('model', 'n/a')}`. Deletion: the class probability as the "
+                  "most relevant pixels are blurred away first (lower is better); insertion: as "
+                  "they are restored first (higher is better); against a random map.", "",
+                  faithfulness_table(result)]
+        if results is not None:
+            from kdskin.io import write_json
+
+            keep = results / "explain"
+            keep.mkdir(parents=True, exist_ok=True)
+            write_json(keep / f"{name}.json", result)
+            if plot is not None:
+                shutil.copyfile(plot, keep / f"{name}_faithfulness.png")
+            kept = keep / f"{name}_faithfulness.png"
+            if kept.is_file():
+                rel = kept.relative_to(out.parent) if kept.is_relative_to(out.parent) else kept
+                parts += [f"Curves: [{kept.name}]({rel})", ""]
+    return parts
+
+
 def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULTS.md",
-                     results_dir: str | Path | None = None, command: str | None = None) -> Path:
+                     results_dir: str | Path | None = None, command: str | None = None,
+                     explain: Sequence[str | Path] = ()) -> Path:
     """Write the results document for ``paths`` (run directories or metrics JSON files).
 
     With ``results_dir``, each run's ``metrics.json`` is copied there as ``NAME.json`` and the
@@ -284,25 +457,45 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
     runs = _load_runs(paths)
     out = Path(out)
     results = Path(results_dir) if results_dir else None
+    for _name, run_dir, metrics in runs:  # runs written before config_values was recorded
+        config_file = run_dir / "config.yaml" if run_dir is not None else None
+        if "config_values" not in metrics and config_file is not None and config_file.is_file():
+            import yaml
+
+            metrics["config_values"] = yaml.safe_load(config_file.read_text())
     if results is not None:
+        from kdskin.io import write_json
+
         results.mkdir(parents=True, exist_ok=True)
-        for name, run_dir, _ in runs:
+        for name, run_dir, metrics in runs:
             if run_dir is not None:
-                shutil.copyfile(run_dir / "metrics.json", results / f"{name}.json")
+                write_json(results / f"{name}.json", metrics)
     groups: dict[tuple, list[tuple[str, Path | None, dict[str, Any]]]] = {}
     for run in runs:
         groups.setdefault(experiment_key(run[2]), []).append(run)
+    reference = experiment_settings(runs[0][2])
     parts = ["# kdskin results", ""]
     if command:
         parts += [f"Generated by `{command}` from the runs' `metrics.json` files; nothing here "
                   f"is typed by hand.", ""]
-    for (config, protocol, data, size), members in groups.items():
+    keys = list(groups)
+    honest_key = next((k for k in keys if k[1] != "paper"), None)
+    if honest_key is not None:
+        honest = [m[2] for m in groups[honest_key]]
+        leaky_key = next((k for k in keys if k[1] == "paper" and k[0] == honest_key[0]), None)
+        leaky = [m[2] for m in groups[leaky_key]] if leaky_key else []
+        parts += [f"The headline compares the experiment `{honest_key[0]}` (first lesion-grouped "
+                  f"group below)" + (" with its leaky-protocol twin." if leaky else "."), ""]
+        parts += headline(honest, leaky)
+    for (config, protocol, data, size, _), members in groups.items():
         first_name, first_dir, first = members[0]
         seeds = [m[2].get("seed") for m in members]
         walls = [m[2].get("wall_seconds") for m in members if m[2].get("wall_seconds")]
         leaky = protocol == "paper"
+        differs = _differences(experiment_settings(first), reference)
         parts += [
-            f"## {config}: {protocol_label(protocol)}" + (" -- LEAKY" if leaky else ""),
+            f"## {config}: {protocol_label(protocol)}" + (" -- LEAKY" if leaky else "")
+            + (f" ({differs})" if differs else ""),
             "",
             f"- data: {data}; input {size}x{size} RGB; split sizes: "
             + ", ".join(f"{k} {v}" for k, v in (first.get("sizes") or {}).items()),
@@ -332,14 +525,16 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
                 parts += [f"Plots of `{first_name}`: "
                           + ", ".join(f"[{n.removesuffix('.png')}]({rel}/{n})" for n in names),
                           ""]
+    parts += explanations_section(explain, out, results)
     return atomic_write_text(out, "\n".join(parts))
 
 
 def report_command(runs: list[str], out: str = "docs/RESULTS.md",
-                   results_dir: str | None = None) -> Path:
+                   results_dir: str | None = None, explain: Sequence[str] = ()) -> Path:
     """``kdskin report``: the results document over run directories or saved metrics.json."""
     command = "kdskin report " + " ".join(runs) + f" --out {out}" + (
-        f" --results-dir {results_dir}" if results_dir else "")
-    path = results_document(runs, out, results_dir, command=command)
+        f" --results-dir {results_dir}" if results_dir else "") + "".join(
+        f" --explain {e}" for e in explain)
+    path = results_document(runs, out, results_dir, command=command, explain=explain)
     print(f"wrote {path}")
     return path

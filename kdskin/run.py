@@ -291,6 +291,13 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     metrics_path = run_dir / "metrics.json"
     state = read_json(metrics_path) if (resume and metrics_path.is_file()) else {}
     models: dict[str, Any] = state.get("models", {})
+    before = float(state.get("elapsed_seconds", 0.0))  # finished work of earlier sessions
+
+    def elapsed() -> float:
+        return round(before + time.time() - t_start, 1)
+
+    if before:
+        state["resumed"] = int(state.get("resumed", 0)) + 1
     data, cfg = prepare_data(cfg, run_dir, data_dir)
     cfg.save(run_dir / "config.yaml")
     majority = majority_accuracy(data.train.labels, data.test.labels)
@@ -300,6 +307,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "rows_without_image": data.rows_without_image, "unreadable_images": data.unreadable,
         "majority_class_accuracy": majority, "models": models, "seed": cfg.train.seed,
+        "config_values": cfg.to_dict(),
     })
 
     def finish(name: str, model, history, seconds: float, extra: dict | None = None) -> None:
@@ -309,6 +317,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                                extra)
         write_plots(entry["test"], data.test.labels, probs, run_dir / "plots", name)
         models[name] = entry
+        state["elapsed_seconds"] = elapsed()
         t = entry["test"]
         log(f"{name}: test accuracy {t['accuracy']:.4f}, balanced {t['balanced_accuracy']:.4f}, "
             f"macro F1 {t['macro_f1']:.4f}, AUC {t['macro_auc']:.4f} (majority class "
@@ -371,7 +380,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     if cfg.explain.enabled and final:
         state["explanations"] = explain_stage(cfg, data, run_dir, final)
         write_json(metrics_path, state)
-    state["wall_seconds"] = round(time.time() - t_start + state.get("wall_seconds_before", 0), 1)
+    state["wall_seconds"] = state["elapsed_seconds"] = elapsed()
     write_json(metrics_path, state)
     from kdskin.report import write_run_report
 

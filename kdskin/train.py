@@ -175,9 +175,8 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.batch_size = int(batch_size)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        from kdskin.metrics import balanced_accuracy, macro_auc
-
         from kdskin.evaluate import softmax
+        from kdskin.metrics import balanced_accuracy, macro_auc
 
         model = getattr(self.model, "student", self.model)
         out = model.predict(np.asarray(self.images, np.float32), batch_size=self.batch_size,

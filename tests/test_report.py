@@ -76,6 +76,12 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     assert text.count("## cpu:") == 2 and "LEAKY" in text
     assert "training seeds 42, 1" in text and "Test CPU, 2 cores" in text
     assert "0.8200 ± " in text  # the two lesion-grouped runs averaged
+    assert "## Headline" in text and "LEAKY protocol" in text
+    # int8 balanced accuracy 0.80 (mean of 0.79, 0.83) vs the baseline CNN's 0.50: met;
+    # macro AUC 0.80 < 0.92: not met -- computed from the runs, not typed
+    assert "above the baseline CNN: 0.8100 vs 0.5000 (+0.3100): **met**" in text
+    assert "macro AUC at least 0.92: 0.8100: **NOT met**" in text
+    assert "| Multi-stage KD + layer fusion | +0.1300" in text  # leaky 0.95 - honest 0.82
     assert (tmp_path / "docs" / "results" / "cpu_seed1.json").is_file()
     assert (tmp_path / "docs" / "results" / "cpu" / "student_multi_fusion_confusion.png").is_file()
     assert not (tmp_path / "docs" / "results" / "cpu" / "student_multi_fusion_roc.png").exists()
@@ -96,3 +102,37 @@ def test_report_command_errors_are_one_line(tmp_path, capsys):
     assert main(["report", str(bad), "--out", str(tmp_path / "r.md")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_report_adds_faithfulness_of_an_explain_folder(tmp_path, capsys):
+    run = tmp_path / "cpu"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics(42, 0.8)))
+    explain = tmp_path / "explain_cpu"
+    explain.mkdir()
+    methods = {name: {"deletion_auc": d, "deletion_auc_std": 0.1, "insertion_auc": i,
+                      "insertion_auc_std": 0.2, "verdict": v}
+               for name, d, i, v in (("gradcam", 0.25, 0.61, "better than random"),
+                                     ("random", 0.48, 0.49, "reference"))}
+    (explain / "faithfulness.json").write_text(json.dumps(
+        {"steps": 20, "baseline": "blur", "margin": 0.02, "n_images": 49, "methods": methods}))
+    (explain / "explanations.json").write_text(json.dumps({"model": "runs/cpu/models/s.keras"}))
+    (explain / "faithfulness.png").write_bytes(b"png")
+    out, results = tmp_path / "docs" / "RESULTS.md", tmp_path / "docs" / "results"
+    assert main(["report", str(run), "--out", str(out), "--results-dir", str(results),
+                 "--explain", str(explain)]) == 0
+    text = out.read_text()
+    assert "## Explanations: faithfulness (explain_cpu)" in text
+    assert "| gradcam | 0.250 +/- 0.100 | 0.610 +/- 0.200 | better than random |" in text
+    assert "`runs/cpu/models/s.keras`" in text and "--explain " in text
+    kept = results / "explain" / "explain_cpu.json"
+    assert kept.is_file() and (results / "explain" / "explain_cpu_faithfulness.png").is_file()
+    # regenerated from the kept JSON: the same table
+    again = tmp_path / "again.md"
+    assert main(["report", str(results / "cpu.json"), "--out", str(again),
+                 "--explain", str(kept)]) == 0
+    assert "| gradcam | 0.250 +/- 0.100 | 0.610 +/- 0.200 | better than random |" in \
+        again.read_text()
+    assert main(["report", str(run), "--out", str(again), "--explain",
+                 str(tmp_path / "none")]) == 2
+    assert "not found" in capsys.readouterr().err

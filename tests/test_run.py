@@ -1,6 +1,7 @@
 """End to end: `kdskin run` on a tiny generated dataset with the tiny config."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,22 @@ def test_loss_terms_logged_per_stage(run_dir):
         assert term in header, term
 
 
-def test_existing_run_dir_is_refused_and_resume_reuses(run_dir, capsys):
+def test_existing_run_dir_is_refused(run_dir, capsys):
     assert main(["run", "--config", str(TINY), "--out", str(run_dir)]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_reuses_finished_models_and_adds_up_wall_time(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "metrics.json").read_text())
+    assert main(["run", "--config", str(TINY), "--out", str(copy), "--resume",
+                 "--set", "export.enabled=false", "--set", "bench.enabled=false",
+                 "--set", "explain.enabled=false"]) == 0
+    after = json.loads((copy / "metrics.json").read_text())
+    assert set(after["models"]) == set(before["models"])
+    for name, entry in before["models"].items():  # nothing retrained: same files, same scores
+        assert after["models"][name]["test"] == entry["test"], name
+        assert after["models"][name]["train_seconds"] == entry["train_seconds"], name
+    assert after["resumed"] == 1
+    assert after["wall_seconds"] >= before["wall_seconds"] > 0
