@@ -89,7 +89,9 @@ def model_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         rows[key] = {
             **{m: test.get(m) for m in METRICS},
             "params": entry.get("params"),
-            "size_bytes": entry.get("size_bytes"),
+            # float32 weights, comparable across models (a .keras file also holds the
+            # optimizer state of models compiled on their own, e.g. the teacher)
+            "size_bytes": 4 * entry["params"] if entry.get("params") else entry.get("size_bytes"),
             # Measured during training (what Keras' progress bar shows, as in the paper);
             # the benchmark's isolated step only where the run has none (a reused teacher).
             "train_ms": (entry.get("train_step") or {}).get("ms_per_step")
@@ -108,12 +110,34 @@ def model_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- tables
 
 
+TABLE_NOTE = (
+    "Size: float32 weights (params x 4) for the Keras models, the file for the int8 .tflite. "
+    "Train ms/step: median wall time per step during training at batch 32, after the first "
+    "epoch, input pipeline included (the KD stages include the frozen teacher's forward pass), "
+    "i.e. what Keras' progress bar shows. Infer ms/step: Keras at batch 32 for the Keras models, "
+    "LiteRT (XNNPACK, all threads) for the int8 file. Paper accuracies come from the published "
+    "augment-then-split protocol and are not comparable with a lesion-grouped split.")
+
+
+def _experiment_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """``model_rows`` of each run; a teacher reused from another run (``--teacher``) is counted
+    once, in the run that trained it, unless no run of the group trained one."""
+    flat = [model_rows(m) for m in runs]
+    trained = any("teacher" in r and not m.get("teacher_from")
+                  for r, m in zip(flat, runs, strict=True))
+    if trained:
+        for rows, metrics in zip(flat, runs, strict=True):
+            if metrics.get("teacher_from"):
+                rows.pop("teacher", None)
+    return flat
+
+
 def results_table(runs: Sequence[Mapping[str, Any]], paper_column: bool = True) -> str:
     """The paper-style results table (test split) over one or more runs of one experiment.
 
     Metrics are ``mean ± std`` over the runs that have the row; ``runs`` says how many.
     """
-    flat = [model_rows(m) for m in runs]
+    flat = _experiment_rows(runs)
     head = ["model", *METRIC_HEADS, "params", "size", "train ms/step (b32)",
             "infer ms/step (b32)", "runs"]
     if paper_column:
@@ -195,12 +219,7 @@ def run_report(run_dir: Path) -> str:
         "",
         results_table([metrics]),
         "",
-        "Train ms/step: median wall time per step during training at batch 32, after the first "
-        "epoch, input pipeline included (the KD stages include the frozen teacher's forward "
-        "pass), i.e. what Keras' progress bar shows. Infer ms/step: Keras at batch 32 for the "
-        "Keras models, LiteRT (XNNPACK, all threads) for the int8 file. Paper accuracies come "
-        "from the published augment-then-split protocol and are not comparable with a "
-        "lesion-grouped split.",
+        TABLE_NOTE,
     ]
     export = metrics.get("export")
     if export:
@@ -487,6 +506,7 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
         parts += [f"The headline compares the experiment `{honest_key[0]}` (first lesion-grouped "
                   f"group below)" + (" with its leaky-protocol twin." if leaky else "."), ""]
         parts += headline(honest, leaky)
+    parts += [TABLE_NOTE, ""]
     for (config, protocol, data, size, _), members in groups.items():
         first_name, first_dir, first = members[0]
         seeds = [m[2].get("seed") for m in members]

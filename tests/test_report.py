@@ -60,6 +60,24 @@ def test_results_table_reports_mean_and_std_over_seeds():
     assert "Single-stage KD" not in table  # no run has it: no row
 
 
+def test_reused_teacher_counts_once_and_sizes_are_float_weights():
+    runs = [_metrics(s, 0.8) for s in (42, 1, 2)]
+    for i, metrics in enumerate(runs):  # the seed runs reuse the first run's teacher
+        metrics["models"]["teacher"] = {"params": 500, "size_bytes": 9000,  # + optimizer state
+                                        "test": {k: 0.7 for k in METRIC_KEYS}}
+        if i:
+            metrics["teacher_from"] = "runs/cpu/models/teacher.keras"
+    table = results_table(runs)
+    teacher = next(line for line in table.splitlines() if line.startswith("| Teacher"))
+    assert teacher.split("|")[-3].strip() == "1"  # runs column: trained once
+    assert "| 500 | 0.00 MB |" in teacher  # params, params x 4 bytes (not the 9000-byte file)
+    assert model_rows(runs[0])["teacher"]["size_bytes"] == 2000  # params x 4, not the file
+    # a group where every run reused a teacher still shows it
+    only_reused = results_table(runs[1:])
+    assert next(line for line in only_reused.splitlines()
+                if line.startswith("| Teacher")).split("|")[-3].strip() == "2"
+
+
 def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     paths = []
     for name, metrics in (("cpu", _metrics(42, 0.8)), ("cpu_seed1", _metrics(1, 0.84, bench=False)),
