@@ -291,6 +291,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     metrics_path = run_dir / "metrics.json"
     state = read_json(metrics_path) if (resume and metrics_path.is_file()) else {}
     models: dict[str, Any] = state.get("models", {})
+    from kdskin.export.bench import machine_info
+
     before = float(state.get("elapsed_seconds", 0.0))  # finished work of earlier sessions
 
     def elapsed() -> float:
@@ -307,7 +309,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "rows_without_image": data.rows_without_image, "unreadable_images": data.unreadable,
         "majority_class_accuracy": majority, "models": models, "seed": cfg.train.seed,
-        "config_values": cfg.to_dict(),
+        "config_values": cfg.to_dict(), "machine": machine_info(),
     })
 
     def finish(name: str, model, history, seconds: float, extra: dict | None = None) -> None:

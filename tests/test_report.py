@@ -95,6 +95,7 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     assert "training seeds 42, 1" in text and "Test CPU, 2 cores" in text
     assert "0.8200 ± " in text  # the two lesion-grouped runs averaged
     assert "## Headline" in text and "LEAKY protocol" in text
+    assert "Majority-class accuracy of the test split: leaky 0.7000, honest 0.7000" in text
     # int8 balanced accuracy 0.80 (mean of 0.79, 0.83) vs the baseline CNN's 0.50: met;
     # macro AUC 0.80 < 0.92: not met -- computed from the runs, not typed
     assert "above the baseline CNN: 0.8100 vs 0.5000 (+0.3100): **met**" in text

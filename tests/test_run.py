@@ -35,6 +35,7 @@ def test_run_directory_layout(run_dir):
 def test_metrics_json_has_every_model_and_metric(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["protocol"] == "lesion_grouped"
+    assert metrics["machine"]["cores"] >= 1 and metrics["machine"]["cpu"]  # even without bench
     for name, entry in metrics["models"].items():
         assert entry["params"] > 0 and entry["size_bytes"] > 0, name
         for key in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc",
