@@ -473,6 +473,15 @@ def explanations_section(paths: Sequence[str | Path], out: Path, results: Path |
     return parts
 
 
+def shareable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` without per-image entries (the explained images' ids and files), so what is
+    kept beside the document holds numbers only, nothing of the dataset."""
+    out = dict(metrics)
+    if isinstance(out.get("explanations"), Mapping):
+        out["explanations"] = {k: v for k, v in out["explanations"].items() if k != "entries"}
+    return out
+
+
 def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULTS.md",
                      results_dir: str | Path | None = None, command: str | None = None,
                      explain: Sequence[str | Path] = ()) -> Path:
@@ -497,7 +506,7 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
         results.mkdir(parents=True, exist_ok=True)
         for name, run_dir, metrics in runs:
             if run_dir is not None:
-                write_json(results / f"{name}.json", metrics)
+                write_json(results / f"{name}.json", shareable(metrics))
     groups: dict[tuple, list[tuple[str, Path | None, dict[str, Any]]]] = {}
     for run in runs:
         groups.setdefault(experiment_key(run[2]), []).append(run)

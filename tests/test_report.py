@@ -84,6 +84,9 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
                           ("leaky", _metrics(42, 0.95, protocol="paper"))):
         run = tmp_path / name
         (run / "plots").mkdir(parents=True)
+        if name == "cpu":
+            metrics["explanations"] = {"methods": ["lime"],
+                                       "entries": [{"image": "ISIC_0000001", "file": "x.png"}]}
         (run / "metrics.json").write_text(json.dumps(metrics))
         (run / "plots" / "student_multi_fusion_confusion.png").write_bytes(b"png")
         (run / "plots" / "student_multi_fusion_roc.png").write_bytes(b"png")
@@ -102,6 +105,8 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     assert "macro AUC at least 0.92: 0.8100: **NOT met**" in text
     assert "| Multi-stage KD + layer fusion | +0.1300" in text  # leaky 0.95 - honest 0.82
     assert (tmp_path / "docs" / "results" / "cpu_seed1.json").is_file()
+    kept = json.loads((tmp_path / "docs" / "results" / "cpu.json").read_text())
+    assert kept["explanations"] == {"methods": ["lime"]}  # per-image entries are not kept
     assert (tmp_path / "docs" / "results" / "cpu" / "student_multi_fusion_confusion.png").is_file()
     assert not (tmp_path / "docs" / "results" / "cpu" / "student_multi_fusion_roc.png").exists()
     assert "results/cpu/student_multi_fusion_confusion.png" in text
