@@ -53,9 +53,13 @@ def _mb(n: float | None) -> str:
     return "n/a" if n is None else f"{n / 1e6:.2f} MB"
 
 
+def _finite(values: Iterable[float | None]) -> list[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
 def _mean_std(values: Sequence[float], digits: int = 4) -> str:
     """``0.8123`` for one value, ``0.8123 ± 0.0051`` (sample std) for several, n/a for none."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
+    values = _finite(values)
     if not values:
         return "n/a"
     if len(values) == 1:
@@ -267,6 +271,11 @@ def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, dict
         if not isinstance(metrics, dict) or "models" not in metrics:
             raise KdskinError(f"{metrics_file}: no 'models' entry; pass a metrics.json written "
                               f"by kdskin run")
+        config_file = path / "config.yaml"
+        if path.is_dir() and "config_values" not in metrics and config_file.is_file():
+            import yaml  # a run written before metrics.json recorded its config values
+
+            metrics["config_values"] = yaml.safe_load(config_file.read_text())
         name = path.name if path.is_dir() else path.stem
         runs.append((name, path if path.is_dir() else None, metrics))
     if not runs:
@@ -336,13 +345,10 @@ TARGET_AUC = 0.92
 TARGET_ACCURACY = 0.80
 
 
-def _values(runs: Sequence[Mapping[str, Any]], row: str, metric: str) -> list[float]:
-    out = []
-    for metrics in runs:
-        value = model_rows(metrics).get(row, {}).get(metric)
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            out.append(float(value))
-    return out
+def _values(rows: Sequence[Mapping[str, Mapping[str, Any]]], row: str, metric: str
+            ) -> list[float]:
+    """``metric`` of ``row`` in each run's ``model_rows`` that has it (None and NaN left out)."""
+    return [float(v) for v in _finite([r.get(row, {}).get(metric) for r in rows])]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -359,10 +365,12 @@ def headline(honest: Sequence[Mapping[str, Any]], leaky: Sequence[Mapping[str, A
     """Markdown lines: the distilled int8 student against the student alone (seed spread), the
     baseline CNN and the targets on the honest split, and the leaky protocol's inflation."""
     lines = ["## Headline", ""]
-    int8 = {m: _values(honest, INT8, m) for m in METRICS}
-    alone = {m: _values(honest, "student_baseline", m) for m in METRICS}
-    fused = {m: _values(honest, "student_multi_fusion", m) for m in METRICS}
-    cnn = {m: _values(honest, "baseline_cnn", m) for m in METRICS}
+    honest_rows = [model_rows(m) for m in honest]
+    leaky_rows = [model_rows(m) for m in leaky]
+    int8 = {m: _values(honest_rows, INT8, m) for m in METRICS}
+    alone = {m: _values(honest_rows, "student_baseline", m) for m in METRICS}
+    fused = {m: _values(honest_rows, "student_multi_fusion", m) for m in METRICS}
+    cnn = {m: _values(honest_rows, "baseline_cnn", m) for m in METRICS}
     if not int8["balanced_accuracy"]:
         return lines + ["No int8 model in the lesion-grouped runs: nothing to compare.", ""]
     names = dict(zip(METRICS, METRIC_HEADS, strict=True))
@@ -417,7 +425,7 @@ def headline(honest: Sequence[Mapping[str, Any]], leaky: Sequence[Mapping[str, A
         for row, label, _ in ROWS:
             cells = []
             for m in METRICS:
-                h, lk = _mean(_values(honest, row, m)), _mean(_values(leaky, row, m))
+                h, lk = _mean(_values(honest_rows, row, m)), _mean(_values(leaky_rows, row, m))
                 cells.append("n/a" if h is None or lk is None else f"{lk - h:+.4f}")
             if any(c != "n/a" for c in cells):
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -494,12 +502,6 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
     runs = _load_runs(paths)
     out = Path(out)
     results = Path(results_dir) if results_dir else None
-    for _name, run_dir, metrics in runs:  # runs written before config_values was recorded
-        config_file = run_dir / "config.yaml" if run_dir is not None else None
-        if "config_values" not in metrics and config_file is not None and config_file.is_file():
-            import yaml
-
-            metrics["config_values"] = yaml.safe_load(config_file.read_text())
     if results is not None:
         from kdskin.io import write_json
 
