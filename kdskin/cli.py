@@ -18,7 +18,7 @@ COMMANDS: dict[str, str] = {
     "data": "generate, split and inspect datasets (synth | split | inspect)",
     "evaluate": "score a .keras or .tflite model on a dataset split (metrics JSON + plots)",
     "predict": "print the top classes of a model for some images",
-    "export": "convert a .keras classifier to fp32, dynamic-range and full-int8 .tflite",
+    "export": "convert a .keras classifier to fp32, dynamic-range and int8 .tflite",
     "bench": "training and inference ms/step, sizes and size reductions for a run",
     "explain": "Grad-CAM, Score-CAM and LIME maps for images (and their faithfulness)",
     "report": "write docs/RESULTS.md-style tables from run directories",
@@ -140,6 +140,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from kdskin.run import export_command
 
+    if args.run:
+        from kdskin.run import reexport_run
+
+        if args.model or args.out or args.data or args.split_file or args.config:
+            raise KdskinError("kdskin export --run RUN_DIR uses the run's model, config and "
+                              "data; drop --model/--out/--data/--split-file/--config (--set "
+                              "still applies)")
+        reexport_run(args.run, args.overrides)
+        return 0
     cfg = _load(args)
     export_command(cfg, model=args.model, data=args.data, out=args.out,
                    split_file=args.split_file)
@@ -150,7 +159,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from kdskin.run import bench_command
 
     cfg = _load(args)
-    bench_command(cfg, run_dir=args.run, json_out=args.json)
+    bench_command(cfg, run_dir=args.run, json_out=args.json, update=args.update)
     return 0
 
 
@@ -208,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     p = add("synth", cmd_data_synth, "write the built-in generated dataset (HAM10000 layout)",
             data_sub)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--n-images", type=int, default=None, help="images (default: data.synth."
                    "n_images)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: data.synth.seed)")
@@ -245,16 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
 
     p = add("export", cmd_export)
-    p.add_argument("--model", required=True, metavar="M.keras", help="a kdskin .keras student")
+    p.add_argument("--model", metavar="M.keras", help="a kdskin .keras student")
+    p.add_argument("--run", metavar="RUN_DIR", help="instead of --model/--out: re-export a "
+                   "finished run's final student into RUN_DIR/tflite and update its "
+                   "metrics.json and report.md")
     p.add_argument("--data", metavar="DIR", help="dataset for calibration (training split) and "
                    "the accuracy check (test split); default: the run's data")
     p.add_argument("--split-file", metavar="CSV", help="split CSV (default: the run's split.csv)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR", help="output folder")
 
     p = add("bench", cmd_bench)
     p.add_argument("--run", metavar="RUN_DIR", default=None, help="run directory (default: "
                    "runs/CONFIG_NAME)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON here")
+    p.add_argument("--update", action="store_true", help="record the results in the run: "
+                   "RUN_DIR/bench.json, metrics.json and report.md")
 
     p = add("explain", cmd_explain)
     p.add_argument("--model", required=True, metavar="M", help=".keras (all methods) or .tflite "

@@ -162,6 +162,10 @@ class ExportConfig:
     per_channel: bool = True
     max_int8_drop: float = 0.01  # accuracy / macro-F1 points (fraction) int8 may lose
     int8_output: str = _choice("float32", "float32", "uint8")  # int8 model's output tensor type
+    # "float": the 7-value head after the last dense layers (exit average, fusion add, softmax)
+    # runs in float32 in the int8 file; "int8": every op integer (needed for uint8 output)
+    int8_head: str = _choice("float", "float", "int8")
+    centre_input: bool = True  # exact rewrite: first conv sees x - 128 (smaller int8 error)
 
 
 @dataclass
@@ -365,6 +369,9 @@ def _validate(cfg: Config, source: str) -> Config:
     for key, value in positive.items():
         if value < 1:
             raise bad(key, f"must be at least 1, got {value}")
+    if cfg.export.int8_head == "float" and cfg.export.int8_output == "uint8":
+        raise bad("export.int8_head", "is 'float', which gives float32 probabilities; with "
+                                      "export.int8_output=uint8 set export.int8_head=int8")
     known_methods = {"gradcam", "scorecam", "lime"}
     for method in cfg.explain.methods:
         if method not in known_methods:

@@ -2,7 +2,7 @@
 
 Input contract of every deployed model (``.keras`` or ``.tflite``): an RGB image resized to the
 model's input size (square, ``image_size`` x ``image_size``) with pixel values 0..255 (uint8 for
-the full-int8 model, float32 otherwise). Preprocessing is inside the model. Training models output
+the int8 model, float32 otherwise). Preprocessing is inside the model. Training models output
 logits; deployed models end in a softmax and return ``NUM_CLASSES`` probabilities in ``CLASSES``
 order.
 """

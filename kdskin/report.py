@@ -171,18 +171,38 @@ def export_table(export: Mapping[str, Any]) -> str:
     if not files:
         return ""
     lines = ["| model | accuracy | balanced acc. | macro F1 | macro AUC | top-1 agreement with "
-             "Keras | size |", "|---|---|---|---|---|---|---|"]
+             "Keras | top-2 ties | size |", "|---|---|---|---|---|---|---|---|"]
     if keras_row:
         lines.append(f"| Keras (float32) | {_f(keras_row.get('accuracy'))} | "
                      f"{_f(keras_row.get('balanced_accuracy'))} | {_f(keras_row.get('macro_f1'))}"
-                     f" | {_f(keras_row.get('macro_auc'))} | – | "
+                     f" | {_f(keras_row.get('macro_auc'))} | – | – | "
                      f"{_mb(keras_row.get('float_size_bytes'))} (params x 4) |")
     for kind, row in files.items():
+        ties = row.get("top1_ties")
         lines.append(f"| model_{kind}.tflite | {_f(row.get('accuracy'))} | "
                      f"{_f(row.get('balanced_accuracy'))} | {_f(row.get('macro_f1'))} | "
                      f"{_f(row.get('macro_auc'))} | {_f(row.get('agreement'))} | "
-                     f"{_mb(row.get('size_bytes'))} |")
-    return "\n".join(lines)
+                     f"{'n/a' if ties is None else ties} | {_mb(row.get('size_bytes'))} |")
+    return "\n".join(lines + _export_notes(export))
+
+
+def _export_notes(export: Mapping[str, Any]) -> list[str]:
+    """How the int8 file was made (head, centring) and what a re-export replaced."""
+    int8 = export.get("int8") or {}
+    conversion = export.get("conversion") or {}
+    notes = []
+    if "head" in int8:
+        head = ("float32 head (" + ", ".join(int8.get("float_ops") or []) + ")"
+                if int8["head"] == "float" else "all-integer")
+        centred = ", ".join(conversion.get("centred_convs") or []) or "none"
+        notes.append(f"int8 file: {head}; first convolutions centred (x - 128): {centred}.")
+    previous = (export.get("previous") or {}).get("int8")
+    if previous:
+        notes.append(f"Re-exported with `kdskin export --run` ({export.get('reexported_at', '?')}"
+                     f"); the earlier int8 file: accuracy {_f(previous.get('accuracy'))}, macro "
+                     f"F1 {_f(previous.get('macro_f1'))}, top-1 agreement "
+                     f"{_f(previous.get('agreement'))}.")
+    return ["", *notes] if notes else []
 
 
 def _machine(metrics: Mapping[str, Any]) -> str:

@@ -407,7 +407,7 @@ def export_stage(cfg: Config, data: RunData, run_dir: Path, name: str) -> dict[s
     from kdskin.export.convert import export_and_check
 
     model = load_keras(run_dir / "models" / f"{name}.keras")
-    log(f"exporting {name} to {run_dir / 'tflite'} (fp32, dynamic-range, full int8)")
+    log(f"exporting {name} to {run_dir / 'tflite'} (fp32, dynamic-range, int8)")
     return export_and_check(model, run_dir / "tflite", data.train.images, data.train.labels,
                             data.test.images, data.test.labels, cfg.export)
 
@@ -464,11 +464,14 @@ def _run_data_for(cfg: Config, model_path: Path, data: str | None, split_file: s
     return rd
 
 
-def export_command(cfg: Config, model: str, data: str | None, out: str,
+def export_command(cfg: Config, model: str | None, data: str | None, out: str | None,
                    split_file: str | None = None) -> dict[str, Any]:
     from kdskin.evaluate import load_keras
     from kdskin.export.convert import export_and_check
 
+    if not model or not out:
+        raise KdskinError("kdskin export needs --model M.keras and --out DIR (or --run RUN_DIR "
+                          "to re-export a finished run)")
     model_path = Path(model)
     keras_model = load_keras(model_path)
     rd = _run_data_for(cfg, model_path, data, split_file)
@@ -476,19 +479,91 @@ def export_command(cfg: Config, model: str, data: str | None, out: str,
                               rd.test.images, rd.test.labels, cfg.export)
     print(f"wrote {out}: model_fp32.tflite, model_dynamic.tflite, model_int8.tflite, labels.txt, "
           f"export.json")
+    _print_int8_check(result)
     return result
 
 
-def bench_command(cfg: Config, run_dir: str | None, json_out: str | None = None) -> dict:
+def _print_int8_check(result: dict[str, Any]) -> None:
+    ev = result["evaluation"]
+    keras_m, int8 = ev["keras"], ev["tflite"]["int8"]
+    print(f"int8 vs Keras on {ev['n_images']} test images: accuracy {int8['accuracy']:.4f} vs "
+          f"{keras_m['accuracy']:.4f}, macro F1 {int8['macro_f1']:.4f} vs "
+          f"{keras_m['macro_f1']:.4f}, top-1 agreement {int8['agreement']:.4f}, "
+          f"within {result['max_int8_drop'] * 100:g} point(s): "
+          f"{'yes' if result['int8_within_tolerance'] else 'NO'}")
+
+
+def _run_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file() or not (run_dir / "config.yaml").is_file():
+        raise KdskinError(f"{run_dir}: not a finished run directory (no metrics.json or "
+                          f"config.yaml); pass a directory written by kdskin run")
+    return metrics_path, read_json(metrics_path)
+
+
+def reexport_run(run: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Re-export a finished run's final student with the current exporter.
+
+    Uses the run's config (plus ``overrides``), split and data; rewrites ``RUN/tflite``, the
+    ``export`` entry of ``metrics.json`` (the previous int8 figures are kept under
+    ``export.previous``) and ``report.md``. Training results and wall time are not touched.
+    """
+    from kdskin.config import load_config
+    from kdskin.evaluate import load_keras
+    from kdskin.export.convert import export_and_check
+    from kdskin.report import write_run_report
+
+    run_dir = Path(run)
+    metrics_path, state = _run_state(run_dir)
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    final = final_student_name(cfg)
+    model_path = run_dir / "models" / f"{final}.keras"
+    if final is None or not model_path.is_file():
+        raise KdskinError(f"{run_dir}: no final student model ({model_path.name}); finish the "
+                          f"run with kdskin run --resume first")
+    rd = _run_data_for(cfg, model_path, None, None)
+    log(f"re-exporting {final} to {run_dir / 'tflite'}")
+    result = export_and_check(load_keras(model_path), run_dir / "tflite", rd.train.images,
+                              rd.train.labels, rd.test.images, rd.test.labels, cfg.export)
+    old = state.get("export") or {}
+    old_int8 = ((old.get("evaluation") or {}).get("tflite") or {}).get("int8")
+    if old_int8:
+        result["previous"] = {
+            "int8": {k: old_int8.get(k) for k in ("accuracy", "macro_f1", "macro_auc",
+                                                   "agreement")},
+            "int8_drop": (old.get("evaluation") or {}).get("int8_drop"),
+            "tensorflow": (old.get("conversion") or {}).get("tensorflow"),
+        }
+    result["reexported_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(run_dir / "tflite" / "export.json", result)
+    state["export"] = result
+    write_json(metrics_path, state)
+    write_run_report(run_dir)
+    print(f"wrote {run_dir / 'tflite'} and updated {metrics_path.name}, report.md")
+    _print_int8_check(result)
+    return result
+
+
+def bench_command(cfg: Config, run_dir: str | None, json_out: str | None = None,
+                  update: bool = False) -> dict:
     from kdskin.export.bench import bench_run, format_table
 
     path = Path(run_dir or f"runs/{cfg.name}")
     if not (path / "models").is_dir():
         raise KdskinError(f"{path}: not a run directory (no models/); pass --run RUN_DIR")
+    metrics_path, state = _run_state(path) if update else (None, None)
     result = bench_run(path, cfg)
     print(format_table(result["rows"]))
     if json_out:
         write_json(json_out, result)
+    if update:
+        from kdskin.report import write_run_report
+
+        write_json(path / "bench.json", result)
+        state["bench"] = result
+        write_json(metrics_path, state)
+        write_run_report(path)
+        print(f"updated {path / 'bench.json'}, {metrics_path.name} and report.md")
     return result
 
 

@@ -105,3 +105,11 @@ def test_saved_config_reloads_equal(tmp_path):
     again = load_config(tmp_path / "c.yaml")
     assert again.to_dict() == cfg.to_dict()
     assert again.distill.exit_map == {"cnn_exit": "conv_exit_1"}
+
+
+def test_float_int8_head_needs_float_output():
+    with pytest.raises(ConfigError, match="export.int8_head.*int8_output=uint8"):
+        load_config(None, ["export.int8_output=uint8"])
+    cfg = load_config(None, ["export.int8_output=uint8", "export.int8_head=int8"])
+    assert (cfg.export.int8_output, cfg.export.int8_head) == ("uint8", "int8")
+    assert load_config().export.int8_head == "float" and load_config().export.centre_input

@@ -107,14 +107,44 @@ def test_int8_input_output_types_and_quantization(exported):
     assert scale == pytest.approx(1.0) and zero == 0
     assert 0.0 <= zero + 0 <= 255 and scale * (255 - zero) == pytest.approx(255.0)
     assert clf.output_dtype == np.float32  # default: dequantized probabilities
-    assert float_ops(files["int8"]) == []  # every op between the boundary casts is int8
+    # Default float head: only the softmax after the "logits" dense layer runs in float.
+    assert float_ops(files["int8"]) == ["SOFTMAX"]
     assert "CONV_2D" in float_ops(files["fp32"])
+
+
+def first_conv(model: keras.Model) -> str:
+    return next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+
+
+def test_export_centres_the_first_conv(exported):
+    model, _, info = exported
+    assert info["centred_convs"] == [first_conv(model)]  # Rescaling(1/255) -> first Conv2D
+    assert len(info["int8_float_head"]) == 1 and "int8_head_fallback" not in info
+
+
+def test_int8_all_integer_head(exported, tmp_path):
+    model, _, _ = exported
+    images, labels = colour_data(n_per_class=5, seed=3)
+    files = export_tflite(model, tmp_path, images, kinds=("int8",), int8_head="int8")
+    assert float_ops(files["int8"]) == []  # every op between the boundary casts is int8
+    assert TFLiteClassifier(files["int8"]).output_dtype == np.float32
+
+
+def test_float_head_needs_float_output(exported, tmp_path):
+    model, _, _ = exported
+    images, _ = colour_data(n_per_class=2, seed=3)
+    with pytest.raises(ModelError, match="int8_head='int8'"):
+        export_tflite(model, tmp_path, images, kinds=("int8",), int8_output="uint8")
+    with pytest.raises(ModelError, match="int8_head must be one of"):
+        export_tflite(model, tmp_path, images, kinds=("int8",), int8_head="half")
+    assert not list(tmp_path.iterdir())
 
 
 def test_int8_uint8_output(exported, tmp_path):
     model, _, _ = exported
     images, labels = colour_data(n_per_class=5, seed=3)
-    files = export_tflite(model, tmp_path, images, kinds=("int8",), int8_output="uint8")
+    files = export_tflite(model, tmp_path, images, kinds=("int8",), int8_output="uint8",
+                          int8_head="int8")
     clf = TFLiteClassifier(files["int8"])
     assert clf.output_dtype == np.uint8
     scale, zero = clf.output_quantization
@@ -313,6 +343,9 @@ def test_export_and_check_writes_json(exported, tmp_path):
             assert key in entry
     assert ev["tflite"]["fp32"]["agreement"] == 1.0
     assert ev["tflite"]["fp32"]["max_abs_prob_diff"] < 1e-4
+    assert ev["tflite"]["int8"]["top1_ties"] == 0  # float head: continuous probabilities
+    assert on_disk["int8"]["head"] == "float" and on_disk["int8"]["float_ops"] == ["SOFTMAX"]
+    assert on_disk["conversion"]["centred_convs"] == [first_conv(model)]
     assert ev["int8_drop"]["accuracy"] == pytest.approx(
         ev["keras"]["accuracy"] - ev["tflite"]["int8"]["accuracy"])
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
@@ -320,3 +353,20 @@ def test_export_and_check_writes_json(exported, tmp_path):
     again = export_and_check(model, tmp_path / "strict", train_images, train_labels,
                              test_images, test_labels, strict)
     assert again["int8_within_tolerance"] is False
+
+
+def test_float_head_falls_back_to_integer_when_the_quantizer_api_is_missing(
+        exported, tmp_path, monkeypatch):
+    from tensorflow.lite.python import convert as tfl_convert
+
+    def gone(*args, **kwargs):
+        raise AttributeError("module has no attribute 'mlir_quantize'")
+
+    monkeypatch.setattr(tfl_convert, "mlir_quantize", gone)
+    model, _, _ = exported
+    images, _ = colour_data(n_per_class=3, seed=3)
+    info: dict = {}
+    files = export_tflite(model, tmp_path, images, kinds=("int8",), info=info)
+    assert "mlir_quantize" in info["int8_head_fallback"] and "int8_float_head" not in info
+    assert float_ops(files["int8"]) == []  # the all-integer file, still valid
+    assert TFLiteClassifier(files["int8"]).predict(images).shape == (len(images), NUM_CLASSES)

@@ -160,3 +160,23 @@ def test_report_adds_faithfulness_of_an_explain_folder(tmp_path, capsys):
     assert main(["report", str(run), "--out", str(again), "--explain",
                  str(tmp_path / "none")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_export_table_shows_ties_head_and_previous_export():
+    from kdskin.report import export_table
+
+    export = _metrics(42, 0.8)["export"]
+    export["evaluation"]["tflite"]["int8"]["top1_ties"] = 3
+    export["int8"] = {"head": "float", "float_ops": ["ADD", "MUL", "ADD", "SOFTMAX"]}
+    export["conversion"] = {"centred_convs": ["cnn_block_1_conv", "stem_conv"]}
+    export["previous"] = {"int8": {"accuracy": 0.7296, "macro_f1": 0.5119, "agreement": 0.9654}}
+    export["reexported_at"] = "2026-11-25T23:50:00+0000"
+    text = export_table(export)
+    row = next(line for line in text.splitlines() if line.startswith("| model_int8"))
+    assert row.split(" | ")[-2] == "3"  # the ties column
+    assert "float32 head (ADD, MUL, ADD, SOFTMAX)" in text
+    assert "centred (x - 128): cnn_block_1_conv, stem_conv" in text
+    assert "accuracy 0.7296, macro F1 0.5119, top-1 agreement 0.9654" in text
+    export["int8"] = {"head": "int8", "float_ops": []}
+    del export["previous"]
+    assert "all-integer" in export_table(export) and "Re-exported" not in export_table(export)

@@ -43,6 +43,15 @@ def test_metrics_json_has_every_model_and_metric(run_dir):
             assert key in entry["test"], (name, key)
 
 
+def test_export_json_records_int8_head_and_centring(run_dir):
+    export = json.loads((run_dir / "tflite" / "export.json").read_text())
+    # The fused student's head: exits average (ADD, MUL), + fusion logits (ADD), softmax.
+    assert sorted(export["int8"]["float_ops"]) == ["ADD", "ADD", "MUL", "SOFTMAX"]
+    assert export["int8"]["head"] == "float"
+    assert sorted(export["conversion"]["centred_convs"]) == ["cnn_block_1_conv", "stem_conv"]
+    assert export["evaluation"]["tflite"]["int8"]["top1_ties"] <= 1
+
+
 def test_report_names_protocol_and_has_table(run_dir):
     report = (run_dir / "report.md").read_text()
     assert "lesion-grouped" in report
@@ -74,3 +83,40 @@ def test_resume_reuses_finished_models_and_adds_up_wall_time(run_dir, tmp_path):
         assert after["models"][name]["train_seconds"] == entry["train_seconds"], name
     assert after["resumed"] == 1
     assert after["wall_seconds"] >= before["wall_seconds"] > 0
+
+
+def test_reexport_updates_the_run_only(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "metrics.json").read_text())
+    assert main(["export", "--run", str(copy), "--set", "export.int8_head=int8"]) == 0
+    out = capsys.readouterr().out
+    assert "int8 vs Keras on" in out and "top-1 agreement" in out
+    after = json.loads((copy / "metrics.json").read_text())
+    assert after["models"] == before["models"] and after["wall_seconds"] == before["wall_seconds"]
+    export = after["export"]
+    assert export["int8"]["head"] == "int8" and export["int8"]["float_ops"] == []
+    assert export["previous"]["int8"] == {
+        k: before["export"]["evaluation"]["tflite"]["int8"][k]
+        for k in ("accuracy", "macro_f1", "macro_auc", "agreement")}
+    assert json.loads((copy / "tflite" / "export.json").read_text()) == export
+    assert not list(copy.rglob("*.tmp*"))
+
+
+def test_bench_update_records_in_the_run(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "bench.json").unlink()
+    assert main(["bench", "--config", str(TINY), "--run", str(copy), "--update",
+                 "--set", "bench.steps=1", "--set", "bench.warmup=1"]) == 0
+    bench = json.loads((copy / "bench.json").read_text())
+    assert json.loads((copy / "metrics.json").read_text())["bench"] == bench
+    assert any(row["model"] == "model_int8.tflite" for row in bench["rows"])
+
+
+@pytest.mark.parametrize("argv", [["export"], ["export", "--run", "."],
+                                  ["export", "--run", "x", "--model", "m.keras"]])
+def test_export_argument_errors(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -1,18 +1,28 @@
-"""Keras classifier -> ``.tflite`` files: float32, dynamic-range and full-integer int8.
+"""Keras classifier -> ``.tflite`` files: float32, dynamic-range and integer int8.
 
 Every file holds the whole deployed model: preprocessing (inside the Keras model) and the final
 softmax (the model is wrapped by ``to_deployable``), so it takes RGB pixels 0..255 at the model's
 input size and returns 7 probabilities in ``CLASSES`` order under the signature output ``"probs"``.
+Before conversion the first convolution after the input rescaling is rewritten, exactly, to see
+centred pixels (``x - 128``; :mod:`kdskin.export.centre`), which shrinks its int8 weight error.
 
-The int8 file is full-integer: int8 weights (per-channel for convolutions by default) and int8
-activations, built with ``TFLITE_BUILTINS_INT8`` only, calibrated on a class-stratified sample of
-the *training* split. Its input is **uint8** and takes raw 0..255 pixels: the calibration sample is
-anchored so the input range is exactly 0..255, which makes the input scale 1.0 and zero point 0
-(checked after conversion and written to ``export.json``; runtimes still read them). Its output is
-**float32** probabilities by default (the converter appends one DEQUANTIZE op; the softmax itself
-runs in int8), which removes the most common deployment bug — reading uint8 scores as
-probabilities (tensorflow#53069). ``int8_output="uint8"`` gives a uint8 output instead (scale
-1/256, zero point 0), for accelerators that want integer-only I/O.
+The int8 file has int8 weights (per-channel for convolutions by default) and int8 activations
+in every layer with weights, calibrated on a class-stratified sample of the *training* split.
+Its input is **uint8** and takes raw 0..255 pixels: the calibration sample is anchored so the
+input range is exactly 0..255, which makes the input scale 1.0 and zero point 0 (checked after
+conversion and written to ``export.json``; runtimes still read them). Its output is **float32**
+probabilities by default, which removes the most common deployment bug, reading uint8 scores as
+probabilities (tensorflow#53069).
+
+``int8_head="float"`` (default): the *head*, the element-wise ops between the last weighted
+layers and the output on (batch, 7) tensors (averaging the exits, adding the fusion logits,
+softmax), runs in float32 on the dequantized 7-value logits. An int8 logits tensor has a step of
+range/255 (~0.06 for logits spanning -8..8), so images whose two best classes are closer than
+that come out *tied*, and argmax then picks the lower class index: on the cpu-config student
+15 of the 22 test disagreements with Keras were such ties, all broken the same way. The float
+head costs a few dozen float operations per image. ``int8_head="int8"`` keeps every op in
+integer (needed with ``int8_output="uint8"``, for integer-only accelerators); its uint8 output
+has scale 1/256, zero point 0.
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ from kdskin.errors import DataError, ModelError
 KINDS: tuple[str, ...] = ("fp32", "dynamic", "int8")
 FILE_NAMES: dict[str, str] = {kind: f"model_{kind}.tflite" for kind in KINDS}
 INT8_OUTPUTS: tuple[str, ...] = ("float32", "uint8")
+INT8_HEADS: tuple[str, ...] = ("float", "int8")
+#: TFLite ops that carry weights; the float head starts after the last of them.
+WEIGHTED_OPS: frozenset[str] = frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D",
+                                          "TRANSPOSE_CONV", "BATCH_MATMUL"})
 
 
 # --------------------------------------------------------------------------- model checks
@@ -217,6 +231,65 @@ def _configure(converter: Any, kind: str, representative: np.ndarray | None, per
         converter.inference_output_type = tf.uint8 if int8_output == "uint8" else tf.float32
 
 
+def head_nodes(model_content: bytes) -> list[str]:
+    """Output-tensor names of the ops that form the classification head of a .tflite model.
+
+    Walks back from the model's output through ops that are not weighted layers
+    (:data:`WEIGHTED_OPS`) and whose outputs are all (batch, 7): e.g. SOFTMAX <- ADD (fusion
+    logits + exits average) <- MUL, ADD (the average). Stops at the dense layers.
+    """
+    from kdskin.export.litert import _interpreter_class
+
+    interpreter_cls, _ = _interpreter_class()
+    interpreter = interpreter_cls(model_content=model_content)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    producers = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}
+    names: list[str] = []
+    todo = [d["index"] for d in interpreter.get_output_details()]
+    seen: set[int] = set()
+    while todo:
+        index = todo.pop()
+        op = producers.get(index)
+        if op is None or op["index"] in seen or op["op_name"] in WEIGHTED_OPS:
+            continue
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            todo.extend(i for i in op["inputs"] if i >= 0)
+            continue
+        shapes = [tuple(tensors[i]["shape"][1:]) for i in op["outputs"]]
+        if any(shape != (NUM_CLASSES,) for shape in shapes):
+            continue
+        seen.add(op["index"])
+        names.extend(tensors[i]["name"] for i in op["outputs"])
+        todo.extend(i for i in op["inputs"] if i >= 0)
+    return names
+
+
+def _int8_with_float_head(converter: Any, per_channel: bool, info: dict[str, Any]) -> bytes:
+    """Calibrate with ``converter`` (configured for int8), then quantize everything but the head.
+
+    Uses the calibrate-only mode and ``mlir_quantize`` with a node denylist, the machinery
+    behind ``tf.lite.experimental.QuantizationDebugger``. If that private API is missing, falls
+    back to the all-integer conversion and says why in ``info["int8_head_fallback"]``.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.lite.python import convert as tfl_convert
+
+        converter._experimental_calibrate_only = True
+        calibrated = converter.convert()
+        head = head_nodes(calibrated)
+        flatbuffer = tfl_convert.mlir_quantize(
+            calibrated, disable_per_channel=not per_channel, input_data_type=tf.uint8,
+            output_data_type=tf.float32, denylisted_nodes=head)
+    except (ImportError, AttributeError, TypeError) as exc:
+        info["int8_head_fallback"] = _one_line(exc)
+        converter._experimental_calibrate_only = False
+        return converter.convert()
+    info["int8_float_head"] = head
+    return flatbuffer
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -240,7 +313,8 @@ def write_labels(out_dir: Path) -> Path:
 def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | None,
                   kinds: Sequence[str] = KINDS, per_channel: bool = True,
                   int8_output: str = "float32", method: str = "auto",
-                  info: dict[str, Any] | None = None) -> dict[str, Path]:
+                  info: dict[str, Any] | None = None, centre_input: bool = True,
+                  int8_head: str = "float") -> dict[str, Path]:
     """Convert a kdskin classifier to ``.tflite`` files in ``out_dir``; write ``labels.txt``.
 
     ``model``: a training model (outputs with "logits") or a deployable one ("probs" only);
@@ -248,7 +322,9 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     (N, S, S, 3) uint8 or float 0..255 images from the TRAINING split (needed for "int8"; see
     :func:`representative_sample`). ``method``: "auto" (``from_keras_model``, falling back to
     ``model.export`` + ``from_saved_model`` on failure, keras#19108), "from_keras_model" or
-    "saved_model". ``info``, if given, receives the method used per kind.
+    "saved_model". ``info``, if given, receives the method used per kind, the centred
+    convolutions (``centre_input``, see :mod:`kdskin.export.centre`) and the int8 head's float
+    ops (``int8_head``: "float" or "int8", see the module docstring).
 
     Returns ``{kind: path}`` plus ``"labels"``. Files are written atomically; a failed
     conversion leaves no partial file behind. Raises :class:`ModelError` for a model that is not
@@ -261,6 +337,11 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     if int8_output not in INT8_OUTPUTS:
         raise ModelError(f"int8_output must be one of {', '.join(INT8_OUTPUTS)}, got "
                          f"{int8_output!r}")
+    if int8_head not in INT8_HEADS:
+        raise ModelError(f"int8_head must be one of {', '.join(INT8_HEADS)}, got {int8_head!r}")
+    if int8_head == "float" and int8_output == "uint8" and "int8" in kinds:
+        raise ModelError("int8_head='float' gives float32 probabilities; with "
+                         "int8_output='uint8' use int8_head='int8'")
     if method not in ("auto", "from_keras_model", "saved_model"):
         raise ModelError(f"method must be auto, from_keras_model or saved_model, got {method!r}")
     size, _ = check_classifier(model)
@@ -273,9 +354,13 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
             raise DataError(f"representative images must be (N, {size}, {size}, 3), got "
                             f"{rep_shape}")
     deploy = deployable(model)
+    info = {} if info is None else info
+    if centre_input:
+        from kdskin.export.centre import centre_first_convs
+
+        deploy, info["centred_convs"] = centre_first_convs(deploy)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = {} if info is None else info
     methods = info.setdefault("method", {})
     paths: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="kdskin_savedmodel_") as tmp:
@@ -292,7 +377,10 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
                     converter = _converter(deploy, current, saved_model_dir)
                     _configure(converter, kind, representative, per_channel, int8_output)
                     with _quiet_stdout():
-                        flatbuffer = converter.convert()
+                        if kind == "int8" and int8_head == "float":
+                            flatbuffer = _int8_with_float_head(converter, per_channel, info)
+                        else:
+                            flatbuffer = converter.convert()
                     break
                 except (DataError, ModelError):
                     raise
@@ -346,7 +434,8 @@ def float_ops(path: str | Path) -> list[str]:
     """Ops of a .tflite file that compute in float (an input or output float32 tensor).
 
     The boundary QUANTIZE (float -> int8 input) and DEQUANTIZE (int8 -> float output) ops of a
-    full-integer model are not counted. An empty list means everything runs in int8.
+    integer model are not counted. An empty list means everything runs in int8; an int8 file
+    with a float head lists the head's ops (e.g. ADD, MUL, ADD, SOFTMAX).
     """
     from kdskin.export.litert import _interpreter_class
 
@@ -398,5 +487,5 @@ def _without_delegates() -> Any:
 from kdskin.export.litert import export_and_check  # noqa: E402
 
 __all__ = ["FILE_NAMES", "KINDS", "check_classifier", "deployable", "export_and_check",
-           "export_tflite", "float_ops", "op_versions", "representative_indices",
+           "export_tflite", "float_ops", "head_nodes", "op_versions", "representative_indices",
            "representative_sample", "tensor_io", "write_labels"]

@@ -192,6 +192,16 @@ def keras_probs(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndar
     return np.asarray(out, dtype=np.float32)
 
 
+def top1_ties(probs: np.ndarray) -> int:
+    """How many rows of ``probs`` (N, 7) have their two largest values exactly equal.
+
+    argmax breaks such ties towards the lower class index, so a quantized output with many
+    ties is biased towards akiec/bcc/bkl; a float32 output from a float head has almost none.
+    """
+    top2 = np.sort(np.asarray(probs), axis=1)[:, -2:]
+    return int(np.sum(top2[:, 0] == top2[:, 1]))
+
+
 def _metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     from kdskin.metrics import classification_metrics
 
@@ -231,6 +241,7 @@ def evaluate_tflite_files(files: Mapping[str, str | Path], keras_model: Any, ima
         result["tflite"][kind] = {
             **_metrics(labels, probs),
             "agreement": float(np.mean(probs.argmax(axis=1) == ref_top)),
+            "top1_ties": top1_ties(probs),
             "max_abs_prob_diff": float(np.abs(probs - reference).max()),
             "size_bytes": path.stat().st_size,
             "input": clf.input_info(),
@@ -273,8 +284,8 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
     """Export fp32 / dynamic / int8 files, evaluate them on the test split, write export.json.
 
     ``cfg``: ``Config.export`` (representative_samples, per_channel, max_int8_drop,
-    int8_output). The int8 model is calibrated on a class-stratified sample of the TRAINING
-    split only. ``int8_within_tolerance`` is True when int8 loses at most
+    int8_output, int8_head, centre_input). The int8 model is calibrated on a class-stratified
+    sample of the TRAINING split only. ``int8_within_tolerance`` is True when int8 loses at most
     ``cfg.max_int8_drop`` (a fraction) of accuracy and of macro F1 against Keras.
     Returns the dict written to ``out_dir/export.json``.
     """
@@ -300,7 +311,9 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
     info: dict[str, Any] = {}
     start = time.perf_counter()
     files = export_tflite(model, out_dir, representative, per_channel=cfg.per_channel,
-                          int8_output=getattr(cfg, "int8_output", "float32"), info=info)
+                          int8_output=getattr(cfg, "int8_output", "float32"), info=info,
+                          centre_input=getattr(cfg, "centre_input", True),
+                          int8_head=getattr(cfg, "int8_head", "float"))
     convert_seconds = time.perf_counter() - start
     evaluation = evaluate_tflite_files(files, model, test_images, test_labels)
     tolerance = float(cfg.max_int8_drop)
@@ -316,6 +329,7 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
         "int8": {
             "input": evaluation["tflite"]["int8"]["input"],
             "output": evaluation["tflite"]["int8"]["output"],
+            "head": getattr(cfg, "int8_head", "float"),
             "float_ops": float_ops(files["int8"]),
             "representative": {"n": int(len(representative)), "split": "train", "seed": seed,
                                "per_class": dict(zip(CLASSES, rep_counts.tolist(), strict=True))},
