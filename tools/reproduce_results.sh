@@ -55,3 +55,6 @@ for name in cpu cpu_seed1 cpu_seed2 cpu_concat cpu_effnet_standard cpu_leaky; do
 done
 kdskin report "${report[@]}" --out docs/RESULTS.md --results-dir docs/results \
   --explain "$RUNS/explain_cpu"
+# 8. The int8 export fixes one at a time on the three seeds' students (printed; quoted in
+#    tflite/README.md).
+tools/int8_ablation.sh "$RUNS/cpu" "$RUNS/cpu_seed1" "$RUNS/cpu_seed2"
