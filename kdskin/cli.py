@@ -138,11 +138,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kdskin.run import export_command
+    from kdskin.run import export_command, reexport_run
 
     if args.run:
-        from kdskin.run import reexport_run
-
         if args.model or args.out or args.data or args.split_file or args.config:
             raise KdskinError("kdskin export --run RUN_DIR uses the run's model, config and "
                               "data; drop --model/--out/--data/--split-file/--config (--set "

@@ -402,14 +402,15 @@ def final_student_name(cfg: Config) -> str | None:
 # --------------------------------------------------------------------------- export/bench/explain
 
 
-def export_stage(cfg: Config, data: RunData, run_dir: Path, name: str) -> dict[str, Any]:
+def export_stage(cfg: Config, data: RunData, run_dir: Path, name: str,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from kdskin.evaluate import load_keras
     from kdskin.export.convert import export_and_check
 
     model = load_keras(run_dir / "models" / f"{name}.keras")
     log(f"exporting {name} to {run_dir / 'tflite'} (fp32, dynamic-range, int8)")
     return export_and_check(model, run_dir / "tflite", data.train.images, data.train.labels,
-                            data.test.images, data.test.labels, cfg.export)
+                            data.test.images, data.test.labels, cfg.export, extra=extra)
 
 
 def bench_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -501,6 +502,30 @@ def _run_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     return metrics_path, read_json(metrics_path)
 
 
+def _record_in_run(run_dir: Path, key: str, result: dict[str, Any]) -> None:
+    """Store ``result`` as ``metrics.json[key]`` of a finished run and rewrite its report.md."""
+    from kdskin.report import write_run_report
+
+    metrics_path, state = _run_state(run_dir)
+    state[key] = result
+    write_json(metrics_path, state)
+    write_run_report(run_dir)
+
+
+def _previous_int8(export: dict[str, Any] | None) -> dict[str, Any]:
+    """The figures of a run's earlier int8 export, to keep beside a re-export ({} if none)."""
+    export = export or {}
+    evaluation = export.get("evaluation") or {}
+    int8 = (evaluation.get("tflite") or {}).get("int8")
+    if not int8:
+        return {}
+    return {"previous": {
+        "int8": {k: int8.get(k) for k in ("accuracy", "macro_f1", "macro_auc", "agreement")},
+        "int8_drop": evaluation.get("int8_drop"),
+        "tensorflow": (export.get("conversion") or {}).get("tensorflow"),
+    }}
+
+
 def reexport_run(run: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Re-export a finished run's final student with the current exporter.
 
@@ -509,12 +534,9 @@ def reexport_run(run: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[
     ``export.previous``) and ``report.md``. Training results and wall time are not touched.
     """
     from kdskin.config import load_config
-    from kdskin.evaluate import load_keras
-    from kdskin.export.convert import export_and_check
-    from kdskin.report import write_run_report
 
     run_dir = Path(run)
-    metrics_path, state = _run_state(run_dir)
+    _, state = _run_state(run_dir)
     cfg = load_config(run_dir / "config.yaml", overrides)
     final = final_student_name(cfg)
     model_path = run_dir / "models" / f"{final}.keras"
@@ -522,24 +544,11 @@ def reexport_run(run: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[
         raise KdskinError(f"{run_dir}: no final student model ({model_path.name}); finish the "
                           f"run with kdskin run --resume first")
     rd = _run_data_for(cfg, model_path, None, None)
-    log(f"re-exporting {final} to {run_dir / 'tflite'}")
-    result = export_and_check(load_keras(model_path), run_dir / "tflite", rd.train.images,
-                              rd.train.labels, rd.test.images, rd.test.labels, cfg.export)
-    old = state.get("export") or {}
-    old_int8 = ((old.get("evaluation") or {}).get("tflite") or {}).get("int8")
-    if old_int8:
-        result["previous"] = {
-            "int8": {k: old_int8.get(k) for k in ("accuracy", "macro_f1", "macro_auc",
-                                                   "agreement")},
-            "int8_drop": (old.get("evaluation") or {}).get("int8_drop"),
-            "tensorflow": (old.get("conversion") or {}).get("tensorflow"),
-        }
-    result["reexported_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json(run_dir / "tflite" / "export.json", result)
-    state["export"] = result
-    write_json(metrics_path, state)
-    write_run_report(run_dir)
-    print(f"wrote {run_dir / 'tflite'} and updated {metrics_path.name}, report.md")
+    extra = {**_previous_int8(state.get("export")),
+             "reexported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    result = export_stage(cfg, rd, run_dir, final, extra=extra)
+    _record_in_run(run_dir, "export", result)
+    print(f"wrote {run_dir / 'tflite'} and updated metrics.json, report.md")
     _print_int8_check(result)
     return result
 
@@ -551,19 +560,16 @@ def bench_command(cfg: Config, run_dir: str | None, json_out: str | None = None,
     path = Path(run_dir or f"runs/{cfg.name}")
     if not (path / "models").is_dir():
         raise KdskinError(f"{path}: not a run directory (no models/); pass --run RUN_DIR")
-    metrics_path, state = _run_state(path) if update else (None, None)
-    result = bench_run(path, cfg)
-    print(format_table(result["rows"]))
+    if update:
+        _run_state(path)  # refuse an unfinished run before spending minutes on timings
+        result = bench_stage(cfg, path)  # prints the table, writes RUN/bench.json
+        _record_in_run(path, "bench", result)
+        print(f"updated {path / 'bench.json'}, metrics.json and report.md")
+    else:
+        result = bench_run(path, cfg)
+        print(format_table(result["rows"]))
     if json_out:
         write_json(json_out, result)
-    if update:
-        from kdskin.report import write_run_report
-
-        write_json(path / "bench.json", result)
-        state["bench"] = result
-        write_json(metrics_path, state)
-        write_run_report(path)
-        print(f"updated {path / 'bench.json'}, {metrics_path.name} and report.md")
     return result
 
 

@@ -22,6 +22,7 @@ anything else is left as it is.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import keras
@@ -83,9 +84,7 @@ def centrable_convs(model: keras.Model) -> dict[str, tuple[float, float]]:
     """
     nodes = _graph_nodes(model)
     producer = {id(t): node for node in nodes for t in node.output_tensors}
-    uses: dict[int, int] = {}
-    for node in nodes:
-        uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
+    uses = Counter(id(node.operation) for node in nodes)
     inputs = {id(t) for t in model.inputs}
     found: dict[str, tuple[float, float]] = {}
     for node in nodes:
@@ -117,9 +116,7 @@ def _centred_conv(layer: keras.layers.Conv2D, image: Any, scale: float, offset: 
             else np.zeros(kernel.shape[-1]))
     kh, kw = kernel.shape[:2]
     sh, sw = layer.strides
-    centred = keras.layers.Rescaling(1.0, offset=-float(CENTRE),
-                                     name=f"{layer.name}_centre")(image)
-    x = centred
+    x = keras.layers.Rescaling(1.0, offset=-float(CENTRE), name=f"{layer.name}_centre")(image)
     if layer.padding == "same":
         h, w = int(image.shape[1]), int(image.shape[2])
         pads = (_same_padding(h, kh, sh), _same_padding(w, kw, sw))

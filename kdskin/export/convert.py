@@ -238,25 +238,19 @@ def head_nodes(model_content: bytes) -> list[str]:
     (:data:`WEIGHTED_OPS`) and whose outputs are all (batch, 7): e.g. SOFTMAX <- ADD (fusion
     logits + exits average) <- MUL, ADD (the average). Stops at the dense layers.
     """
-    from kdskin.export.litert import _interpreter_class
-
-    interpreter_cls, _ = _interpreter_class()
-    interpreter = interpreter_cls(model_content=model_content)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    producers = {out: op for op in interpreter._get_ops_details() for out in op["outputs"]}
+    ops, tensors, outputs = _op_graph(model_content=model_content)
+    producers = {out: op for op in ops for out in op["outputs"]}
     names: list[str] = []
-    todo = [d["index"] for d in interpreter.get_output_details()]
+    todo = list(outputs)
     seen: set[int] = set()
     while todo:
-        index = todo.pop()
-        op = producers.get(index)
+        op = producers.get(todo.pop())
         if op is None or op["index"] in seen or op["op_name"] in WEIGHTED_OPS:
             continue
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
             todo.extend(i for i in op["inputs"] if i >= 0)
             continue
-        shapes = [tuple(tensors[i]["shape"][1:]) for i in op["outputs"]]
-        if any(shape != (NUM_CLASSES,) for shape in shapes):
+        if any(tuple(tensors[i]["shape"][1:]) != (NUM_CLASSES,) for i in op["outputs"]):
             continue
         seen.add(op["index"])
         names.extend(tensors[i]["name"] for i in op["outputs"])
@@ -430,13 +424,10 @@ def tensor_io(path: str | Path) -> dict[str, dict[str, Any]]:
     return {"input": clf.input_info(), "output": clf.output_info()}
 
 
-def float_ops(path: str | Path) -> list[str]:
-    """Ops of a .tflite file that compute in float (an input or output float32 tensor).
-
-    The boundary QUANTIZE (float -> int8 input) and DEQUANTIZE (int8 -> float output) ops of a
-    integer model are not counted. An empty list means everything runs in int8; an int8 file
-    with a float head lists the head's ops (e.g. ADD, MUL, ADD, SOFTMAX).
-    """
+def _op_graph(path: str | Path | None = None, model_content: bytes | None = None
+              ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], list[int]]:
+    """``(ops, {tensor index: details}, output tensor indices)`` of a .tflite model, read
+    without the default delegates (XNNPACK would replace ops by a DELEGATE node)."""
     from kdskin.export.litert import _interpreter_class
 
     interpreter_cls, _ = _interpreter_class()
@@ -444,15 +435,31 @@ def float_ops(path: str | Path) -> list[str]:
     resolver = _without_delegates()
     if resolver is not None:
         kwargs["experimental_op_resolver_type"] = resolver
-    interpreter = interpreter_cls(model_path=str(path), **kwargs)
-    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    if model_content is not None:
+        kwargs["model_content"] = model_content
+    else:
+        kwargs["model_path"] = str(path)
+    interpreter = interpreter_cls(**kwargs)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    return interpreter._get_ops_details(), tensors, outputs
+
+
+def float_ops(path: str | Path) -> list[str]:
+    """Ops of a .tflite file that compute in float (an input or output float32 tensor).
+
+    The boundary QUANTIZE (float -> int8 input) and DEQUANTIZE (int8 -> float output) ops of a
+    integer model are not counted. An empty list means everything runs in int8; an int8 file
+    with a float head lists the head's ops (e.g. ADD, MUL, ADD, SOFTMAX).
+    """
+    ops, tensors, _ = _op_graph(path)
+    dtypes = {i: np.dtype(t["dtype"]).name for i, t in tensors.items()}
     found = []
-    for op in interpreter._get_ops_details():
-        ins = [dtypes.get(i) for i in op["inputs"] if i >= 0]
-        outs = [dtypes.get(i) for i in op["outputs"] if i >= 0]
+    for op in ops:
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
             continue
-        if "float32" in ins or "float32" in outs:
+        used = [dtypes.get(i) for i in (*op["inputs"], *op["outputs"]) if i >= 0]
+        if "float32" in used:
             found.append(op["op_name"])
     return found
 

@@ -280,13 +280,15 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
 
 def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
                      train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
-                     cfg: Any, seed: int = 0) -> dict[str, Any]:
+                     cfg: Any, seed: int = 0, extra: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
     """Export fp32 / dynamic / int8 files, evaluate them on the test split, write export.json.
 
     ``cfg``: ``Config.export`` (representative_samples, per_channel, max_int8_drop,
     int8_output, int8_head, centre_input). The int8 model is calibrated on a class-stratified
     sample of the TRAINING split only. ``int8_within_tolerance`` is True when int8 loses at most
     ``cfg.max_int8_drop`` (a fraction) of accuracy and of macro F1 against Keras.
+    ``extra`` entries are added to the result (e.g. what a re-export replaced).
     Returns the dict written to ``out_dir/export.json``.
     """
     import tensorflow as tf
@@ -309,11 +311,11 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
     representative = train_images[picked]
     rep_counts = np.bincount(train_labels[picked], minlength=NUM_CLASSES)
     info: dict[str, Any] = {}
+    head = getattr(cfg, "int8_head", "float")
     start = time.perf_counter()
     files = export_tflite(model, out_dir, representative, per_channel=cfg.per_channel,
                           int8_output=getattr(cfg, "int8_output", "float32"), info=info,
-                          centre_input=getattr(cfg, "centre_input", True),
-                          int8_head=getattr(cfg, "int8_head", "float"))
+                          centre_input=getattr(cfg, "centre_input", True), int8_head=head)
     convert_seconds = time.perf_counter() - start
     evaluation = evaluate_tflite_files(files, model, test_images, test_labels)
     tolerance = float(cfg.max_int8_drop)
@@ -329,7 +331,7 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
         "int8": {
             "input": evaluation["tflite"]["int8"]["input"],
             "output": evaluation["tflite"]["int8"]["output"],
-            "head": getattr(cfg, "int8_head", "float"),
+            "head": head,
             "float_ops": float_ops(files["int8"]),
             "representative": {"n": int(len(representative)), "split": "train", "seed": seed,
                                "per_class": dict(zip(CLASSES, rep_counts.tolist(), strict=True))},
@@ -338,6 +340,7 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
         "max_int8_drop": tolerance,
         "int8_within_tolerance": bool(drop) and all(v <= tolerance + 1e-12
                                                     for v in drop.values()),
+        **(extra or {}),
     }
     write_json(out_dir / "export.json", result)
     return result
