@@ -6,11 +6,11 @@ Errors caused by input print one line to stderr and exit 2; ``--verbose`` shows 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from collections.abc import Callable
 
+from kdskin.console import quiet_libraries
 from kdskin.errors import KdskinError
 
 COMMANDS: dict[str, str] = {
@@ -22,16 +22,22 @@ COMMANDS: dict[str, str] = {
     "bench": "training and inference ms/step, sizes and size reductions for a run",
     "explain": "Grad-CAM, Score-CAM and LIME maps for images (and their faithfulness)",
     "report": "write docs/RESULTS.md-style tables from run directories",
+    "serve": "a local web page and JSON API: a model's prediction, referral and explanations "
+             "for one image",
 }
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: built-in "
-                        "quickstart settings, as in configs/quickstart.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY.PATH=VALUE", help="override one config value, e.g. "
-                        "--set train.batch_size=16 (repeatable)")
-    parser.add_argument("--verbose", action="store_true", help="show tracebacks and TF logs")
+def _common(parser: argparse.ArgumentParser, config: bool = True, overrides: bool = True
+            ) -> None:
+    if config:
+        parser.add_argument("--config", metavar="FILE", help="YAML config (default: built-in "
+                            "quickstart settings, as in configs/quickstart.yaml)")
+    if overrides:
+        parser.add_argument("--set", dest="overrides", action="append", default=[],
+                            metavar="KEY.PATH=VALUE", help="override one config value, e.g. "
+                            "--set train.batch_size=16 (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks and the "
+                        "libraries' logs and warnings (TensorFlow, Keras, converter)")
 
 
 def _load(args: argparse.Namespace):
@@ -51,132 +57,80 @@ def _data_args(parser: argparse.ArgumentParser, positional: bool = False) -> Non
                         help="a metadata row without an image file is an error")
 
 
-# --------------------------------------------------------------------------- data commands
+# --------------------------------------------------------------------------- command wrappers
+
+
+def _call(module: str, function: str, *args: object, **kwargs: object) -> int:
+    """Import ``kdskin.commands.MODULE`` (lazily: TensorFlow loads only for commands that need
+    it) and call its ``FUNCTION``; exit status 0."""
+    import importlib
+
+    getattr(importlib.import_module(f"kdskin.commands.{module}"), function)(*args, **kwargs)
+    return 0
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from kdskin.data.synth import generate_dataset
-
-    cfg = _load(args)
-    s = cfg.data.synth
-    table = generate_dataset(args.out, n_images=args.n_images or s.n_images,
-                             max_images_per_lesion=s.max_images_per_lesion,
-                             image_size=s.image_size,
-                             seed=s.seed if args.seed is None else args.seed,
-                             overwrite=args.overwrite, progress=True)
-    print(f"wrote {len(table):,} images of {table['lesion_id'].nunique():,} lesions to "
-          f"{args.out} (HAM10000 layout)")
-    return 0
+    return _call("data", "synth_command", _load(args), args.out, n_images=args.n_images,
+                 seed=args.seed, overwrite=args.overwrite)
 
 
 def cmd_data_split(args: argparse.Namespace) -> int:
-    from kdskin.data.datasets import read_dataset
-    from kdskin.data.inspect import format_summary, summarize
-    from kdskin.data.split import lesions_in_several_splits, make_split, protocol_label, write_split
-
-    cfg = _load(args)
-    dataset = read_dataset(args.data, args.format or cfg.data.format,
-                           strict=cfg.data.strict if args.strict is None else args.strict)
-    protocol = args.protocol or cfg.data.protocol
-    split = make_split(dataset.table, protocol, cfg.data.split,
-                       cfg.data.seed if args.seed is None else args.seed,
-                       cfg.data.paper_per_class)
-    write_split(split, args.out)
-    print(format_summary(summarize(dataset, split)))
-    shared = lesions_in_several_splits(split)
-    print(f"protocol: {protocol_label(protocol)}")
-    print(f"wrote {args.out}: {len(split):,} rows; lesions in several splits: {len(shared)}")
-    return 0
+    return _call("data", "split_command", _load(args), args.data, args.out, fmt=args.format,
+                 strict=args.strict, protocol=args.protocol, seed=args.seed)
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from kdskin.data.datasets import read_dataset
-    from kdskin.data.inspect import format_summary, summarize
-    from kdskin.data.split import read_split
-
-    cfg = _load(args)
-    dataset = read_dataset(args.data, args.format or cfg.data.format,
-                           strict=cfg.data.strict if args.strict is None else args.strict)
-    split = read_split(args.split) if args.split else None
-    summary = summarize(dataset, split, verify=args.verify)
-    print(format_summary(summary))
-    if args.json:
-        from kdskin.io import write_json
-
-        write_json(args.json, summary)
-    return 0
-
-
-# --------------------------------------------------------------------------- model commands
+    return _call("data", "inspect_command", _load(args), args.data, fmt=args.format,
+                 strict=args.strict, split=args.split, verify=args.verify, json_out=args.json)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kdskin.run import run_pipeline
-
-    cfg = _load(args)
-    run_dir = run_pipeline(cfg, data_dir=args.data_dir, out=args.out, resume=args.resume,
-                           teacher=args.teacher)
-    print(f"run directory: {run_dir}")
-    return 0
+    return _call("run", "run_command", _load(args), data_dir=args.data_dir, out=args.out,
+                 resume=args.resume, teacher=args.teacher)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from kdskin.evaluate import evaluate_command
-
-    cfg = _load(args)
-    evaluate_command(cfg, model=args.model, data=args.data, fmt=args.format,
-                     split=args.split, split_file=args.split_file, json_out=args.json,
-                     plots=args.plots, strict=args.strict)
-    return 0
+    return _call("evaluate", "evaluate_command", _load(args), model=args.model, data=args.data,
+                 fmt=args.format, split=args.split, split_file=args.split_file,
+                 json_out=args.json, plots=args.plots, strict=args.strict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from kdskin.evaluate import predict_command
-
-    predict_command(args.model, args.images, top=args.top)
-    return 0
+    return _call("evaluate", "predict_command", args.model, args.images, top=args.top,
+                 as_json=args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from kdskin.run import export_command, reexport_run
-
     if args.run:
         if args.model or args.out or args.data or args.split_file or args.config:
             raise KdskinError("kdskin export --run RUN_DIR uses the run's model, config and "
                               "data; drop --model/--out/--data/--split-file/--config (--set "
                               "still applies)")
-        reexport_run(args.run, args.overrides)
-        return 0
-    cfg = _load(args)
-    export_command(cfg, model=args.model, data=args.data, out=args.out,
-                   split_file=args.split_file)
-    return 0
+        return _call("export", "reexport_run", args.run, args.overrides)
+    return _call("export", "export_command", _load(args), model=args.model, data=args.data,
+                 out=args.out, split_file=args.split_file)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from kdskin.run import bench_command
-
-    cfg = _load(args)
-    bench_command(cfg, run_dir=args.run, json_out=args.json, update=args.update)
-    return 0
+    return _call("bench", "bench_command", args.run, args.overrides, json_out=args.json,
+                 update=args.update)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from kdskin.run import explain_command
-
-    cfg = _load(args)
-    explain_command(cfg, model=args.model, inputs=args.inputs, methods=args.method,
-                    out=args.out, class_name=args.class_name, evaluate=args.evaluate,
-                    data=args.data, split_file=args.split_file)
-    return 0
+    return _call("explain", "explain_command", _load(args), model=args.model,
+                 inputs=args.inputs, methods=args.method, out=args.out,
+                 class_name=args.class_name, evaluate=args.evaluate, data=args.data,
+                 split_file=args.split_file)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from kdskin.report import report_command
+    return _call("report", "report_command", args.runs, out=args.out,
+                 results_dir=args.results_dir, explain=args.explain or [])
 
-    report_command(args.runs, out=args.out, results_dir=args.results_dir,
-                   explain=args.explain or [])
-    return 0
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _call("serve", "serve_command", run=args.run, model=args.model, host=args.host,
+                 port=args.port, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
 
 
 # --------------------------------------------------------------------------- parser
@@ -193,11 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 title="commands")
 
-    def add(name: str, func: Callable, helptext: str | None = None, parent=sub
-            ) -> argparse.ArgumentParser:
+    def add(name: str, func: Callable, helptext: str | None = None, parent=sub,
+            config: bool = True, overrides: bool = True) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=helptext or COMMANDS.get(name),
                               description=helptext or COMMANDS.get(name))
-        _common(p)
+        _common(p, config=config, overrides=overrides)
         p.set_defaults(func=func)
         return p
 
@@ -215,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     p = add("synth", cmd_data_synth, "write the built-in generated dataset (HAM10000 layout)",
             data_sub)
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--n-images", type=int, default=None, help="images (default: data.synth."
                    "n_images)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: data.synth.seed)")
@@ -238,17 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", cmd_evaluate)
     p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")
     _data_args(p)
-    p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
-                   help="which split to score (default: test)")
+    p.add_argument("--split", default=None, choices=("train", "val", "test", "all"),
+                   help="which split to score (default: test of the model's run split when "
+                   "--data is the run's own data or --split-file is given; otherwise every "
+                   "image: an external set is scored whole)")
     p.add_argument("--split-file", metavar="CSV", help="split CSV (default: split.csv in the "
-                   "model's run directory if there, else a fresh split with the config's seed; "
-                   "for --split all, none)")
+                   "model's run directory for the run's own data; with --split on other data "
+                   "and no split file, a fresh split with the config's seed)")
     p.add_argument("--json", metavar="OUT", help="write every metric as JSON here")
     p.add_argument("--plots", metavar="DIR", help="write confusion-matrix and ROC PNGs here")
 
-    p = add("predict", cmd_predict)
+    p = add("predict", cmd_predict, config=False, overrides=False)
     p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")
-    p.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--top", type=int, default=3, help="classes to show per image, 1 to 7 "
+                   "(default 3)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
 
     p = add("export", cmd_export)
@@ -261,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", metavar="CSV", help="split CSV (default: the run's split.csv)")
     p.add_argument("--out", metavar="DIR", help="output folder")
 
-    p = add("bench", cmd_bench)
-    p.add_argument("--run", metavar="RUN_DIR", default=None, help="run directory (default: "
-                   "runs/CONFIG_NAME)")
+    p = add("bench", cmd_bench, config=False)
+    p.add_argument("--run", metavar="RUN_DIR", required=True, help="run directory; its "
+                   "config.yaml sets the batch size, warm-up and steps (--set overrides them)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON here")
     p.add_argument("--update", action="store_true", help="record the results in the run: "
                    "RUN_DIR/bench.json, metrics.json and report.md")
@@ -281,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
 
-    p = add("report", cmd_report)
+    p = add("report", cmd_report, config=False, overrides=False)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or saved "
                    "metrics.json files)")
     p.add_argument("--out", default="docs/RESULTS.md", help="markdown file to write")
@@ -290,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="append", metavar="DIR", help="a kdskin explain "
                    "--evaluate folder (or a kept explain_NAME.json): adds its faithfulness "
                    "table (repeatable)")
+    p = add("serve", cmd_serve, config=False, overrides=False)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", metavar="RUN_DIR", help="a finished run: its int8 .tflite and "
+                       "decision.json answer, its Keras final student gives Grad-CAM/Score-CAM")
+    which.add_argument("--model", metavar="FILE", help="one .tflite or .keras file (a .tflite "
+                       "outside a run: LIME only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MIB",
+                   help="largest upload accepted, in MiB (default 20)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
+                   help="largest width x height accepted, against decompression bombs "
+                   "(default 40000000)")
     return parser
 
 
@@ -303,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_libraries()  # before TensorFlow is imported by any command
     try:
         return int(args.func(args) or 0)
     except KdskinError as exc:

@@ -19,11 +19,45 @@ from typing import Any
 
 import yaml
 
+from kdskin.constants import CLASSES, NUM_CLASSES
+from kdskin.data.specs import (
+    BALANCE_MODES,
+    FORMATS,
+    MIN_IMAGE_SIZE,
+    PROTOCOLS,
+    UNIT_AUGMENTATIONS,
+    check_class_weight_power,
+    check_split_fractions,
+    check_unit_interval,
+)
+from kdskin.distill.stages import STAGES, validate_distill
 from kdskin.errors import ConfigError
+from kdskin.explain.methods import check_methods
+from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS
+from kdskin.models.specs import (
+    StudentConfig,
+    TeacherConfig,
+    choice_field,
+    teacher_output_names,
+    validate_baseline,
+    validate_reference,
+    validate_student,
+    validate_teacher,
+)
 
+__all__ = ["STAGES", "AugmentConfig", "BaselineConfig", "BenchConfig", "Config", "DataConfig",
+           "DistillConfig", "ExplainConfig", "ExportConfig", "StudentConfig", "SynthConfig",
+           "TeacherConfig", "TrainConfig", "load_config"]
 
-def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"choices": choices})
+# Allowed values of options whose code lives in modules that import TensorFlow (kdskin.train,
+# kdskin.export): declared here, the lightest module those import, and read by them.
+#: ``train.lr_schedule``: ReduceLROnPlateau (the paper) or per-epoch cosine decay.
+LR_SCHEDULES: tuple[str, ...] = ("plateau", "cosine")
+#: ``train.monitor``: Keras' own logs or the metrics kdskin adds to the validation logs.
+MONITORS: tuple[str, ...] = ("val_balanced_accuracy", "val_macro_auc", "val_accuracy",
+                             "val_loss")
+#: ``train.distribution``: tf.distribute strategy.
+DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
 
 
 @dataclass
@@ -38,18 +72,23 @@ class SynthConfig:
 
 @dataclass
 class DataConfig:
-    format: str = _choice("ham10000", "ham10000", "isic2018")
+    format: str = choice_field("ham10000", FORMATS)
     dir: str | None = None  # None: generate the built-in dataset into the run directory
     image_size: int = 48  # quickstart; the paper (paper.yaml) and cpu.yaml use 64
-    protocol: str = _choice("lesion_grouped", "lesion_grouped", "paper")
+    protocol: str = choice_field("lesion_grouped", PROTOCOLS)
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     seed: int = 42
     strict: bool = False
-    balance: str = _choice("class_weight", "none", "class_weight", "oversample")
+    balance: str = choice_field("class_weight", BALANCE_MODES)
     #: class_weight: weights (n / (k * count_c)) ** power; 1 balanced, 0.5 tempered (sqrt)
     class_weight_power: float = 0.5
     paper_per_class: int = 600  # 'paper' protocol: augment every class to this count, then split
     synth: SynthConfig = field(default_factory=SynthConfig)
+    #: An external labelled set (e.g. ISIC 2018 Task 3 test) on which every model and every
+    #: .tflite of the run is scored whole at the end; never trained or tuned on.
+    external: str | None = None
+    #: Its layout; None: detected (HAM10000 metadata file or ISIC 2018 ground-truth CSV).
+    external_format: str | None = None
 
 
 @dataclass
@@ -67,56 +106,39 @@ class AugmentConfig:
 
 
 @dataclass
-class TeacherConfig:
-    """Hybrid ViT + ConvNeXt/ConvMixer teacher. paper.yaml holds the paper's sizes."""
-
-    patch_size: int = 4
-    projection_dim: int = 64
-    num_heads: int = 4
-    vit_depth: int = 2
-    mlp_units: list[int] = field(default_factory=lambda: [128, 64])
-    dropout: float = 0.1
-    conv_branch: str = _choice("convnext", "convnext", "convmixer")
-    conv_filters: int = 64
-    conv_depth: int = 2
-    conv_kernel: int = 7
-    layer_scale_init: float = 1e-6  # ConvNeXt LayerScale start value
-    bn_momentum: float = 0.9  # BatchNorm moving-average momentum (ConvMixer branch)
-    head_units: int = 256
-    head_dropout: float = 0.5
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    exit_loss_weight: float = 0.3  # teacher training: CE weight of each exit head (logits: 1)
-
-
-@dataclass
-class StudentConfig:
-    """Small CNN branch + EfficientNet branch, fused into one head ('layer fusion')."""
-
-    cnn_filters: list[int] = field(default_factory=lambda: [32, 64])
-    l2: float = 0.01
-    efficientnet: str = _choice("B0", "B0", "B1", "B2", "B3", "B4")
-    efficientnet_variant: str = _choice("lite", "standard", "lite")
-    weights: str = "none"  # none | imagenet | path to a weights file
-    #: layer fusion head: concat (the paper's MLP on the concatenated branch features),
-    #: residual (that MLP added to the average of the exits) or none (exits averaged)
-    fusion: str = _choice("residual", "concat", "residual", "none")
-    #: BatchNorm moving-average momentum of every BN layer (Keras' EfficientNet uses 0.99,
-    #: whose statistics lag far behind the weights in short from-scratch runs: the student then
-    #: predicts one class at evaluation time while training accuracy rises).
-    bn_momentum: float = 0.9
-    head_units: int = 256
-    head_dropout: float = 0.5
-    epochs: int = 10
-    learning_rate: float = 1e-3
-
-
-@dataclass
 class BaselineConfig:
     """The paper's plain baseline CNN (Conv16-pool-Conv32-pool-Dense128), trained with CE."""
 
+    enabled: bool = True
     epochs: int = 10
     learning_rate: float = 1e-3
+
+
+@dataclass
+class ReferenceConfig:
+    """The strong plain reference: a VGG-style CNN (:mod:`kdskin.models.reference`), trained
+    through the same pipeline (augmentation, class balance, schedule) as the students."""
+
+    enabled: bool = True
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    dropout: float = 0.3
+    epochs: int | None = None  # None: student.epochs (the same budget as the final student)
+    learning_rate: float | None = None  # None: student.learning_rate
+
+
+@dataclass
+class TrustConfig:
+    """Calibration, uncertainty, the referral operating point and the out-of-scope check of the
+    final student (:mod:`kdskin.trust`), all fitted on the validation split."""
+
+    enabled: bool = True
+    calibrate: bool = True  # temperature scaling (NLL on validation), folded into exports
+    malignant_classes: list[str] = field(default_factory=lambda: ["mel", "bcc", "akiec"])
+    target_sensitivity: float = 0.90  # of the referral rule on the validation split
+    ood_pass_rate: float = 0.95  # in-distribution validation images that pass the check
+    ood_images: int = 140  # generated out-of-scope images the check is measured on
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
 
 
 @dataclass
@@ -125,17 +147,16 @@ class TrainConfig:
     #: Learning-rate schedule: ``plateau`` (ReduceLROnPlateau, as the paper) or ``cosine``
     #: (per-epoch cosine decay from the stage's learning rate to ~0 over its epochs; better
     #: final weights when the epoch budget is short and fixed).
-    lr_schedule: str = _choice("cosine", "plateau", "cosine")
+    lr_schedule: str = choice_field("cosine", LR_SCHEDULES)
     #: What early stopping, the LR plateau and the best checkpoint watch. Keras' own
     #: ``val_accuracy``/``val_loss``, or balanced accuracy / macro AUC computed on the
     #: validation split each epoch (the ISIC metric: accuracy rewards ignoring rare classes).
-    monitor: str = _choice("val_macro_auc", "val_balanced_accuracy", "val_macro_auc",
-                           "val_accuracy", "val_loss")
+    monitor: str = choice_field("val_macro_auc", MONITORS)
     early_stopping_patience: int = 10
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-6
-    distribution: str = _choice("none", "none", "mirrored", "multi_worker")
+    distribution: str = choice_field("none", DISTRIBUTIONS)
     seed: int = 42
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
 
@@ -161,18 +182,18 @@ class ExportConfig:
     representative_samples: int = 200
     per_channel: bool = True
     max_int8_drop: float = 0.01  # accuracy / macro-F1 points (fraction) int8 may lose
-    int8_output: str = _choice("float32", "float32", "uint8")  # int8 model's output tensor type
+    int8_output: str = choice_field("float32", INT8_OUTPUTS)  # int8 model's output tensor type
     # "float": the 7-value head after the last dense layers (exit average, fusion add, softmax)
     # runs in float32 in the int8 file; "int8": every op integer (needed for uint8 output)
-    int8_head: str = _choice("float", "float", "int8")
+    int8_head: str = choice_field("float", INT8_HEADS)
     centre_input: bool = True  # exact rewrite: first conv sees x - 128 (smaller int8 error)
 
 
 @dataclass
 class BenchConfig:
     enabled: bool = True
-    warmup: int = 2
-    steps: int = 5
+    warmup: int = 5
+    steps: int = 50  # enough for a stable median and p5/p95 on a shared machine
     batch_size: int = 32
 
 
@@ -207,11 +228,13 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,10 +243,9 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_yaml())
+        from kdskin.io import atomic_write_text
 
-
-STAGES: tuple[str, ...] = ("baseline", "single", "multi", "multi_fusion")
+        atomic_write_text(path, self.to_yaml())
 
 
 # --------------------------------------------------------------------------- loading
@@ -322,61 +344,68 @@ def _nest(path: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
-def _validate(cfg: Config, source: str) -> Config:
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{source}: '{key}' {why}")
+def _check_rules(cfg: Config) -> None:
+    """Every rule across sections, raising :class:`ConfigError` ``"key why"``; the model and
+    distillation rules are the builders' own (:mod:`kdskin.models.specs`,
+    :mod:`kdskin.distill.stages`), so a config that loads builds."""
+    size = cfg.data.image_size
+    check_split_fractions(cfg.data.split)
+    if size < MIN_IMAGE_SIZE:
+        raise ConfigError(f"data.image_size must be at least {MIN_IMAGE_SIZE}, got {size}")
+    check_class_weight_power(cfg.data.class_weight_power)
+    for key in UNIT_AUGMENTATIONS:
+        check_unit_interval(f"augment.{key}", getattr(cfg.augment, key))
 
-    if len(cfg.data.split) != 3 or any(f < 0 for f in cfg.data.split) or not (
-            abs(sum(cfg.data.split) - 1.0) < 1e-6):
-        raise bad("data.split", f"must be three non-negative fractions summing to 1, "
-                                f"got {cfg.data.split}")
-    if cfg.data.image_size < 16:
-        raise bad("data.image_size", f"must be at least 16, got {cfg.data.image_size}")
-    if cfg.data.image_size % cfg.teacher.patch_size:
-        raise bad("teacher.patch_size", f"must divide data.image_size "
-                                        f"({cfg.data.image_size}), got {cfg.teacher.patch_size}")
-    if cfg.teacher.projection_dim % cfg.teacher.num_heads:
-        raise bad("teacher.num_heads", f"must divide teacher.projection_dim "
-                                       f"({cfg.teacher.projection_dim})")
-    for stage in cfg.distill.stages:
-        if stage not in STAGES:
-            raise bad("distill.stages", f"has unknown stage {stage!r}; stages are "
-                                        f"{', '.join(STAGES)}")
-    for key in ("alpha", "beta", "gamma", "temperature"):
-        if getattr(cfg.distill, key) < 0:
-            raise bad(f"distill.{key}", "must be non-negative")
-    if cfg.distill.temperature <= 0:
-        raise bad("distill.temperature", "must be positive")
-    unit = {"student.bn_momentum": cfg.student.bn_momentum,
-            "teacher.bn_momentum": cfg.teacher.bn_momentum,
-            "augment.saturation": cfg.augment.saturation, "augment.hue": cfg.augment.hue,
-            "augment.brightness": cfg.augment.brightness, "augment.contrast": cfg.augment.contrast}
-    for key, value in unit.items():
-        if not 0.0 <= value < 1.0:
-            raise bad(key, f"must be in [0, 1), got {value}")
-    if not 0.0 <= cfg.data.class_weight_power <= 2.0:
-        raise bad("data.class_weight_power", f"must be in [0, 2], got "
-                                             f"{cfg.data.class_weight_power}")
-    if cfg.teacher.layer_scale_init <= 0:
-        raise bad("teacher.layer_scale_init", f"must be positive, got "
-                                              f"{cfg.teacher.layer_scale_init}")
+    validate_baseline(size, NUM_CLASSES)
+    validate_teacher(cfg.teacher, size, NUM_CLASSES)
+    if cfg.distill.stages:
+        validate_student(cfg.student, size, NUM_CLASSES)
+    d = cfg.distill
+    validate_distill(d.stages, d.alpha, d.beta, d.gamma, d.temperature, d.exit_map,
+                     cfg.student.fusion, teacher_output_names(cfg.teacher))
+
     positive = {
         "train.batch_size": cfg.train.batch_size, "teacher.epochs": cfg.teacher.epochs,
         "student.epochs": cfg.student.epochs, "baseline.epochs": cfg.baseline.epochs,
-        "synth.n_images": cfg.data.synth.n_images,
+        "data.synth.n_images": cfg.data.synth.n_images,
         "export.representative_samples": cfg.export.representative_samples,
     }
     for key, value in positive.items():
         if value < 1:
-            raise bad(key, f"must be at least 1, got {value}")
+            raise ConfigError(f"{key} must be at least 1, got {value}")
     if cfg.export.int8_head == "float" and cfg.export.int8_output == "uint8":
-        raise bad("export.int8_head", "is 'float', which gives float32 probabilities; with "
-                                      "export.int8_output=uint8 set export.int8_head=int8")
-    known_methods = {"gradcam", "scorecam", "lime"}
-    for method in cfg.explain.methods:
-        if method not in known_methods:
-            raise bad("explain.methods", f"has unknown method {method!r}; methods are "
-                                         f"{', '.join(sorted(known_methods))}")
+        raise ConfigError("export.int8_head is 'float', which gives float32 probabilities; with "
+                          "export.int8_output=uint8 set export.int8_head=int8")
+    check_methods(cfg.explain.methods)
+    if cfg.data.external_format is not None and cfg.data.external_format not in FORMATS:
+        raise ConfigError(f"data.external_format must be one of {', '.join(FORMATS)} (or "
+                          f"null to detect it), got {cfg.data.external_format!r}")
+    if cfg.reference.enabled:
+        validate_reference(size, cfg.reference.filters, cfg.reference.dropout)
+    for key in ("epochs", "learning_rate"):
+        value = getattr(cfg.reference, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"reference.{key} must be positive (or null for the student's), "
+                              f"got {value}")
+    unknown = [c for c in cfg.trust.malignant_classes if c not in CLASSES]
+    if unknown or not cfg.trust.malignant_classes:
+        raise ConfigError(f"trust.malignant_classes must be a non-empty list of "
+                          f"{', '.join(CLASSES)}, got {cfg.trust.malignant_classes}")
+    for key in ("target_sensitivity", "ood_pass_rate"):
+        value = getattr(cfg.trust, key)
+        if not 0.0 < value < 1.0:
+            raise ConfigError(f"trust.{key} must be in (0, 1), got {value}")
+    if cfg.trust.bootstrap_resamples < 10 or cfg.trust.ood_images < 9:
+        raise ConfigError("trust.bootstrap_resamples must be at least 10 and trust.ood_images "
+                          "at least 9 (one image of each generated kind)")
+
+
+def _validate(cfg: Config, source: str) -> Config:
+    """:func:`_check_rules`, with ``source`` (the file or ``--set``) in front of the message."""
+    try:
+        _check_rules(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return cfg
 
 
@@ -409,4 +438,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         keys, value = _parse_override(text)
         merged = _merge(dataclasses.asdict(cfg), _nest(keys, value))
         cfg = _build(Config, merged, "", f"--set {text}")
+    if overrides:
+        source += " with " + ", ".join(f"--set {text}" for text in overrides)
     return _validate(cfg, source)

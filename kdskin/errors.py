@@ -7,12 +7,13 @@ class KdskinError(Exception):
     """An error caused by the user's input; the CLI prints it on one line and exits 2."""
 
 
-class ConfigError(KdskinError):
-    """A bad configuration file or ``--set`` override."""
+class ConfigError(KdskinError, ValueError):
+    """A bad configuration value (file, ``--set`` override or builder argument); a ValueError."""
 
 
-class DataError(KdskinError):
-    """A dataset that cannot be read as promised (missing columns, unknown labels, no images)."""
+class DataError(KdskinError, ValueError):
+    """A dataset that cannot be read as promised (missing columns, unknown labels, no images);
+    a ValueError."""
 
 
 class ModelError(KdskinError):

@@ -1,37 +1,65 @@
-"""Small file helpers: atomic writes, so no command leaves a half-written output behind."""
+"""The one file writer: atomic writes, so no command leaves a half-written output behind.
+
+Every file kdskin writes goes through :func:`atomic_write`: the content is written to a temporary
+file beside the target, which is then renamed into place (``os.replace``, atomic on POSIX). The
+temporary file is created like any other file (``open(..., 0o666)`` filtered by the process
+umask), so outputs get the usual permissions (0644 under umask 022), not ``mkstemp``'s 0600.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+_TRIES = 100
+
+
+def _create_temp(path: Path) -> Path:
+    """Create an empty, new temp file beside ``path`` (mode 0666 & ~umask) and return it.
+
+    The name keeps ``path``'s suffix last (``.x.tmp.png``), so writers that infer a format from
+    the name (matplotlib, NumPy, Keras) see the real one.
+    """
+    for _ in range(_TRIES):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"{path.parent}: could not create a temporary file for {path.name}")
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it into place.
+
+    On any exception the temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix,
-                               dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
@@ -57,4 +85,5 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """Read a JSON file written by :func:`write_json`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

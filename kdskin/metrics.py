@@ -23,6 +23,14 @@ from kdskin.constants import CLASS_INDEX, CLASSES, MELANOMA, NUM_CLASSES
 from kdskin.errors import DataError
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits (float64, numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def _check(y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y_true = np.asarray(y_true).astype(int).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64)

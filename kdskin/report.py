@@ -22,17 +22,18 @@ from typing import Any
 from kdskin.data.split import protocol_label
 from kdskin.errors import KdskinError
 from kdskin.io import atomic_write_text, read_json
+from kdskin.rundir import BASELINE_CNN, TEACHER, RunDir, RunMetrics, load_metrics, student_name
 
 INT8 = "int8"
 #: Rows of the results table, in the paper's order, with the paper's reported accuracy (leaky
 #: protocol; Pavel et al. 2025, table of results).
 ROWS: tuple[tuple[str, str, float | None], ...] = (
-    ("baseline_cnn", "Baseline CNN (paper's plain CNN)", 0.7382),
-    ("teacher", "Teacher (ViT + conv hybrid)", None),
-    ("student_baseline", "Student alone (fused, CE only)", None),
-    ("student_single", "Single-stage KD", 0.9006),
-    ("student_multi", "Multi-stage KD", 0.9222),
-    ("student_multi_fusion", "Multi-stage KD + layer fusion", 0.9588),
+    (BASELINE_CNN, "Baseline CNN (paper's plain CNN)", 0.7382),
+    (TEACHER, "Teacher (ViT + conv hybrid)", None),
+    (student_name("baseline"), "Student alone (fused, CE only)", None),
+    (student_name("single"), "Single-stage KD", 0.9006),
+    (student_name("multi"), "Multi-stage KD", 0.9222),
+    (student_name("multi_fusion"), "Multi-stage KD + layer fusion", 0.9588),
     (INT8, "Multi-stage KD + layer fusion, int8 .tflite", None),
 )
 LABELS = {key: label for key, label, _ in ROWS}
@@ -72,40 +73,39 @@ def _mean_std(values: Sequence[float], digits: int = 4) -> str:
 
 def _int8_infer_ms(bench: Mapping[str, Any]) -> float | None:
     """ms/step at batch 32 of the int8 file at all threads (the last timing)."""
-    entry = (bench.get("tflite") or {}).get("model_int8.tflite") or {}
-    timings = entry.get("timings") or []
+    timings = bench.get("tflite", {}).get("model_int8.tflite", {}).get("timings", [])
     return timings[-1].get("ms_per_step") if timings else None
 
 
-def model_rows(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def model_rows(metrics: RunMetrics) -> dict[str, dict[str, Any]]:
     """``{row key: {metric: value, params, size_bytes, train_ms, infer_ms}}`` for one run.
 
     Keras models come from ``metrics["models"]`` (test split), the int8 row from the export
     check (``metrics["export"]["evaluation"]["tflite"]["int8"]``, same test split), timings
     from ``metrics["bench"]``.
     """
-    bench = metrics.get("bench") or {}
+    bench = metrics.bench
     rows: dict[str, dict[str, Any]] = {}
-    for key, entry in (metrics.get("models") or {}).items():
-        test = entry.get("test") or {}
-        b_model = (bench.get("models") or {}).get(key) or {}
-        b_train = (bench.get("training") or {}).get(key) or {}
+    for key, entry in metrics.models.items():
+        b_model = bench.get("models", {}).get(key, {})
+        b_train = bench.get("training", {}).get(key, {})
         rows[key] = {
-            **{m: test.get(m) for m in METRICS},
-            "params": entry.get("params"),
+            **{m: entry.test.get(m) for m in METRICS},
+            **{f"external_{m}": entry.external.get(m) for m in METRICS},
+            "params": entry.params or None,
             # float32 weights, comparable across models (a .keras file also holds the
             # optimizer state of models compiled on their own, e.g. the teacher)
-            "size_bytes": 4 * entry["params"] if entry.get("params") else entry.get("size_bytes"),
+            "size_bytes": 4 * entry.params if entry.params else entry.size_bytes,
             # Measured during training (what Keras' progress bar shows, as in the paper);
             # the benchmark's isolated step only where the run has none (a reused teacher).
-            "train_ms": (entry.get("train_step") or {}).get("ms_per_step")
-            or b_train.get("ms_per_step"),
-            "infer_ms": (b_model.get("inference") or {}).get("ms_per_step"),
+            "train_ms": entry.train_step.get("ms_per_step") or b_train.get("ms_per_step"),
+            "infer_ms": b_model.get("inference", {}).get("ms_per_step"),
         }
-    export = metrics.get("export") or {}
-    int8 = ((export.get("evaluation") or {}).get("tflite") or {}).get(INT8)
+    int8 = metrics.int8_result()
     if int8:
-        rows[INT8] = {**{m: int8.get(m) for m in METRICS}, "params": None,
+        external_int8 = metrics.external.get("tflite", {}).get(INT8, {})
+        rows[INT8] = {**{m: int8.get(m) for m in METRICS},
+                      **{f"external_{m}": external_int8.get(m) for m in METRICS}, "params": None,
                       "size_bytes": int8.get("size_bytes"), "train_ms": None,
                       "infer_ms": _int8_infer_ms(bench), "agreement": int8.get("agreement")}
     return rows
@@ -123,20 +123,19 @@ TABLE_NOTE = (
     "augment-then-split protocol and are not comparable with a lesion-grouped split.")
 
 
-def _experiment_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+def _experiment_rows(runs: Sequence[RunMetrics]) -> list[dict[str, dict[str, Any]]]:
     """``model_rows`` of each run; a teacher reused from another run (``--teacher``) is counted
     once, in the run that trained it, unless no run of the group trained one."""
     flat = [model_rows(m) for m in runs]
-    trained = any("teacher" in r and not m.get("teacher_from")
-                  for r, m in zip(flat, runs, strict=True))
+    trained = any(TEACHER in r and not m.teacher_from for r, m in zip(flat, runs, strict=True))
     if trained:
         for rows, metrics in zip(flat, runs, strict=True):
-            if metrics.get("teacher_from"):
-                rows.pop("teacher", None)
+            if metrics.teacher_from:
+                rows.pop(TEACHER, None)
     return flat
 
 
-def results_table(runs: Sequence[Mapping[str, Any]], paper_column: bool = True) -> str:
+def results_table(runs: Sequence[RunMetrics], paper_column: bool = True) -> str:
     """The paper-style results table (test split) over one or more runs of one experiment.
 
     Metrics are ``mean ± std`` over the runs that have the row; ``runs`` says how many.
@@ -165,9 +164,9 @@ def results_table(runs: Sequence[Mapping[str, Any]], paper_column: bool = True) 
 
 def export_table(export: Mapping[str, Any]) -> str:
     """Keras model vs each ``.tflite`` on the test split (LiteRT), with sizes."""
-    evaluation = export.get("evaluation") or {}
-    keras_row = evaluation.get("keras") or {}
-    files = evaluation.get("tflite") or {}
+    evaluation = export.get("evaluation", {})
+    keras_row = evaluation.get("keras", {})
+    files = evaluation.get("tflite", {})
     if not files:
         return ""
     lines = ["| model | accuracy | balanced acc. | macro F1 | macro AUC | top-1 agreement with "
@@ -188,15 +187,15 @@ def export_table(export: Mapping[str, Any]) -> str:
 
 def _export_notes(export: Mapping[str, Any]) -> list[str]:
     """How the int8 file was made (head, centring) and what a re-export replaced."""
-    int8 = export.get("int8") or {}
-    conversion = export.get("conversion") or {}
+    int8 = export.get("int8", {})
+    conversion = export.get("conversion", {})
     notes = []
     if "head" in int8:
         head = ("float32 head (" + ", ".join(int8.get("float_ops") or []) + ")"
                 if int8["head"] == "float" else "all-integer")
         centred = ", ".join(conversion.get("centred_convs") or []) or "none"
         notes.append(f"int8 file: {head}; first convolutions centred (x - 128): {centred}.")
-    previous = (export.get("previous") or {}).get("int8")
+    previous = export.get("previous", {}).get("int8")
     if previous:
         notes.append(f"Re-exported with `kdskin export --run` ({export.get('reexported_at', '?')}"
                      f"); the earlier int8 file: accuracy {_f(previous.get('accuracy'))}, macro "
@@ -205,8 +204,8 @@ def _export_notes(export: Mapping[str, Any]) -> list[str]:
     return ["", *notes] if notes else []
 
 
-def _machine(metrics: Mapping[str, Any]) -> str:
-    machine = (metrics.get("bench") or {}).get("machine") or metrics.get("machine") or {}
+def _machine(metrics: RunMetrics) -> str:
+    machine = metrics.machine_info
     if not machine:
         return "n/a"
     return f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores"
@@ -215,28 +214,54 @@ def _machine(metrics: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- one run
 
 
-def run_report(run_dir: Path) -> str:
+def external_table(metrics: RunMetrics) -> str:
+    """Every model (and ``.tflite`` file) of the run on the external set, beside the test split,
+    with per-class recall on the external set ("" when the run has no external evaluation)."""
+    ext = metrics.external
+    if not ext:
+        return ""
+    from kdskin.constants import CLASSES
+
+    head = ["model", "test bal. acc.", "external acc.", "external bal. acc.", "external AUC",
+            "external mel. recall", *(f"recall {c}" for c in CLASSES)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [(LABELS.get(k, k), m.test, m.external) for k, m in metrics.models.items()
+            if m.external]
+    int8_test = metrics.int8_result()
+    rows += [(f"model_{kind}.tflite", int8_test if kind == INT8 else {}, values)
+             for kind, values in ext.get("tflite", {}).items()]
+    for label, test, values in rows:
+        recall = values.get("per_class", {})
+        lines.append("| " + " | ".join([
+            label, _f(test.get("balanced_accuracy")), _f(values.get("accuracy")),
+            _f(values.get("balanced_accuracy")), _f(values.get("macro_auc")),
+            _f(values.get("melanoma_recall")),
+            *(_f(recall.get(c, {}).get("recall"), 3) for c in CLASSES)]) + " |")
+    return "\n".join(lines)
+
+
+def run_report(run_dir: str | Path | RunDir) -> str:
     """The ``report.md`` text of one run directory."""
-    metrics = read_json(Path(run_dir) / "metrics.json")
-    sizes = metrics.get("sizes", {})
-    wall = metrics.get("wall_seconds")
-    bench = metrics.get("bench") or {}
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    metrics = run.load_metrics()
+    sizes = metrics.sizes
+    wall = metrics.wall_seconds
     parts = [
-        f"# kdskin run: {metrics.get('config')}",
+        f"# kdskin run: {metrics.config}",
         "",
-        f"- data: {metrics.get('data')}",
-        f"- protocol: **{protocol_label(metrics.get('protocol', 'lesion_grouped'))}**",
-        f"- input: {metrics.get('image_size')}x{metrics.get('image_size')} RGB; split sizes: "
+        f"- data: {metrics.data}",
+        f"- protocol: **{protocol_label(metrics.protocol)}**",
+        f"- input: {metrics.image_size}x{metrics.image_size} RGB; split sizes: "
         f"train {sizes.get('train')}, val {sizes.get('val')}, test {sizes.get('test')}; "
-        f"training seed {metrics.get('seed', 'n/a')}",
+        f"training seed {metrics.seed if metrics.seed is not None else 'n/a'}",
         "- majority-class accuracy on the test split: "
-        f"{_f(metrics.get('majority_class_accuracy'))}",
+        f"{_f(metrics.majority_class_accuracy)}",
         f"- wall time: {_f(wall / 60 if wall else None, 1)} min on {_machine(metrics)}"
-        + (f" (resumed {metrics['resumed']}x: finished work of every session, time lost to the "
-           "interruption not counted)" if metrics.get("resumed") else ""),
+        + (f" (resumed {metrics.resumed}x: finished work of every session, time lost to the "
+           "interruption not counted)" if metrics.resumed else ""),
     ]
-    if metrics.get("teacher_from"):
-        parts.append(f"- teacher reused from {metrics['teacher_from']} (not retrained)")
+    if metrics.teacher_from:
+        parts.append(f"- teacher reused from {metrics.teacher_from} (not retrained)")
     parts += [
         "",
         "## Results (test split)",
@@ -245,19 +270,20 @@ def run_report(run_dir: Path) -> str:
         "",
         TABLE_NOTE,
     ]
-    export = metrics.get("export")
-    if export:
-        table = export_table(export)
+    if metrics.external:
+        parts += ["", f"## External set ({metrics.external.get('data')}, "
+                  f"{metrics.external.get('n_images')} images)", "", external_table(metrics)]
+    if metrics.export:
+        table = export_table(metrics.export)
         if table:
             parts += ["", "## Export check (test split, LiteRT)", "", table]
-        for note in export.get("notes", []):
+        for note in metrics.export.get("notes", []):
             parts.append(f"- {note}")
-    if bench.get("rows"):
-        from kdskin.export.bench import format_table
+    if metrics.bench.get("rows"):
+        from kdskin.bench import format_table
 
-        parts += ["", "## Benchmark", "", format_table(bench["rows"])]
-    expl = metrics.get("explanations") or {}
-    grids = expl.get("grids") or {}
+        parts += ["", "## Benchmark", "", format_table(metrics.bench["rows"])]
+    grids = metrics.explanations.get("grids", {})
     if grids:
         parts += ["", "## Explanations", ""]
         parts += [f"- {method}: `{path}`" for method, path in grids.items()]
@@ -266,38 +292,24 @@ def run_report(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def write_run_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    return atomic_write_text(run_dir / "report.md", run_report(run_dir))
+def write_run_report(run_dir: str | Path | RunDir) -> Path:
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    return atomic_write_text(run.report, run_report(run))
 
 
 # --------------------------------------------------------------------------- several runs
 
 
-def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, dict[str, Any]]]:
+def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, RunMetrics]]:
     """``(name, run_dir or None, metrics)`` for each run directory or saved metrics JSON."""
     runs = []
     for run in paths:
         path = Path(run)
-        metrics_file = path / "metrics.json" if path.is_dir() else path
-        if not metrics_file.is_file():
-            raise KdskinError(f"{run}: no metrics.json; pass a run directory made by kdskin "
-                              f"run, or a saved copy of its metrics.json")
-        try:
-            metrics = read_json(metrics_file)
-        except ValueError:
-            raise KdskinError(f"{metrics_file}: not valid JSON; pass a metrics.json written by "
-                              f"kdskin run") from None
-        if not isinstance(metrics, dict) or "models" not in metrics:
-            raise KdskinError(f"{metrics_file}: no 'models' entry; pass a metrics.json written "
-                              f"by kdskin run")
-        config_file = path / "config.yaml"
-        if path.is_dir() and "config_values" not in metrics and config_file.is_file():
-            import yaml  # a run written before metrics.json recorded its config values
-
-            metrics["config_values"] = yaml.safe_load(config_file.read_text())
-        name = path.name if path.is_dir() else path.stem
-        runs.append((name, path if path.is_dir() else None, metrics))
+        if path.is_dir():
+            metrics = load_metrics(RunDir(path).metrics, config_file=RunDir(path).config)
+            runs.append((path.name, path, metrics))
+        else:
+            runs.append((path.stem, None, load_metrics(path)))
     if not runs:
         raise KdskinError("no runs given; pass run directories or metrics.json files")
     return runs
@@ -319,22 +331,21 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def experiment_settings(metrics: Mapping[str, Any]) -> dict[str, Any]:
+def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
     """The run's config values that define its experiment (flattened ``section.key``)."""
-    values = _flat(metrics.get("config_values") or {})
+    values = _flat(metrics.config_values)
     return {k: v for k, v in values.items()
             if not any(k == n or k.startswith(f"{n}.") for n in NOT_EXPERIMENT)}
 
 
-def experiment_key(metrics: Mapping[str, Any]) -> tuple:
+def experiment_key(metrics: RunMetrics) -> tuple:
     """Runs with the same key are seeds of one experiment: same config name, protocol, data,
     input size and experiment-defining settings (everything but the seed, the stages run and
     the export/bench/explain settings)."""
     import json
 
     settings = json.dumps(experiment_settings(metrics), sort_keys=True, default=str)
-    return (str(metrics.get("config")), str(metrics.get("protocol", "lesion_grouped")),
-            str(metrics.get("data")), metrics.get("image_size"), settings)
+    return (metrics.config, metrics.protocol, metrics.data, metrics.image_size, settings)
 
 
 def _differences(group: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
@@ -375,12 +386,12 @@ def _mean(values: Sequence[float]) -> float | None:
     return statistics.mean(values) if values else None
 
 
-def _majority(runs: Sequence[Mapping[str, Any]]) -> str:
-    return _f(_mean([m["majority_class_accuracy"] for m in runs
-                     if m.get("majority_class_accuracy") is not None]))
+def _majority(runs: Sequence[RunMetrics]) -> str:
+    return _f(_mean([m.majority_class_accuracy for m in runs
+                     if m.majority_class_accuracy is not None]))
 
 
-def headline(honest: Sequence[Mapping[str, Any]], leaky: Sequence[Mapping[str, Any]] = ()
+def headline(honest: Sequence[RunMetrics], leaky: Sequence[RunMetrics] = ()
              ) -> list[str]:
     """Markdown lines: the distilled int8 student against the student alone (seed spread), the
     baseline CNN and the targets on the honest split, and the leaky protocol's inflation."""
@@ -388,9 +399,9 @@ def headline(honest: Sequence[Mapping[str, Any]], leaky: Sequence[Mapping[str, A
     honest_rows = [model_rows(m) for m in honest]
     leaky_rows = [model_rows(m) for m in leaky]
     int8 = {m: _values(honest_rows, INT8, m) for m in METRICS}
-    alone = {m: _values(honest_rows, "student_baseline", m) for m in METRICS}
-    fused = {m: _values(honest_rows, "student_multi_fusion", m) for m in METRICS}
-    cnn = {m: _values(honest_rows, "baseline_cnn", m) for m in METRICS}
+    alone = {m: _values(honest_rows, student_name("baseline"), m) for m in METRICS}
+    fused = {m: _values(honest_rows, student_name("multi_fusion"), m) for m in METRICS}
+    cnn = {m: _values(honest_rows, BASELINE_CNN, m) for m in METRICS}
     if not int8["balanced_accuracy"]:
         return lines + ["No int8 model in the lesion-grouped runs: nothing to compare.", ""]
     names = dict(zip(METRICS, METRIC_HEADS, strict=True))
@@ -501,12 +512,11 @@ def explanations_section(paths: Sequence[str | Path], out: Path, results: Path |
     return parts
 
 
-def shareable(metrics: Mapping[str, Any]) -> dict[str, Any]:
+def shareable(metrics: RunMetrics) -> dict[str, Any]:
     """``metrics`` without per-image entries (the explained images' ids and files), so what is
     kept beside the document holds numbers only, nothing of the dataset."""
-    out = dict(metrics)
-    if isinstance(out.get("explanations"), Mapping):
-        out["explanations"] = {k: v for k, v in out["explanations"].items() if k != "entries"}
+    out = metrics.to_dict()
+    out["explanations"] = {k: v for k, v in out["explanations"].items() if k != "entries"}
     return out
 
 
@@ -549,8 +559,8 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
     parts += [TABLE_NOTE, ""]
     for (config, protocol, data, size, _), members in groups.items():
         first_name, first_dir, first = members[0]
-        seeds = [m[2].get("seed") for m in members]
-        walls = [m[2].get("wall_seconds") for m in members if m[2].get("wall_seconds")]
+        seeds = [m[2].seed for m in members]
+        walls = [m[2].wall_seconds for m in members if m[2].wall_seconds]
         leaky = protocol == "paper"
         differs = _differences(experiment_settings(first), reference)
         parts += [
@@ -558,22 +568,25 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
             + (f" ({differs})" if differs else ""),
             "",
             f"- data: {data}; input {size}x{size} RGB; split sizes: "
-            + ", ".join(f"{k} {v}" for k, v in (first.get("sizes") or {}).items()),
+            + ", ".join(f"{k} {v}" for k, v in first.sizes.items()),
             f"- protocol: **{protocol_label(protocol)}**",
             f"- runs: {', '.join(m[0] for m in members)} (training seeds "
             f"{', '.join(str(s) for s in seeds)})",
             f"- machine: {_machine(first)}; wall time per run: "
             + (", ".join(f"{w / 60:.1f} min" for w in walls) if walls else "n/a"),
             f"- majority-class accuracy on the test split: "
-            f"{_f(first.get('majority_class_accuracy'))}",
+            f"{_f(first.majority_class_accuracy)}",
             "",
             results_table([m[2] for m in members]),
             "",
         ]
-        export = first.get("export")
-        if export and export_table(export):
+        if first.export and export_table(first.export):
             parts += [f"Export check of `{first_name}` (test split, LiteRT):", "",
-                      export_table(export), ""]
+                      export_table(first.export), ""]
+        if first.external:
+            parts += [f"External set of `{first_name}` ({first.external.get('data')}, "
+                      f"{first.external.get('n_images')} images):", "", external_table(first),
+                      ""]
         if results is not None:
             plot_dir = results / first_name
             names = _copy_plots(first_dir, plot_dir) if first_dir is not None else []
@@ -587,14 +600,3 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
                           ""]
     parts += explanations_section(explain, out, results)
     return atomic_write_text(out, "\n".join(parts))
-
-
-def report_command(runs: list[str], out: str = "docs/RESULTS.md",
-                   results_dir: str | None = None, explain: Sequence[str] = ()) -> Path:
-    """``kdskin report``: the results document over run directories or saved metrics.json."""
-    command = "kdskin report " + " ".join(runs) + f" --out {out}" + (
-        f" --results-dir {results_dir}" if results_dir else "") + "".join(
-        f" --explain {e}" for e in explain)
-    path = results_document(runs, out, results_dir, command=command, explain=explain)
-    print(f"wrote {path}")
-    return path

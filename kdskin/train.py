@@ -7,11 +7,8 @@
   supported for Models with a single output"`` for the multi-exit teacher (checked, Keras 3.15).
 * :func:`make_callbacks` -- early stopping, LR schedule, best-model checkpoint (the *student* for a
   distiller), CSV and TensorBoard logs, and ``BackupAndRestore`` so an interrupted run resumes.
-* :func:`mark_trained` / :func:`is_trained` -- how the distiller tells a trained teacher from a
-  freshly built one.
-
-Run-directory layout written here: ``RUN_DIR/logs/NAME.csv``, ``RUN_DIR/logs/NAME/`` (TensorBoard),
-``RUN_DIR/backup/NAME/`` (deleted when ``fit`` completes), ``RUN_DIR/checkpoints/NAME.keras``.
+Paths written (named by :class:`kdskin.rundir.RunDir`): the history CSV and TensorBoard logs, the
+``BackupAndRestore`` folder (deleted when ``fit`` completes) and the best-model checkpoint.
 """
 
 from __future__ import annotations
@@ -29,41 +26,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdskin.config import Config
-from kdskin.distill.losses import ClassWeightedCrossEntropy, output_names
+from kdskin.config import DISTRIBUTIONS, Config
+from kdskin.distill.losses import ClassWeightedCrossEntropy
 from kdskin.errors import ConfigError
+from kdskin.models.contract import is_trained, mark_trained, output_names
+from kdskin.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
-TRAINED_ATTR = "_kdskin_trained"
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
-
-
-# --------------------------------------------------------------------------- trained flag
-
-
-def mark_trained(model: keras.Model, trained: bool = True) -> keras.Model:
-    """Record that ``model`` holds trained weights (call after ``fit`` or after loading weights)."""
-    setattr(model, TRAINED_ATTR, bool(trained))
-    return model
-
-
-def is_trained(model: keras.Model) -> bool:
-    """True if :func:`mark_trained` was called, or the model's optimizer has taken steps.
-
-    The second test covers a ``.keras`` file saved after ``fit`` and loaded with
-    ``keras.models.load_model`` (the optimizer state, including ``iterations``, is saved and
-    restored by default). A freshly built model has neither. ``mark_trained(model, False)`` wins.
-    """
-    flag = getattr(model, TRAINED_ATTR, None)
-    if flag is not None:
-        return bool(flag)
-    optimizer = getattr(model, "optimizer", None)
-    iterations = getattr(optimizer, "iterations", None)
-    try:
-        return iterations is not None and int(keras.ops.convert_to_numpy(iterations)) > 0
-    except (TypeError, ValueError):
-        return False
+#: ``is_trained`` / ``mark_trained`` are re-exported here for older callers; the trained flag
+#: belongs to the model contract (kdskin.models.contract).
+_REEXPORTED = (is_trained, mark_trained)
 
 
 # --------------------------------------------------------------------------- distribution
@@ -154,8 +127,12 @@ class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
         super().set_model(getattr(model, "student", model))
 
 
-def checkpoint_path(run_dir: str | Path, name: str) -> Path:
-    return Path(run_dir) / "checkpoints" / f"{name}.keras"
+def checkpoint_path(run_dir: str | Path | RunDir, name: str) -> Path:
+    return _run(run_dir).checkpoint(name)
+
+
+def _run(run_dir: str | Path | RunDir) -> RunDir:
+    return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
 
 
 class ValidationMetrics(keras.callbacks.Callback):
@@ -175,8 +152,7 @@ class ValidationMetrics(keras.callbacks.Callback):
         self.batch_size = int(batch_size)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        from kdskin.evaluate import softmax
-        from kdskin.metrics import balanced_accuracy, macro_auc
+        from kdskin.metrics import balanced_accuracy, macro_auc, softmax
 
         model = getattr(self.model, "student", self.model)
         out = model.predict(np.asarray(self.images, np.float32), batch_size=self.batch_size,
@@ -228,7 +204,7 @@ def cosine_schedule(base_lr: float, epochs: int, min_lr: float = 0.0):
     return schedule
 
 
-def make_callbacks(run_dir: str | Path, name: str, cfg: Config, monitor: str | None = None,
+def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor: str | None = None,
                    extra: Iterable[keras.callbacks.Callback] = (),
                    validation: tuple[Any, Any] | None = None, epochs: int | None = None,
                    learning_rate: float | None = None) -> list[keras.callbacks.Callback]:
@@ -245,10 +221,10 @@ def make_callbacks(run_dir: str | Path, name: str, cfg: Config, monitor: str | N
     ``TensorBoard`` is left out (with a
     warning) when the ``tensorboard`` package is missing.
     """
-    run_dir = Path(run_dir)
-    logs, backup = run_dir / "logs", run_dir / "backup" / name
-    logs.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_path(run_dir, name)
+    run = _run(run_dir)
+    backup = run.backup(name)
+    run.logs.mkdir(parents=True, exist_ok=True)
+    checkpoint = run.checkpoint(name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     resuming = (backup / "training_metadata.json").exists()
     t = cfg.train
@@ -279,10 +255,10 @@ def make_callbacks(run_dir: str | Path, name: str, cfg: Config, monitor: str | N
     callbacks += [
         StudentCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
                           save_best_only=True),
-        keras.callbacks.CSVLogger(str(logs / f"{name}.csv"), append=resuming),
+        keras.callbacks.CSVLogger(str(run.history_csv(name)), append=resuming),
     ]
     if tensorboard_available():
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(logs / name)))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard(name))))
     else:
         logger.warning("no TensorBoard logs for %s: the 'tensorboard' package is not installed "
                        "(pip install tensorboard); the CSV log is still written", name)
@@ -306,6 +282,9 @@ def fit_model(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int,
     ``train_ds``/``val_ds``: ``tf.data.Dataset`` of ``(image, label)`` batches (or anything
     ``fit`` accepts). Returns the ``History``; ``history.history`` has ``val_*`` keys.
     """
+    # shuffle=False: the tf.data pipeline shuffles the training split itself (Keras would
+    # otherwise warn that its own shuffle=True is ignored for a dataset).
+    fit_kwargs.setdefault("shuffle", False)
     history = model.fit(train_ds, validation_data=val_ds, epochs=int(epochs),
                         callbacks=list(callbacks), verbose=verbose, **fit_kwargs)
     mark_trained(model)

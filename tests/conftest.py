@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # 2 does not silence TF 2.21
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -40,6 +40,22 @@ def write_ham(root: Path, per_class: int = 6, images_per_lesion: int = 2, size: 
     table = pd.DataFrame(rows)
     table.to_csv(root / name, index=False, sep=sep)
     return table
+
+
+def write_isic(root: Path, n_per_class: int = 3) -> pd.DataFrame:
+    """A tiny ISIC 2018 Task 3 folder: one-hot ground-truth CSV beside a folder of images."""
+    cols = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    rows = []
+    img_dir = root / "ISIC2018_Task3_Test_Input"
+    img_dir.mkdir(parents=True)
+    for k, col in enumerate(cols):
+        for i in range(n_per_class):
+            name = f"ISIC_{k}{i:06d}"
+            Image.fromarray(np.full((30, 40, 3), 20 * k, np.uint8)).save(img_dir / f"{name}.jpg")
+            rows.append({"image": name, **{c: float(c == col) for c in cols}})
+    gt = pd.DataFrame(rows)
+    gt.to_csv(root / "ISIC2018_Task3_Test_GroundTruth.csv", index=False)
+    return gt
 
 
 @pytest.fixture

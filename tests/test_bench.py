@@ -9,20 +9,29 @@ import keras
 import numpy as np
 import pytest
 
-from kdskin.config import BenchConfig, Config
-from kdskin.constants import NUM_CLASSES
-from kdskin.export.bench import (
+from kdskin.bench import (
     bench_keras_inference,
     bench_run,
     bench_tflite,
     bench_training_step,
     format_table,
     machine_info,
+    predict_function,
+    summarise,
+    timing_cell,
 )
+from kdskin.config import BenchConfig, Config
+from kdskin.constants import NUM_CLASSES
 from kdskin.export.convert import export_tflite
 from tests.test_export import SIZE, colour_data, tiny_classifier
 
-TIMING_KEYS = {"ms_per_step", "batch", "warmup", "steps", "threads"}
+STEP = {"ms_per_step", "ms_per_step_p5", "ms_per_step_p95"}
+IMAGE = {"ms_per_image", "ms_per_image_p5", "ms_per_image_p95"}
+TIMING_KEYS = STEP | {"batch", "warmup", "steps", "threads"}
+
+
+def _ordered(timing: dict, key: str) -> bool:
+    return 0 < timing[f"{key}_p5"] <= timing[key] <= timing[f"{key}_p95"]
 
 
 def _images(n: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -52,13 +61,13 @@ def test_training_step_plain_model():
     images, labels = _images()
     result = bench_training_step(tiny_classifier(), images, labels, batch=4, warmup=1, steps=3)
     assert set(result) == TIMING_KEYS
-    assert result["ms_per_step"] > 0 and result["batch"] == 4 and result["steps"] == 3
+    assert _ordered(result, "ms_per_step") and result["batch"] == 4 and result["steps"] == 3
     assert result["warmup"] == 1 and result["threads"] >= 1
 
 
 def test_training_step_takes_real_gradient_steps():
     from kdskin.distill.distiller import make_stage_model
-    from kdskin.train import mark_trained
+    from kdskin.models.contract import mark_trained
 
     teacher, student = _stand_in("teacher", "t"), _stand_in("student", "s")
     mark_trained(teacher)
@@ -79,8 +88,30 @@ def test_training_step_takes_real_gradient_steps():
 def test_keras_inference_shape():
     images, _ = _images(3)
     result = bench_keras_inference(tiny_classifier(), images, batch=5, warmup=1, steps=2)
-    assert set(result) == TIMING_KEYS | {"ms_per_image"}
-    assert result["batch"] == 5 and result["ms_per_step"] > 0 and result["ms_per_image"] > 0
+    assert set(result) == TIMING_KEYS | IMAGE
+    assert result["batch"] == 5 and _ordered(result, "ms_per_step")
+    assert _ordered(result, "ms_per_image")
+
+
+def test_predict_function_is_traced_once():
+    model = tiny_classifier()
+    predict = predict_function(model)
+    images, _ = _images(5)
+    for n in (5, 1, 3, 5):
+        out = predict(images[:n].astype(np.float32))
+        assert out["logits"].shape == (n, NUM_CLASSES) and isinstance(out["logits"], np.ndarray)
+    assert predict.tf_function.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(out["logits"], model.predict(images.astype(np.float32),
+                                                             verbose=0)["logits"], atol=1e-5)
+
+
+def test_summarise_median_and_percentiles():
+    times = np.arange(1.0, 101.0)  # 1..100 ms
+    stats = summarise(times, "ms")
+    assert stats == {"ms": 50.5, "ms_p5": pytest.approx(5.95), "ms_p95": pytest.approx(95.05)}
+    assert timing_cell({"t": 2.0, "t_p5": 1.0, "t_p95": 9.0}, "t") == {"median": 2.0, "p5": 1.0,
+                                                                       "p95": 9.0}
+    assert timing_cell({}, "t") is None
 
 
 def test_tflite_timings(tmp_path):
@@ -92,9 +123,8 @@ def test_tflite_timings(tmp_path):
     cores = os.cpu_count()
     assert [t["threads"] for t in result["timings"]] == list(dict.fromkeys([1, cores]))
     for timing in result["timings"]:
-        assert set(timing) == {"threads", "ms_per_step", "ms_per_image", "batch", "warmup",
-                               "steps"}
-        assert timing["ms_per_step"] > 0 and timing["ms_per_image"] > 0
+        assert set(timing) == STEP | IMAGE | {"threads", "batch", "warmup", "steps"}
+        assert _ordered(timing, "ms_per_step") and _ordered(timing, "ms_per_image")
         assert timing["batch"] == 4 and timing["warmup"] == 1 and timing["steps"] == 2
     single = bench_tflite(files["fp32"], images, threads=[2], batch=2, warmup=0, steps=1)
     assert [t["threads"] for t in single["timings"]] == [2]
@@ -117,9 +147,12 @@ def test_format_table():
     assert lines[3] == "| c | - | - | 2 | - |"
     assert format_table(rows, columns=["ms"]).splitlines()[2] == "| 12.35 |"
     assert format_table([]) == ""
+    timed = format_table([{"ms": {"median": 12.345, "p5": 10.0, "p95": 150.2}},
+                          {"ms": {"median": 0.5, "p5": None, "p95": None}}])
+    assert timed.splitlines()[2:] == ["| 12.35 (10.00-150) |", "| 0.5 |"]
 
 
-def test_bench_run_on_a_run_directory(tmp_path):
+def test_bench_run_on_a_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
     teacher = _stand_in("teacher", "teacher")
@@ -128,13 +161,20 @@ def test_bench_run_on_a_run_directory(tmp_path):
                         ("student_multi_fusion", student)):
         model.save(run / "models" / f"{name}.keras")
     files = export_tflite(student, run / "tflite", colour_data(2)[0], kinds=("fp32", "int8"))
-    cfg = Config(bench=BenchConfig(warmup=1, steps=2, batch_size=4))
-    result = bench_run(run, cfg)
+    # No cfg: the run's own config.yaml is used (its batch size, its stages).
+    Config(bench=BenchConfig(warmup=1, steps=3, batch_size=4)).save(run / "config.yaml")
+    result = bench_run(run)
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no library noise (converter, Keras, TensorFlow) on stdout
+    assert "retracing" not in captured.err
+    assert result["settings"]["config"] == str(run / "config.yaml")
+    assert result["settings"]["final_student"] == "student_multi_fusion"
     assert set(result["models"]) == {"teacher", "student_baseline", "student_multi_fusion"}
     assert set(result["training"]) == {"teacher", "student_baseline", "student_multi_fusion"}
     assert "KD step" in result["training"]["student_multi_fusion"]["what"]
     for entry in result["training"].values():
-        assert entry["ms_per_step"] > 0 and entry["batch"] == 4 and entry["warmup"] == 1
+        assert _ordered(entry, "ms_per_step") and entry["batch"] == 4 and entry["warmup"] == 1
+        assert entry["steps"] == 3
     assert set(result["tflite"]) == {"model_fp32.tflite", "model_int8.tflite"}
     sizes = result["sizes"]["model_int8.tflite"]
     student_bytes = student.count_params() * 4
@@ -149,6 +189,12 @@ def test_bench_run_on_a_run_directory(tmp_path):
     table = format_table(result["rows"])
     assert table.count("\n") == len(result["rows"]) + 1
     assert result["settings"]["warmup"] == 1 and result["machine"]["cores"] == os.cpu_count()
+    row = result["rows"][0]
+    assert set(row["infer_ms_step_b4"]) == {"median", "p5", "p95"} and row["steps"] == 3
+    # A config passed in wins over the run's own.
+    given = bench_run(run, Config(bench=BenchConfig(warmup=0, steps=1, batch_size=2)))
+    assert given["settings"]["batch"] == 2 and given["settings"]["config"] == "given config"
+    assert given["models"]["teacher"]["inference"]["batch"] == 2
 
 
 def test_bench_run_refuses_non_run_dir(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 from kdskin.config import load_config
 from kdskin.export.centre import CENTRE, centrable_convs, centre_first_convs
-from kdskin.export.convert import deployable
 from kdskin.models import build_student
+from kdskin.models.contract import deployable
 
 
 def _pixels(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -19,14 +19,23 @@ def test_help_lists_every_command(capsys):
 
 
 @pytest.mark.parametrize("argv", [["run"], ["data", "split"], ["data", "inspect"],
-                                  ["data", "synth"], ["evaluate"], ["predict"], ["export"],
-                                  ["bench"], ["explain"], ["report"]])
-def test_every_command_has_help_with_config_and_set(argv, capsys):
+                                  ["data", "synth"], ["evaluate"], ["export"], ["explain"]])
+def test_commands_that_read_a_config_have_config_and_set(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "--config" in out and "--set" in out
+    assert "--config" in out and "--set" in out and "--verbose" in out
+
+
+@pytest.mark.parametrize("argv,has_set", [(["predict"], False), (["report"], False),
+                                          (["bench"], True), (["serve"], False)])
+def test_commands_without_a_config_do_not_accept_one(argv, has_set, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" not in out and ("--set" in out) == has_set and "--verbose" in out
 
 
 def test_bad_input_is_one_line_on_stderr_and_nonzero(tmp_path, capsys):

@@ -113,3 +113,111 @@ def test_float_int8_head_needs_float_output():
     cfg = load_config(None, ["export.int8_output=uint8", "export.int8_head=int8"])
     assert (cfg.export.int8_output, cfg.export.int8_head) == ("uint8", "int8")
     assert load_config().export.int8_head == "float" and load_config().export.centre_input
+
+
+# --------------------------------------------------------------------------- validation once
+
+
+def test_config_and_data_errors_are_value_errors():
+    from kdskin.errors import DataError, KdskinError
+
+    for cls in (ConfigError, DataError):
+        assert issubclass(cls, ValueError) and issubclass(cls, KdskinError)
+    with pytest.raises(ValueError, match="data.split"):
+        load_config(None, ["data.split=[0.5, 0.5]"])
+
+
+def test_image_size_too_small_for_the_student_fails_at_load_without_keras(tmp_path):
+    """The student needs 32 px: 24 passes the data rule (>= 16) but fails at load, naming the
+    key, in a process that never imports Keras or TensorFlow."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "small.yaml"
+    bad.write_text("data:\n  image_size: 24\n")
+    code = (
+        "import sys\n"
+        "from kdskin.config import load_config\n"
+        "from kdskin.errors import ConfigError\n"
+        f"try:\n    load_config({str(bad)!r})\n"
+        "except ConfigError as exc:\n    print(exc)\n"
+        "else:\n    print('loaded')\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'pandas') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].startswith(f"{bad}: data.image_size") and "at least 32" in out[0]
+    assert "got 24" in out[0]
+    assert out[1] == "[]"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["data.image_size=24"], r"data\.image_size .*at least 32"),
+    (["data.image_size=12"], r"data\.image_size .*at least 16"),
+    (["teacher.mlp_units=[128, 32]"], r"teacher\.mlp_units .*projection_dim"),
+    (["teacher.projection_dim=0"], r"teacher\.projection_dim"),
+    (["teacher.dropout=1.0"], r"teacher\.dropout"),
+    (["student.cnn_filters=[]"], r"student\.cnn_filters"),
+    (["student.head_dropout=1.5"], r"student\.head_dropout"),
+    (["student.weights=imagenet"], r"student\.weights.*lite"),
+    (["student.weights=/nonexistent/effnet.h5"], r"student\.weights.*not found"),
+    (["student.fusion=none"], r"student\.fusion.*multi_fusion"),
+    (["distill.exit_map={cnn_exit: conv_exit_9}"], r"distill\.exit_map.*conv_exit_9"),
+    (["distill.exit_map={cnn_feats: conv_exit_last}"], r"distill\.exit_map.*cnn_feats"),
+    (["distill.exit_map={}"], r"distill\.exit_map is empty"),
+    (["distill.alpha=-0.1"], r"distill\.alpha"),
+    (["distill.temperature=0"], r"distill\.temperature"),
+    (["explain.methods=[gradcam, shap]"], r"explain\.methods.*shap"),
+    (["augment.hue=1.0"], r"augment\.hue"),
+    (["data.class_weight_power=3"], r"data\.class_weight_power"),
+])
+def test_every_builder_rule_is_checked_at_load(overrides, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(None, overrides)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith("defaults with --set ")
+
+
+def test_rules_that_depend_on_the_stages():
+    # no multi stage: the exit map is not used, so it is not checked
+    cfg = load_config(None, ["distill.stages=[baseline, single]",
+                             "distill.exit_map={cnn_exit: conv_exit_9}"])
+    assert cfg.distill.stages == ["baseline", "single"]
+    # no fused stage: a student without a fusion head is fine
+    assert load_config(None, ["student.fusion=none", "distill.stages=[multi]"]).student.fusion \
+        == "none"
+    # no student at all: its image-size rule does not apply, the teacher's and baseline's do
+    assert load_config(None, ["distill.stages=[]", "data.image_size=24"]).data.image_size == 24
+
+
+def test_the_builders_and_the_config_share_one_rule():
+    """The same function (and so the same message) rejects the size in both places."""
+    from kdskin.models.specs import StudentConfig, validate_student
+
+    with pytest.raises(ConfigError) as direct:
+        validate_student(StudentConfig(), 24, 7)
+    with pytest.raises(ConfigError) as loaded:
+        load_config(None, ["data.image_size=24"])
+    assert str(loaded.value).endswith(str(direct.value))
+
+
+def test_allowed_values_are_declared_once_beside_their_code():
+    import dataclasses
+
+    from kdskin import config
+    from kdskin.data.specs import BALANCE_MODES, FORMATS, PROTOCOLS
+    from kdskin.distill import stages
+    from kdskin.models import specs
+
+    def choices(cls, name):
+        return {f.name: f for f in dataclasses.fields(cls)}[name].metadata["choices"]
+
+    assert choices(config.DataConfig, "format") is FORMATS
+    assert choices(config.DataConfig, "protocol") is PROTOCOLS
+    assert choices(config.DataConfig, "balance") is BALANCE_MODES
+    assert choices(config.StudentConfig, "fusion") is specs.FUSIONS
+    assert choices(config.StudentConfig, "efficientnet") is specs.EFFICIENTNETS
+    assert choices(config.StudentConfig, "efficientnet_variant") is specs.EFFICIENTNET_VARIANTS
+    assert choices(config.TeacherConfig, "conv_branch") is specs.CONV_BRANCHES
+    assert config.STAGES is stages.STAGES and stages.FUSED_HEADS is specs.FUSED_HEADS
+    assert config.StudentConfig is specs.StudentConfig
+    assert load_config().distill.stages == list(stages.STAGES)

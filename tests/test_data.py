@@ -20,7 +20,7 @@ from kdskin.data.split import (
 )
 from kdskin.errors import DataError
 
-from .conftest import write_ham
+from .conftest import write_ham, write_isic
 
 # --------------------------------------------------------------------------- images
 
@@ -110,23 +110,8 @@ def test_empty_metadata_file_is_a_clear_error(tmp_path):
 # --------------------------------------------------------------------------- ISIC 2018 loader
 
 
-def _write_isic(root: Path, n_per_class: int = 3) -> pd.DataFrame:
-    cols = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
-    rows = []
-    img_dir = root / "ISIC2018_Task3_Test_Input"
-    img_dir.mkdir(parents=True)
-    for k, col in enumerate(cols):
-        for i in range(n_per_class):
-            name = f"ISIC_{k}{i:06d}"
-            Image.fromarray(np.full((30, 40, 3), 20 * k, np.uint8)).save(img_dir / f"{name}.jpg")
-            rows.append({"image": name, **{c: float(c == col) for c in cols}})
-    gt = pd.DataFrame(rows)
-    gt.to_csv(root / "ISIC2018_Task3_Test_GroundTruth.csv", index=False)
-    return gt
-
-
 def test_isic2018_one_hot_csv(tmp_path):
-    _write_isic(tmp_path)
+    write_isic(tmp_path)
     ds = read_dataset(tmp_path, "isic2018")
     assert len(ds) == 21
     first = ds.table.set_index("image_id").loc["ISIC_0000000"]
@@ -135,7 +120,7 @@ def test_isic2018_one_hot_csv(tmp_path):
 
 
 def test_isic2018_checks(tmp_path):
-    gt = _write_isic(tmp_path)
+    gt = write_isic(tmp_path)
     (tmp_path / "ISIC2018_Task3_Test_Input" / "ISIC_0000000.jpg").unlink()
     assert len(read_isic2018(tmp_path).missing) == 1
     with pytest.raises(DataError, match="1 of 21 rows"):
@@ -280,3 +265,64 @@ def test_targets_make_dict_labels():
 def test_class_weights_balance_the_training_labels():
     w = class_weights(np.array([0] * 6 + [1] * 2))
     assert w[0] * 6 == pytest.approx(w[1] * 2) and w[3] == 0.0
+
+
+# --------------------------------------------------------------------------- rules, selection
+
+
+def test_bad_split_values_are_config_errors_naming_the_key(ham_dir):
+    from kdskin.errors import ConfigError
+
+    table = _lesion_table()
+    for fractions in ([0.5, 0.5, 0.5], [0.8, 0.2], [1.2, -0.1, -0.1]):
+        with pytest.raises(ConfigError, match=r"data\.split must be three"):
+            make_split(table, "lesion_grouped", fractions)
+    with pytest.raises(ConfigError, match=r"data\.protocol must be one of lesion_grouped, paper"):
+        make_split(table, "random")
+    with pytest.raises(ConfigError, match=r"data\.format must be one of ham10000, isic2018"):
+        read_dataset(ham_dir, "csv")
+    with pytest.raises(ConfigError, match=r"data\.class_weight_power"):
+        class_weights(np.array([0, 1]), power=-1)
+
+
+def test_collect_images_walks_folders_in_order_and_names_missing_paths(tmp_path):
+    from kdskin.data.images import collect_images
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/b.png", "d/sub/a.JPG", "single.jpg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name, "PNG" if name.endswith("png") else "JPEG")
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    found = collect_images([tmp_path / "d", tmp_path / "single.jpg"])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "d/b.png", "d/sub/a.JPG", "single.jpg"]
+    with pytest.raises(DataError, match="missing.png: no such image file or folder"):
+        collect_images([tmp_path / "missing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty: no image files"):
+        collect_images([tmp_path / "empty"])
+
+
+def test_pick_stratified_covers_every_class_first_and_is_seeded():
+    from kdskin.data.select import pick_images_per_class, pick_stratified
+
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 1 + [5] * 6)
+    idx = pick_stratified(labels, 8, NUM_CLASSES, seed=1)
+    assert len(idx) == len(set(idx.tolist())) <= 8
+    assert labels[idx[:4]].tolist() == [0, 1, 2, 5]  # one of each class present, in class order
+    np.testing.assert_array_equal(idx, pick_stratified(labels, 8, NUM_CLASSES, seed=1))
+    picked = pick_images_per_class(labels, per_class=2, seed=0)
+    assert np.bincount(labels[picked]).tolist() == [2, 2, 1, 0, 0, 2]
+    with pytest.raises(DataError, match="per_class"):
+        pick_images_per_class(labels, per_class=0)
+
+
+def test_decoding_progress_never_writes_to_stdout(tmp_path, capsys):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (9, 9), (i, 0, 0)).save(paths[-1])
+    images, kept, errors = load_images(paths, 8, progress=True)
+    assert images.shape == (3, 8, 8, 3) and kept == [0, 1, 2] and errors == []
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "\x1b[" not in captured.err  # stderr is not a terminal here: no bar, no ANSI codes

@@ -22,7 +22,7 @@ from kdskin.distill import (  # noqa: E402
     softened_kl,
 )
 from kdskin.errors import ConfigError, ModelError  # noqa: E402
-from kdskin.train import mark_trained  # noqa: E402
+from kdskin.models.contract import mark_trained  # noqa: E402
 
 S = 16  # image size of the stand-in models
 TEACHER_NAMES = ["vit_exit_1", "vit_exit_2", "conv_exit_1", "conv_exit_2", "conv_exit_3",
@@ -214,6 +214,35 @@ def test_each_stage_reduces_its_loss_and_reports_terms(stage):
         assert not d.teacher.trainable
         assert all(not w.trainable for w in d.teacher.weights)
         assert len(d.trainable_weights) == len(d.student.trainable_weights)
+
+
+def test_loss_metric_is_what_is_optimised():
+    """The distiller's own "loss" tracker: total + regularisation in training, CE +
+    regularisation in validation (what Keras' private loss tracker reported before)."""
+    x, y = batch(24)
+    d = make_stage_model("multi_fusion", mark_trained(tiny_teacher()), tiny_student(l2=0.01),
+                         Config())
+    history = d.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0).history
+    for epoch in range(2):
+        np.testing.assert_allclose(history["loss"][epoch],
+                                   history["total"][epoch] + history["loss_reg"][epoch],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(history["val_loss"][epoch],
+                                   history["val_loss_ce"][epoch] + history["val_loss_reg"][epoch],
+                                   rtol=1e-5)
+    assert history["loss"][1] != history["loss"][0]  # reset between epochs, not accumulated
+    d.compute_loss(x, y, training=True)
+    assert "loss" in [m.name for m in d.metrics]
+
+
+def test_fit_announces_the_stage_unless_silent(capsys):
+    x, y = batch(8)
+    d = make_stage_model("single", mark_trained(tiny_teacher()), tiny_student(), Config())
+    d.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert "stage single" not in capsys.readouterr().out
+    again = make_stage_model("single", mark_trained(tiny_teacher()), tiny_student(), Config())
+    again.fit(x, y, batch_size=8, epochs=1, verbose=2)
+    assert "stage single: loss = 0.3 x logit KD" in capsys.readouterr().out
 
 
 def test_teacher_runs_in_training_only():

@@ -104,5 +104,5 @@ def test_evaluate_and_predict_commands(tiny_model_file, ham_dir, tmp_path, capsy
     img = next(ham_dir.rglob("*.jpg"))
     capsys.readouterr()
     assert main(["predict", "--model", str(path), "--top", "2", str(img)]) == 0
-    line = capsys.readouterr().out.strip()
+    line = capsys.readouterr().out.strip().splitlines()[0]
     assert line.startswith(str(img)) and line.count(",") == 1

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from kdskin.config import ExplainConfig, load_config
 from kdskin.constants import CLASSES, NUM_CLASSES
-from kdskin.errors import DataError, KdskinError, ModelError
+from kdskin.errors import ConfigError, DataError, KdskinError, ModelError
 from kdskin.explain import (
     GradCAM,
     LimeExplainer,
@@ -353,7 +353,7 @@ def test_explain_images_from_keras_and_tflite_files(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         explain_images(tmp_path / "missing.keras", images, ["a", "b"], ["lime"],
                        tmp_path / "t", cfg)
-    with pytest.raises(DataError, match="unknown method"):
+    with pytest.raises(ConfigError, match="methods has unknown method.*'shap'"):
         explain_images(model, images, ["a", "b"], ["shap"], tmp_path / "t", cfg)
 
     export = pytest.importorskip("kdskin.export.convert")
@@ -495,3 +495,40 @@ def test_explain_command_all_on_tflite_is_lime_only(tmp_path, capsys):
                  "--set", "explain.lime_samples=20", "--set", "explain.lime_segments=6"]) == 0
     assert "LIME only" in capsys.readouterr().out
     assert json.loads((out / "explanations.json").read_text())["methods"] == ["lime"]
+
+
+def test_explain_command_evaluates_a_stratified_test_set(tmp_path, capsys):
+    from kdskin.commands.explain import explain_command
+    from kdskin.data.pipeline import SplitArrays
+    from kdskin.models import build_baseline_cnn
+
+    path = tmp_path / "baseline.keras"
+    build_baseline_cnn(S).save(path)
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 0, 0, 1, 1, 4, 4, 4, 4, 6])
+    test = SplitArrays(rng.integers(0, 256, (len(labels), S, S, 3), dtype=np.uint8), labels,
+                       [f"img{i}" for i in range(len(labels))])
+    cfg = load_config(None, ["explain.evaluate_images=4", "explain.faithfulness_steps=3"])
+    result = explain_command(cfg, str(path), [], "gradcam", str(tmp_path / "out"),
+                             evaluate=True, test_data=lambda: test)
+    shown = [e["true_class"] for e in result["entries"]]
+    assert shown == ["akiec", "bcc", "mel", "vasc"]  # one per class present, round-robin
+    printed = capsys.readouterr()
+    assert "explaining 4 test images" in printed.out and "deletion AUC" in printed.out
+    assert "\x1b[" not in printed.err
+    with pytest.raises(ConfigError, match="--method has unknown method"):
+        explain_command(cfg, str(path), [], "shap", str(tmp_path / "x"), evaluate=True,
+                        test_data=lambda: test)
+
+
+def test_importing_the_package_and_the_method_list_loads_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, kdskin.explain as e\n"
+            "from kdskin.explain.methods import METHODS, check_methods\n"
+            "print(check_methods(['lime', 'gradcam', 'lime']), 'tensorflow' in sys.modules)\n"
+            "print(e.pick_images_per_class([1, 0, 2], 1).tolist(), 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["['lime', 'gradcam'] False", "[1, 0, 2] False"]

@@ -20,16 +20,11 @@ import pytest
 from kdskin.config import ExportConfig
 from kdskin.constants import CLASSES, NUM_CLASSES
 from kdskin.errors import DataError, ModelError
-from kdskin.export import convert
-from kdskin.export.convert import (
-    check_classifier,
-    export_and_check,
-    export_tflite,
-    float_ops,
-    representative_indices,
-    representative_sample,
-)
-from kdskin.export.litert import TFLiteClassifier, keras_probs
+from kdskin.export.check import export_and_check, keras_probs
+from kdskin.export.convert import export_tflite, representative_indices, representative_sample
+from kdskin.export.graph import float_ops, head_nodes, op_versions, read_graph
+from kdskin.export.litert import TFLiteClassifier
+from kdskin.models.contract import check_classifier
 
 SIZE = 32
 #: A distinct colour per class; images are that colour plus noise.
@@ -269,7 +264,9 @@ def test_interrupted_write_leaves_no_temp(exported, tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(convert.os, "replace", fail)
+    import kdskin.io
+
+    monkeypatch.setattr(kdskin.io.os, "replace", fail)
     with pytest.raises(OSError):
         export_tflite(model, tmp_path, None, kinds=("fp32",))
     assert list(tmp_path.iterdir()) == []
@@ -313,7 +310,7 @@ def test_representative_sample_is_stratified():
 
 def test_check_classifier_accepts_deployable(exported):
     model, _, _ = exported
-    from kdskin.models.deploy import to_deployable
+    from kdskin.models.contract import to_deployable
 
     assert check_classifier(model) == (SIZE, "logits")
     assert check_classifier(to_deployable(model)) == (SIZE, "probs")
@@ -370,3 +367,64 @@ def test_float_head_falls_back_to_integer_when_the_quantizer_api_is_missing(
     assert "mlir_quantize" in info["int8_head_fallback"] and "int8_float_head" not in info
     assert float_ops(files["int8"]) == []  # the all-integer file, still valid
     assert TFLiteClassifier(files["int8"]).predict(images).shape == (len(images), NUM_CLASSES)
+
+
+# --------------------------------------------------------------------------- the flatbuffer graph
+
+
+def test_graph_matches_the_interpreter(exported):
+    """The flatbuffer reading (no private interpreter call) sees the interpreter's tensors."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    _, files, _ = exported
+    for kind in ("fp32", "int8"):
+        graph = read_graph(files[kind])
+        interp = Interpreter(model_path=str(files[kind]), experimental_op_resolver_type=(
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+        details = interp.get_tensor_details()
+        assert len(details) == len(graph.tensors)
+        for d in details:
+            tensor = graph.tensors[d["index"]]
+            assert tensor.name == d["name"] and tensor.dtype == np.dtype(d["dtype"]).name
+        assert list(graph.outputs) == [d["index"] for d in interp.get_output_details()]
+    versions = op_versions(files["int8"])
+    assert versions["CONV_2D"] >= 1 and "SOFTMAX" in versions
+    assert op_versions(files["fp32"].read_bytes()) == op_versions(files["fp32"])
+    # The head of the fp32 file: the softmax after the "logits" dense layer, nothing else.
+    fp32 = read_graph(files["fp32"])
+    assert fp32.ops[-1].name == "SOFTMAX"
+    assert head_nodes(files["fp32"]) == [fp32.tensors[fp32.outputs[0]].name]
+
+
+def test_graph_refuses_garbage(tmp_path):
+    from kdskin.errors import KdskinError
+
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(KdskinError, match="bad.tflite: not a readable .tflite"):
+        read_graph(bad)
+
+
+# --------------------------------------------------------------------------- library noise
+
+
+def test_quiet_swallows_python_and_native_output(capfd):
+    import logging
+    import warnings
+
+    from kdskin.export.quiet import native_stderr, quiet
+
+    with quiet():
+        print("Saved artifact at /tmp/x")
+        os.write(2, b"fully_quantize: 0, inference_type: 6\n")
+        warnings.warn("Statistics for quantized inputs were expected", UserWarning, stacklevel=1)
+        logging.getLogger("tensorflow").warning("5 out of the last 5 calls triggered retracing")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    with native_stderr():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"WARNING: something a user should see\n")
+    assert capfd.readouterr().err == "WARNING: something a user should see\n"
+    with quiet(verbose=True):
+        print("shown")
+    assert capfd.readouterr().out == "shown\n"

@@ -221,7 +221,7 @@ def test_student_loads_weights_file(student_concat, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("change, size, error, match", [
-    ({"weights": "/nonexistent/effnet.h5"}, 32, ModelError, "/nonexistent/effnet.h5"),
+    ({"weights": "/nonexistent/effnet.h5"}, 32, ConfigError, "student.weights: /nonexistent"),
     ({"weights": "imagenet", "efficientnet_variant": "lite"}, 32, ConfigError, "student.weights"),
     ({}, 16, ConfigError, "at least 32"),
     ({"cnn_filters": []}, 32, ConfigError, "student.cnn_filters"),
@@ -333,3 +333,36 @@ def test_residual_fusion_starts_as_the_exit_ensemble_and_learns_from_features(tm
     assert not np.allclose(out["logits"], (out["cnn_exit"] + out["effnet_exit"]) / 2, atol=1e-3)
     assert student_fusion(build_student(dataclasses.replace(cfg, fusion="concat"), 32)) == \
         "concat"
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def test_specs_name_what_the_builders_build() -> None:
+    """The keras-free specs (what config validation reads) match the built models."""
+    from kdskin.models.efficientnet_lite import LITE_COEFFICIENTS
+    from kdskin.models.specs import EFFICIENTNETS, STUDENT_OUTPUTS, teacher_output_names
+    from kdskin.models.student import KERAS_EFFICIENTNETS
+
+    assert tuple(KERAS_EFFICIENTNETS) == EFFICIENTNETS == tuple(LITE_COEFFICIENTS)
+    teacher = build_teacher(TINY_TEACHER, 32)
+    assert output_names(teacher) == teacher_output_names(TINY_TEACHER)
+    assert output_names(teacher)[-1] == "logits" and "conv_exit_3" in output_names(teacher)
+    assert tuple(output_names(build_student(TINY_STUDENT, 32, fusion="none"))) == STUDENT_OUTPUTS
+
+
+@pytest.mark.parametrize("size, build", [
+    (8, lambda size: build_baseline_cnn(size)),
+    (4, lambda size: build_teacher(TINY_TEACHER, size)),
+    (16, lambda size: build_student(TINY_STUDENT, size)),
+])
+def test_builders_name_the_image_size_key(size: int, build) -> None:
+    with pytest.raises(ConfigError, match=r"^data\.image_size must be an integer of at least"):
+        build(size)
+
+
+def test_lite_builder_rejects_an_unknown_size_as_a_config_error() -> None:
+    from kdskin.models.efficientnet_lite import efficientnet_lite
+
+    with pytest.raises(ConfigError, match="student.efficientnet must be one of B0"):
+        efficientnet_lite(keras.Input((32, 32, 3)), "B7")

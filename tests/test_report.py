@@ -9,8 +9,13 @@ import pytest
 
 from kdskin.cli import main
 from kdskin.report import model_rows, results_document, results_table
+from kdskin.rundir import RunMetrics
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "melanoma_recall")
+
+
+def _typed(runs: list[dict]) -> list[RunMetrics]:
+    return [RunMetrics.from_dict(m) for m in runs]
 
 
 def _metrics(seed: int, acc: float, protocol: str = "lesion_grouped", bench: bool = True) -> dict:
@@ -38,7 +43,7 @@ def _metrics(seed: int, acc: float, protocol: str = "lesion_grouped", bench: boo
 
 
 def test_model_rows_flattens_one_run():
-    rows = model_rows(_metrics(42, 0.8))
+    rows = model_rows(RunMetrics.from_dict(_metrics(42, 0.8)))
     assert set(rows) == {"baseline_cnn", "student_baseline", "student_multi_fusion", "int8"}
     assert rows["student_multi_fusion"]["train_ms"] == 60.0
     assert rows["student_multi_fusion"]["infer_ms"] == 7.5
@@ -49,7 +54,7 @@ def test_model_rows_flattens_one_run():
 
 def test_results_table_reports_mean_and_std_over_seeds():
     runs = [_metrics(s, a) for s, a in ((42, 0.80), (1, 0.82), (2, 0.84))]
-    table = results_table(runs)
+    table = results_table(_typed(runs))
     fused = next(line for line in table.splitlines() if line.startswith("| Multi-stage KD + "
                                                                            "layer fusion |"))
     std = statistics.stdev([0.80, 0.82, 0.84])
@@ -67,13 +72,13 @@ def test_reused_teacher_counts_once_and_sizes_are_float_weights():
                                         "test": {k: 0.7 for k in METRIC_KEYS}}
         if i:
             metrics["teacher_from"] = "runs/cpu/models/teacher.keras"
-    table = results_table(runs)
+    table = results_table(_typed(runs))
     teacher = next(line for line in table.splitlines() if line.startswith("| Teacher"))
     assert teacher.split("|")[-3].strip() == "1"  # runs column: trained once
     assert "| 500 | 0.00 MB |" in teacher  # params, params x 4 bytes (not the 9000-byte file)
-    assert model_rows(runs[0])["teacher"]["size_bytes"] == 2000  # params x 4, not the file
+    assert model_rows(_typed(runs)[0])["teacher"]["size_bytes"] == 2000  # params x 4, not the file
     # a group where every run reused a teacher still shows it
-    only_reused = results_table(runs[1:])
+    only_reused = results_table(_typed(runs[1:]))
     assert next(line for line in only_reused.splitlines()
                 if line.startswith("| Teacher")).split("|")[-3].strip() == "2"
 

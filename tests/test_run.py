@@ -1,7 +1,11 @@
 """End to end: `kdskin run` on a tiny generated dataset with the tiny config."""
 
 import json
+import os
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +16,55 @@ TINY = Path(__file__).parent / "configs" / "tiny.yaml"
 pytestmark = pytest.mark.slow
 
 
+GATE: list[int] = []  # sizes of the data the teacher gate saw
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    import kdskin.distill.distiller as distiller
+
     out = tmp_path_factory.mktemp("run") / "tiny"
-    assert main(["run", "--config", str(TINY), "--out", str(out)]) == 0
+    real_gate = distiller.check_teacher_trained
+
+    def gate(teacher, data, majority=None):
+        GATE.append(len(data[1]))
+        return real_gate(teacher, data, majority)
+
+    old_umask = os.umask(0o022)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(distiller, "check_teacher_trained", gate)
+            assert main(["run", "--config", str(TINY), "--out", str(out)]) == 0
+    finally:
+        os.umask(old_umask)
     return out
+
+
+def test_written_files_follow_the_umask(run_dir):
+    for rel in ["metrics.json", "report.md", "config.yaml", "split.csv", "tflite/labels.txt",
+                "tflite/model_int8.tflite", "tflite/export.json", "models/teacher.keras",
+                "plots/teacher_history.png", "bench.json"]:
+        mode = stat.S_IMODE((run_dir / rel).stat().st_mode)
+        assert mode == 0o644, (rel, oct(mode))
+
+
+def test_teacher_gate_reads_the_validation_split(run_dir):
+    sizes = json.loads((run_dir / "metrics.json").read_text())["sizes"]
+    assert GATE == [sizes["val"]]
+
+
+def test_evaluate_tflite_does_not_import_tensorflow(run_dir, tmp_path):
+    code = ("import sys\nfrom kdskin.cli import main\n"
+            f"rc = main(['evaluate', '--model', {str(run_dir / 'tflite' / 'model_int8.tflite')!r},"
+            f" '--data', {str(run_dir / 'data')!r}, '--json', {str(tmp_path / 'e.json')!r}])\n"
+            "assert rc == 0, rc\nassert 'tensorflow' not in sys.modules\n"
+            "assert 'keras' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "e.json").read_text())
+    sizes = json.loads((run_dir / "metrics.json").read_text())["sizes"]
+    assert result["split"] == "test" and result["n_images"] == sizes["test"]
 
 
 def test_run_directory_layout(run_dir):
@@ -45,8 +93,12 @@ def test_metrics_json_has_every_model_and_metric(run_dir):
 
 def test_export_json_records_int8_head_and_centring(run_dir):
     export = json.loads((run_dir / "tflite" / "export.json").read_text())
-    # The fused student's head: exits average (ADD, MUL), + fusion logits (ADD), softmax.
-    assert sorted(export["int8"]["float_ops"]) == ["ADD", "ADD", "MUL", "SOFTMAX"]
+    temperature = json.loads((run_dir / "metrics.json").read_text())["trust"]["rules"][
+        "temperature"]
+    assert export["decision"]["temperature"] == temperature and temperature != 1.0
+    # The fused student's head: exits average (ADD, MUL), + fusion logits (ADD), the folded
+    # calibration temperature (MUL), softmax.
+    assert sorted(export["int8"]["float_ops"]) == ["ADD", "ADD", "MUL", "MUL", "SOFTMAX"]
     assert export["int8"]["head"] == "float"
     assert sorted(export["conversion"]["centred_convs"]) == ["cnn_block_1_conv", "stem_conv"]
     assert export["evaluation"]["tflite"]["int8"]["top1_ties"] <= 1
@@ -107,9 +159,11 @@ def test_bench_update_records_in_the_run(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     (copy / "bench.json").unlink()
-    assert main(["bench", "--config", str(TINY), "--run", str(copy), "--update",
-                 "--set", "bench.steps=1", "--set", "bench.warmup=1"]) == 0
+    assert main(["bench", "--run", str(copy), "--update", "--set", "bench.steps=3",
+                 "--set", "bench.warmup=1"]) == 0
     bench = json.loads((copy / "bench.json").read_text())
+    # the run's config.yaml sets the batch size (tiny.yaml: 8), --set the rest
+    assert bench["settings"]["batch"] == 8 and bench["settings"]["steps"] == 3
     assert json.loads((copy / "metrics.json").read_text())["bench"] == bench
     assert any(row["model"] == "model_int8.tflite" for row in bench["rows"])
 

@@ -113,3 +113,39 @@ def test_cli_synth_writes_dataset(tmp_path, capsys):
     assert len(pd.read_csv(out / METADATA_FILE)) == 30
     assert main(["data", "synth", "--out", str(out), "--n-images", "30"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_out_dir_is_required_and_checked(tmp_path):
+    for bad in (None, "", 3):
+        with pytest.raises(DataError, match=r"out_dir: expected the folder .*--out DIR"):
+            generate_dataset(bad, n_images=N, image_size=32)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        generate_dataset(tmp_path / "s", n_images=21, image_size=16)
+    finally:
+        os.umask(old)
+    meta = tmp_path / "s" / "HAM10000_metadata.csv"
+    image = next((tmp_path / "s").rglob("*.jpg"))
+    assert stat.S_IMODE(meta.stat().st_mode) == 0o644
+    assert stat.S_IMODE(image.stat().st_mode) == 0o644
+    assert not [p for p in (tmp_path / "s").iterdir() if p.name.startswith(".")]  # no temp file
+
+
+def test_appearance_profiles_are_data_with_one_profile_per_class():
+    from kdskin.data.synth import PROFILES_FILE, _load_profiles
+
+    profiles = _load_profiles()
+    assert PROFILES_FILE.suffix == ".yaml" and set(profiles) == set(CLASSES)
+    keys = set(profiles["nv"])
+    for dx, profile in profiles.items():
+        assert set(profile) == keys, dx
+        mean, sd = profile["radius"]
+        assert 0 < mean < 1 and sd > 0
+        assert abs(sum(profile["base"].values()) - 1.0) < 1e-6, dx

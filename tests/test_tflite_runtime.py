@@ -1,4 +1,5 @@
-"""LiteRT side: TFLiteClassifier, evaluate_tflite_files and the standalone tflite/classify.py."""
+"""LiteRT side: TFLiteClassifier, evaluate_tflite_files and the standalone tflite/classify.py
+(whose copies of kdskin's resize and quantization helpers must give identical output)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from PIL import Image
 from kdskin.constants import CLASSES, NUM_CLASSES
 from kdskin.data import images as kd_images
 from kdskin.errors import DataError, ModelError
+from kdskin.export import litert
+from kdskin.export.check import evaluate_tflite_files, keras_probs
 from kdskin.export.convert import export_tflite, representative_sample
-from kdskin.export.litert import TFLiteClassifier, evaluate_tflite_files, keras_probs
+from kdskin.export.litert import TFLiteClassifier
 from tests.test_export import SIZE, colour_data, trained_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +74,7 @@ def test_int8_input_dtype_and_quantization_read(files):
     assert TFLiteClassifier(paths["fp32"]).input_dtype == np.float32
     # quantized input with a non-trivial scale: predict quantizes with the interpreter's values
     clf.input_quantization = (2.0, 10)
-    prepared = clf._prepare(np.array([[[[0, 100, 255]]]], np.uint8))
+    prepared = clf.prepare(np.array([[[[0, 100, 255]]]], np.uint8))
     np.testing.assert_array_equal(prepared.reshape(-1), [10, 60, 138])
 
 
@@ -96,6 +99,16 @@ def test_classifier_errors(files, tmp_path):
         TFLiteClassifier(junk)
     with pytest.raises(DataError, match=f"\\(N, {SIZE}, {SIZE}, 3\\)"):
         TFLiteClassifier(paths["int8"]).predict(np.zeros((2, 16, 16, 3), np.uint8))
+
+
+def test_runtime_modules_do_not_import_tensorflow():
+    """The LiteRT runtime (and the flatbuffer reader) load without TensorFlow or Keras."""
+    code = ("import sys, kdskin.export.litert, kdskin.export.graph, kdskin.compat; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_evaluate_tflite_files(files):
@@ -154,6 +167,61 @@ def test_classify_resize_identical_to_kdskin():
         theirs = kd_images.to_rgb_array(image.copy(), SIZE)
         assert ours.dtype == np.uint8 and ours.shape == (SIZE, SIZE, 3), mode
         np.testing.assert_array_equal(ours, theirs, err_msg=mode)
+
+
+def test_classify_resize_of_generated_images():
+    """Non-square RGB, RGBA, grayscale and 16-bit images, several sizes: identical pixels."""
+    classify = _load_classify()
+    rng = np.random.default_rng(5)
+    for h, w, mode in [(37, 91, "RGB"), (64, 23, "RGBA"), (50, 50, "L"), (19, 45, "I;16"),
+                       (SIZE, SIZE, "RGBA"), (120, 80, "LA")]:
+        channels = {"RGB": 3, "RGBA": 4, "LA": 2}.get(mode)
+        if mode == "I;16":
+            image = Image.fromarray(rng.integers(0, 65535, (h, w)).astype("<u2"))
+        else:
+            shape = (h, w, channels) if channels else (h, w)
+            image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        assert image.mode == mode
+        for size in (SIZE, 17):
+            ours = classify.to_rgb_array(image.copy(), size)
+            theirs = kd_images.to_rgb_array(image.copy(), size)
+            assert ours.shape == (size, size, 3), mode
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{mode} {h}x{w} -> {size}")
+
+
+def test_classify_quantization_identical_to_kdskin():
+    classify = _load_classify()
+    for name in ("quant_params", "quantize", "dequantize"):
+        assert inspect.getsource(getattr(classify, name)) == inspect.getsource(
+            getattr(litert, name)), name
+    rng = np.random.default_rng(6)
+    pixels = [rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8),
+              rng.uniform(0, 255, (2, 5, 5, 3)).astype(np.float32),
+              np.array([0, 0.5, 1.49, 1.5, 127.5, 254.6, 255], np.float64)]
+    for x in pixels:
+        for dtype, scale, zero in [("uint8", 1.0, 0), ("uint8", 2.0, 10), ("int8", 1.0, -128),
+                                   ("int8", 0.7, 3), ("uint8", 0.0, 0), ("float32", 0.0, 0),
+                                   ("int16", 0.01, 0)]:
+            ours = classify.quantize(x, dtype, scale, zero)
+            theirs = litert.quantize(x, dtype, scale, zero)
+            assert ours.dtype == theirs.dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(ours, theirs)
+    for raw, scale, zero in [(rng.integers(0, 256, (4, 7)).astype(np.uint8), 1 / 256, 0),
+                             (rng.integers(-128, 128, (4, 7)).astype(np.int8), 0.05, -3),
+                             (rng.uniform(0, 1, (4, 7)).astype(np.float32), 0.0, 0)]:
+        ours, theirs = classify.dequantize(raw, scale, zero), litert.dequantize(raw, scale, zero)
+        assert ours.dtype == theirs.dtype == np.float32
+        np.testing.assert_array_equal(ours, theirs)
+    # The quantized value of a uint8 pixel at scale 2, zero 10 is round(x / 2) + 10, clipped.
+    np.testing.assert_array_equal(litert.quantize(np.array([0, 100, 255, 600]), "uint8", 2.0,
+                                                  10), [10, 60, 138, 255])
+    details = {"quantization_parameters": {"scales": np.array([0.5, 0.25]),
+                                           "zero_points": np.array([3, 4])},
+               "quantization": (9.0, 9)}
+    assert classify.quant_params(details) == litert.quant_params(details) == (0.5, 3)
+    legacy = {"quantization": (0.125, 7)}
+    assert classify.quant_params(legacy) == litert.quant_params(legacy) == (0.125, 7)
+    assert litert.quant_params({}) == (0.0, 0)
 
 
 def _blocked_env(tmp_path: Path) -> dict[str, str]:

@@ -10,14 +10,18 @@ Needs only a TFLite runtime, NumPy and Pillow (no TensorFlow, no kdskin):
 Input contract: RGB, resized to the model's input size with the same code as training
 (:func:`to_rgb_array`, a verbatim copy of ``kdskin.data.images.to_rgb_array``), pixel values
 0..255, quantized with the input tensor's own scale / zero point (uint8 for the int8 model,
-float32 otherwise). Output: 7 class probabilities in ``labels.txt`` order.
+float32 otherwise) by :func:`quantize` (with :func:`quant_params` and :func:`dequantize`, verbatim
+copies of ``kdskin.export.litert``'s). ``tests/test_tflite_runtime.py`` checks that the copies
+give identical output. Output: 7 class probabilities in ``labels.txt`` order.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -88,7 +92,11 @@ def interpreter_class():
                      "'numpy<2' on boards without an ai-edge-litert wheel)")
 
 
-def _quant(details: dict) -> tuple[float, int]:
+# ---------------------------------------------------------------- copy of kdskin.export.litert
+
+
+def quant_params(details: Mapping[str, Any]) -> tuple[float, int]:
+    """``(scale, zero_point)`` of a tensor from its interpreter details ((0.0, 0): float)."""
     params = details.get("quantization_parameters") or {}
     scales = np.asarray(params.get("scales", []), dtype=np.float64).reshape(-1)
     zeros = np.asarray(params.get("zero_points", []), dtype=np.int64).reshape(-1)
@@ -96,6 +104,31 @@ def _quant(details: dict) -> tuple[float, int]:
         return float(scales[0]), int(zeros[0]) if zeros.size else 0
     scale, zero = details.get("quantization", (0.0, 0))
     return float(scale), int(zero)
+
+
+def quantize(pixels: np.ndarray, dtype: Any, scale: float, zero: int) -> np.ndarray:
+    """Pixels 0..255 (any shape) -> ``dtype`` values: ``round(x / scale + zero)``, clipped.
+
+    A float32 ``dtype`` takes the pixels as they are; scale 0 means unquantized (1, 0).
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return np.asarray(pixels).astype(np.float32, copy=False)
+    scale, zero = (scale, zero) if scale else (1.0, 0)
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(pixels).astype(np.float32) / scale + zero)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(raw: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """Raw output values -> float32: ``(q - zero) * scale`` (float32 input unchanged)."""
+    raw = np.asarray(raw)
+    if raw.dtype == np.float32:
+        return raw
+    return (raw.astype(np.float32) - zero) * np.float32(scale if scale else 1.0)
+
+
+# ---------------------------------------------------------------- the model
 
 
 class Model:
@@ -134,22 +167,11 @@ class Model:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """One (S, S, 3) uint8 RGB image -> (num_classes,) float32 probabilities."""
-        dtype = np.dtype(self.inp["dtype"])
-        if dtype == np.float32:
-            x = image.astype(np.float32)
-        else:
-            scale, zero = _quant(self.inp)
-            scale, zero = (scale, zero) if scale else (1.0, 0)
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(image.astype(np.float32) / scale + zero), info.min, info.max)
-            x = x.astype(dtype)
+        x = quantize(image, self.inp["dtype"], *quant_params(self.inp))
         self.interp.set_tensor(self.inp["index"], x[None])
         self.interp.invoke()
         y = self.interp.get_tensor(self.out["index"]).reshape(-1)
-        if np.dtype(self.out["dtype"]) != np.float32:
-            scale, zero = _quant(self.out)
-            y = (y.astype(np.float32) - zero) * (scale if scale else 1.0)
-        return y.astype(np.float32)
+        return dequantize(y, *quant_params(self.out)).astype(np.float32)
 
 
 def read_labels(model_path: Path, labels: str | None, num_classes: int) -> list[str]:

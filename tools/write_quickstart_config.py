@@ -6,6 +6,7 @@
 from pathlib import Path
 
 from kdskin.config import Config
+from kdskin.io import atomic_write_text
 
 HEADER = """\
 # quickstart: the default configuration (identical to the defaults in kdskin/config.py; regenerate
@@ -15,5 +16,5 @@ HEADER = """\
 
 if __name__ == "__main__":
     out = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
-    out.write_text(HEADER + Config().to_yaml())
+    atomic_write_text(out, HEADER + Config().to_yaml())
     print(f"wrote {out}")

@@ -21,9 +21,11 @@ from kdskin.constants import (
     IMAGE_EXTENSIONS,
     ISIC2018_COLUMNS,
 )
+from kdskin.data.specs import FORMATS, check_choice
 from kdskin.errors import DataError
 
-FORMATS = ("ham10000", "isic2018")
+__all__ = ["FORMATS", "LabelledImages", "index_images", "read_dataset", "read_ham10000",
+           "read_isic2018"]
 HAM_REQUIRED = ("lesion_id", "image_id", "dx")
 
 
@@ -197,4 +199,5 @@ def read_dataset(root: str | Path, format: str = "ham10000", strict: bool = Fals
         return read_ham10000(root, strict=strict)
     if format == "isic2018":
         return read_isic2018(root, strict=strict)
-    raise DataError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
+    check_choice("data.format", format, FORMATS)
+    raise AssertionError(f"format {format!r} is declared but not implemented")

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from kdskin.console import progress as progress_bar
+from kdskin.constants import IMAGE_EXTENSIONS
 from kdskin.errors import DataError
 
 # Truncated files must fail loudly, not be padded with grey.
@@ -59,6 +61,7 @@ def load_images(paths: Sequence[str | Path], size: int, workers: int = 4,
     """Read many images. Returns ``(images (N, size, size, 3) uint8, kept indices, errors)``.
 
     Unreadable files are skipped and reported in ``errors`` (one line each, naming the file).
+    ``progress``: a tqdm bar on stderr (shown only when stderr is a terminal).
     """
     def one(i_path: tuple[int, str | Path]) -> tuple[int, np.ndarray | None, str | None]:
         i, path = i_path
@@ -70,25 +73,38 @@ def load_images(paths: Sequence[str | Path], size: int, workers: int = 4,
     images: list[np.ndarray] = []
     kept: list[int] = []
     errors: list[str] = []
-    results: Iterable = ThreadPoolExecutor(max_workers=workers).map(one, enumerate(paths))
-    if progress:
-        results = _progress(results, len(paths), "reading images")
-    for i, arr, err in results:
-        if arr is None:
-            errors.append(err or f"{paths[i]}: unreadable")
-        else:
-            images.append(arr)
-            kept.append(i)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results: Iterable = pool.map(one, enumerate(paths))
+        if progress:
+            results = progress_bar(results, total=len(paths), desc="decoding images",
+                                   unit="image")
+        for i, arr, err in results:
+            if arr is None:
+                errors.append(err or f"{paths[i]}: unreadable")
+            else:
+                images.append(arr)
+                kept.append(i)
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
     return stacked, kept, errors
 
 
-def _progress(items: Iterable, total: int, label: str) -> Iterable:
-    """A minimal progress bar on stderr (Keras' Progbar, which needs no terminal)."""
-    from keras.utils import Progbar
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named in ``inputs`` (files, or folders searched recursively), in order.
 
-    bar = Progbar(total, unit_name="image")
-    for n, item in enumerate(items, 1):
-        if n % 64 == 0 or n == total:
-            bar.update(n)
-        yield item
+    Raises :class:`DataError` naming the path for a missing path or a folder with no images.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this "
+                                f"folder")
+            found += files
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"{path}: no such image file or folder")
+    return found

@@ -19,7 +19,9 @@ from kdskin.config import AugmentConfig
 from kdskin.constants import NUM_CLASSES, SPLITS
 from kdskin.data.datasets import LabelledImages
 from kdskin.data.images import load_images
-from kdskin.errors import DataError
+from kdskin.data.specs import check_unit_interval
+from kdskin.errors import ConfigError, DataError
+from kdskin.io import atomic_write
 
 
 @dataclass
@@ -45,13 +47,14 @@ def _cache_key(paths: Sequence[str], size: int) -> str:
 
 
 def decode_split(dataset: LabelledImages, split: pd.DataFrame, image_size: int,
-                 cache_dir: str | Path | None = None, seed: int = 0, progress: bool = False
+                 cache_dir: str | Path | None = None, seed: int = 0, progress: bool = True
                  ) -> tuple[dict[str, SplitArrays], list[str]]:
     """Decode every image of ``split`` once at ``image_size``; returns arrays per split name and
     the list of unreadable files (reported, skipped). Decoded pixels are cached in ``cache_dir``
     (an ``.npz`` keyed by the file list and size) so reruns skip decoding.
 
     Rows with ``copy > 0`` (the leaky ``paper`` protocol) are augmented copies of their image.
+    ``progress``: a tqdm bar on stderr while decoding (shown only when stderr is a terminal).
     """
     paths_by_id = dict(zip(dataset.table["image_id"], dataset.table["path"], strict=True))
     unknown = sorted(set(split["image_id"]) - set(paths_by_id))
@@ -71,8 +74,6 @@ def decode_split(dataset: LabelledImages, split: pd.DataFrame, image_size: int,
         images, kept, errors = load_images(paths, image_size, progress=progress)
         kept_ids = [unique_ids[i] for i in kept]
         if cache is not None:
-            from kdskin.io import atomic_write
-
             atomic_write(cache, lambda tmp: np.savez(  # tmp ends in .npz: no suffix added
                 str(tmp), images=images, ids=np.array(kept_ids),
                 errors=np.array(errors, dtype=str)))
@@ -115,8 +116,7 @@ def saturation_factor(strength: float) -> tuple[float, float]:
     saturation by ``f / (1 - f)`` <= 0.25). kdskin's ``augment.saturation: s`` means "multiply the
     saturation by a factor in ``[1 - s, 1 + s]``", i.e. Keras factors ``m / (1 + m)``.
     """
-    if not 0.0 <= strength < 1.0:
-        raise ValueError(f"augment.saturation must be in [0, 1), got {strength}")
+    check_unit_interval("augment.saturation", strength)
     lo, hi = 1.0 - strength, 1.0 + strength
     return (lo / (1.0 + lo), hi / (1.0 + hi))
 
@@ -163,8 +163,8 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> dict[int, float]:
     weighs every image the same. The weights are rescaled so the average weight per training
     image is 1, keeping the loss (and so the learning rate) on the scale of plain CE.
     """
-    if power < 0:
-        raise ValueError(f"class weight power must be non-negative, got {power}")
+    if not power >= 0:
+        raise ConfigError(f"data.class_weight_power must be non-negative, got {power}")
     counts = np.bincount(np.asarray(labels, int), minlength=NUM_CLASSES)
     present = counts > 0
     n, k = counts.sum(), present.sum()

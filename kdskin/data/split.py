@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kdskin.constants import CLASSES, SPLIT_COLUMNS, SPLITS
+from kdskin.data.specs import PROTOCOLS, check_choice, check_split_fractions
 from kdskin.errors import DataError
 
 LEAKY_LABEL = "paper protocol (LEAKY: augmented before splitting, lesions shared across splits)"
@@ -28,11 +29,7 @@ def protocol_label(protocol: str) -> str:
 
 
 def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
-    f = np.asarray(fractions, dtype=float)
-    if f.shape != (3,) or (f < 0).any() or abs(f.sum() - 1) > 1e-6:
-        raise DataError(f"split fractions must be three non-negative numbers summing to 1, "
-                        f"got {list(fractions)}")
-    return f
+    return np.asarray(check_split_fractions(fractions), dtype=float)
 
 
 def lesion_grouped_split(table: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.15, 0.15),
@@ -121,7 +118,8 @@ def make_split(table: pd.DataFrame, protocol: str = "lesion_grouped",
         return lesion_grouped_split(table, fractions, seed)
     if protocol == "paper":
         return paper_split(table, per_class, fractions, seed)
-    raise DataError(f"unknown split protocol {protocol!r}; use lesion_grouped or paper")
+    check_choice("data.protocol", protocol, PROTOCOLS)
+    raise AssertionError(f"protocol {protocol!r} is declared but not implemented")
 
 
 def read_split(path) -> pd.DataFrame:

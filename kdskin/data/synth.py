@@ -35,18 +35,20 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
+from kdskin.console import progress as progress_bar
 from kdskin.constants import CLASSES, HAM10000_COUNTS
+from kdskin.data.specs import MIN_IMAGE_SIZE
 from kdskin.errors import DataError
+from kdskin.io import atomic_write
 
 METADATA_FILE = "HAM10000_metadata.csv"
 METADATA_COLUMNS: tuple[str, ...] = (
@@ -79,75 +81,20 @@ _RGB = {
     "yellowish": (0.86, 0.78, 0.58),
 }
 
-# Each class: scalar parameters as (mean, sd); colour palettes as {colour: weight};
-# structure probabilities. Distributions overlap on purpose.
-_PROFILES: dict[str, dict] = {
-    "nv": dict(
-        radius=(0.60, 0.12), aspect=0.15, irregular=(0.05, 0.03), lobes=0.1,
-        softness=(0.07, 0.03), opacity=(0.85, 0.10), patchy=(2.0, 1.0), asym=(0.10, 0.08),
-        centre_dark=(0.18, 0.12), n_colours=(1, 2),
-        base={"light_brown": 0.35, "brown": 0.45, "dark_brown": 0.20},
-        extra={"light_brown": 1, "brown": 1, "dark_brown": 1, "tan": 1},
-        p_network=0.6, network_warp=0.06, p_dots=0.4, dots=("central", 4, 16, 0.05, 0.08),
-        dot_colours={"dark_brown": 2, "brown": 1}, p_streaks=0.08, p_white=0.04,
-        white="regression", p_vessels=0.03, vessels="arborizing", p_ridges=0.05),
-    "mel": dict(
-        radius=(0.72, 0.14), aspect=0.25, irregular=(0.15, 0.06), lobes=0.2,
-        softness=(0.07, 0.05), opacity=(0.88, 0.08), patchy=(5.0, 2.0), asym=(0.35, 0.15),
-        centre_dark=(0.0, 0.2), n_colours=(2, 4),
-        base={"brown": 0.35, "dark_brown": 0.40, "light_brown": 0.15, "black": 0.10},
-        extra={"black": 3, "blue_grey": 3, "dark_brown": 2, "red": 1, "light_brown": 1,
-               "brown": 1},
-        p_network=0.5, network_warp=0.3, p_dots=0.5, dots=("peripheral", 8, 28, 0.04, 0.10),
-        dot_colours={"black": 2, "dark_brown": 2, "blue_grey": 1}, p_streaks=0.4,
-        p_white=0.2, white="regression", p_vessels=0.1, vessels="dotted", p_ridges=0.05),
-    "bkl": dict(
-        radius=(0.68, 0.14), aspect=0.18, irregular=(0.10, 0.05), lobes=0.15,
-        softness=(0.04, 0.02), opacity=(0.72, 0.12), patchy=(3.5, 1.5), asym=(0.15, 0.10),
-        centre_dark=(0.0, 0.15), n_colours=(1, 3),
-        base={"light_brown": 0.35, "tan": 0.40, "brown": 0.20, "dark_brown": 0.05},
-        extra={"yellowish": 3, "tan": 1, "brown": 1, "dark_brown": 1},
-        p_network=0.15, network_warp=0.15, p_dots=0.5, dots=("uniform", 3, 12, 0.04, 0.07),
-        dot_colours={"white": 2, "dark_brown": 2, "yellowish": 1}, p_streaks=0.05,
-        p_white=0.35, white="scale", p_vessels=0.05, vessels="dotted", p_ridges=0.6),
-    "bcc": dict(
-        radius=(0.62, 0.12), aspect=0.2, irregular=(0.12, 0.05), lobes=0.6,
-        softness=(0.10, 0.05), opacity=(0.60, 0.12), patchy=(3.0, 1.5), asym=(0.15, 0.10),
-        centre_dark=(-0.05, 0.12), n_colours=(1, 3),
-        base={"pink": 0.5, "tan": 0.2, "light_brown": 0.15, "red": 0.15},
-        extra={"blue_grey": 2, "pink": 1, "white": 1, "brown": 1},
-        p_network=0.05, network_warp=0.2, p_dots=0.75, dots=("uniform", 3, 10, 0.09, 0.17),
-        dot_colours={"blue_grey": 3, "dark_brown": 1}, p_streaks=0.03, p_white=0.25,
-        white="shiny", p_vessels=0.8, vessels="arborizing", p_ridges=0.03),
-    "akiec": dict(
-        radius=(0.62, 0.14), aspect=0.2, irregular=(0.12, 0.05), lobes=0.2,
-        softness=(0.22, 0.08), opacity=(0.55, 0.12), patchy=(3.0, 1.5), asym=(0.15, 0.10),
-        centre_dark=(-0.05, 0.12), n_colours=(1, 3),
-        base={"pink": 0.45, "red": 0.30, "tan": 0.25},
-        extra={"white": 2, "yellowish": 1, "pink": 1, "light_brown": 1},
-        p_network=0.05, network_warp=0.2, p_dots=0.3, dots=("uniform", 10, 30, 0.03, 0.05),
-        dot_colours={"red": 3, "dark_red": 1}, p_streaks=0.03, p_white=0.85, white="scale",
-        p_vessels=0.25, vessels="dotted", p_ridges=0.1),
-    "df": dict(
-        radius=(0.45, 0.09), aspect=0.15, irregular=(0.05, 0.03), lobes=0.1,
-        softness=(0.25, 0.08), opacity=(0.62, 0.12), patchy=(2.0, 1.0), asym=(0.10, 0.08),
-        centre_dark=(-0.30, 0.15), n_colours=(1, 2),
-        base={"light_brown": 0.40, "tan": 0.30, "pink": 0.30},
-        extra={"brown": 1, "pink": 1, "light_brown": 1},
-        p_network=0.45, network_warp=0.1, p_dots=0.1, dots=("peripheral", 3, 8, 0.04, 0.06),
-        dot_colours={"brown": 1}, p_streaks=0.03, p_white=0.8, white="central",
-        p_vessels=0.05, vessels="dotted", p_ridges=0.03),
-    "vasc": dict(
-        radius=(0.50, 0.10), aspect=0.15, irregular=(0.07, 0.04), lobes=0.5,
-        softness=(0.07, 0.04), opacity=(0.85, 0.10), patchy=(3.0, 1.5), asym=(0.10, 0.08),
-        centre_dark=(0.05, 0.12), n_colours=(1, 3),
-        base={"red": 0.40, "purple": 0.35, "bluish_purple": 0.25},
-        extra={"red": 1, "purple": 1, "bluish_purple": 1, "dark_red": 1},
-        p_network=0.03, network_warp=0.1, p_dots=0.9, dots=("uniform", 8, 24, 0.10, 0.18),
-        dot_colours={"red": 2, "dark_red": 2, "purple": 1, "bluish_purple": 1},
-        p_streaks=0.02, p_white=0.15, white="scale", p_vessels=0.1, vessels="arborizing",
-        p_ridges=0.02),
-}
+#: Each class's appearance: scalar parameters as [mean, sd], colour palettes as {colour: weight},
+#: structure probabilities. Data, not code: kdskin/data/synth_profiles.yaml.
+PROFILES_FILE = Path(__file__).with_name("synth_profiles.yaml")
+
+
+def _load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict]:
+    profiles = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(profiles, dict) or set(profiles) != set(CLASSES):
+        raise DataError(f"{path}: expected one appearance profile per class "
+                        f"({', '.join(CLASSES)}); reinstall kdskin")
+    return profiles
+
+
+_PROFILES: dict[str, dict] = _load_profiles()
 
 #: Look-alike classes a lesion may borrow parameters from.
 _CONFUSERS: dict[str, tuple[str, ...]] = {
@@ -732,11 +679,14 @@ def generate_dataset(out_dir: str | Path, n_images: int = 900, max_images_per_le
     images. An existing ``HAM10000_metadata.csv`` is replaced only with ``overwrite=True`` and
     only if it is itself generated (``dataset == kdskin_synth``).
     """
+    if out_dir is None or not isinstance(out_dir, str | os.PathLike) or not str(out_dir):
+        raise DataError(f"out_dir: expected the folder to write the dataset to (kdskin data synth "
+                        f"--out DIR), got {out_dir!r}")
     out_dir = Path(out_dir)
     if max_images_per_lesion < 1:
         raise DataError(f"max_images_per_lesion={max_images_per_lesion}: must be at least 1")
-    if image_size < 16:
-        raise DataError(f"image_size={image_size}: must be at least 16 pixels")
+    if image_size < MIN_IMAGE_SIZE:
+        raise DataError(f"image_size={image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
     counts = class_counts(n_images)
     _check_target(out_dir, overwrite)
 
@@ -756,8 +706,10 @@ def generate_dataset(out_dir: str | Path, n_images: int = 900, max_images_per_le
     lesion_cache: dict[int, _Lesion] = {}
     views: dict[int, int] = {}
     half = (len(table) + 1) // 2
-    start = time.monotonic()
-    for i, row in enumerate(table.itertuples(index=False)):
+    rows = enumerate(table.itertuples(index=False))
+    if progress:
+        rows = progress_bar(rows, total=len(table), desc="generating images", unit="image")
+    for i, row in rows:
         li = int(row.lesion_index)
         if li not in lesion_cache:
             lesion_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1E5, li]))
@@ -769,14 +721,7 @@ def generate_dataset(out_dir: str | Path, n_images: int = 900, max_images_per_le
         folder = out_dir / IMAGE_DIRS[0 if i < half else 1]
         Image.fromarray(pixels).save(folder / f"{row.image_id}.jpg", "JPEG",
                                      quality=JPEG_QUALITY)
-        if progress and ((i + 1) % max(1, len(table) // 20) == 0 or i + 1 == len(table)):
-            print(f"\rgenerating images: {i + 1}/{len(table)} "
-                  f"({time.monotonic() - start:.1f} s)", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
 
     table = table[list(METADATA_COLUMNS)]
-    tmp = meta.with_name(f".{METADATA_FILE}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, meta)
+    atomic_write(meta, lambda tmp: table.to_csv(tmp, index=False))
     return table

@@ -41,34 +41,30 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from keras.src.utils import io_utils
 
-from kdskin.config import STAGES, Config
+from kdskin.compat import print_msg
+from kdskin.config import Config
 from kdskin.distill.losses import (
     ExitDistillation,
     class_weight_vector,
     cross_entropy,
     logit_distillation,
-    output_names,
     sparse_labels,
 )
+from kdskin.distill.stages import (  # re-exported here for older callers
+    FUSED_HEADS,
+    STAGE_FUSION,
+    STAGE_TERMS,
+    STAGES,
+    check_loss_weights,
+)
 from kdskin.errors import ConfigError, ModelError
+from kdskin.models.contract import is_trained, output_names
+
+__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "KdskinDistiller",
+           "check_teacher_trained", "make_stage_model", "student_fusion"]
 
 logger = logging.getLogger(__name__)
-
-#: Loss terms active in each stage (metric names in the history).
-STAGE_TERMS: dict[str, tuple[str, ...]] = {
-    "baseline": ("loss_ce",),
-    "single": ("loss_kd", "loss_ce"),
-    "multi": ("loss_exits", "loss_kd", "loss_ce"),
-    "multi_fusion": ("loss_exits", "loss_kd", "loss_ce"),
-}
-
-#: Student fusion each multi stage is defined with (``build_student(..., fusion=...)``); the
-#: other stages use ``cfg.student.fusion``.
-STAGE_FUSION: dict[str, str] = {"multi": "none", "multi_fusion": "fused"}
-#: Fusion heads that count as "fused" (``build_student(..., fusion=...)``).
-FUSED_HEADS: tuple[str, ...] = ("concat", "residual")
 
 
 def student_fusion(student: keras.Model) -> str | None:
@@ -130,9 +126,7 @@ class KdskinDistiller(keras.Model):
         if "logits" not in student_names:
             raise ModelError(f"student {student.name!r} has no 'logits' output (outputs: "
                              f"{', '.join(student_names) or 'none named'})")
-        for key, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
-            if value < 0:
-                raise ConfigError(f"distill.{key} must be non-negative, got {value}")
+        check_loss_weights(alpha, beta, gamma)
         self.stage = stage
         self.student = student
         self.teacher = None if stage == "baseline" else teacher
@@ -176,6 +170,8 @@ class KdskinDistiller(keras.Model):
         self.has_regularization = bool(student.losses)
         names = [*STAGE_TERMS[stage], "total"] + (["loss_reg"] if self.has_regularization else [])
         self.term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        # "loss": what is optimised (kdskin's own tracker, not Keras' private _loss_tracker).
+        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self._reported: tuple[str, ...] = ()
         self._announced = False
@@ -236,7 +232,7 @@ class KdskinDistiller(keras.Model):
         if not self._announced:
             message = self.describe()
             if kwargs.get("verbose", "auto") != 0:
-                io_utils.print_msg(message)
+                print_msg(message)
             logger.info(message)
             self._announced = True
         return super().fit(*args, **kwargs)
@@ -274,6 +270,7 @@ class KdskinDistiller(keras.Model):
             loss = loss + values["loss_reg"]
         for key, value in values.items():
             self.term_trackers[key].update_state(value, sample_weight=batch)
+        self.loss_tracker.update_state(loss, sample_weight=batch)
         self._reported = tuple(values)  # read by compute_metrics at trace time
         # Under tf.distribute gradients are summed over replicas, so the per-replica loss is
         # divided by the replica count -- what keras.losses.Loss.__call__ does for Keras' own
@@ -288,7 +285,7 @@ class KdskinDistiller(keras.Model):
         logits = y_pred["logits"]
         self.accuracy_tracker.update_state(sparse_labels(y, int(logits.shape[-1])), logits,
                                            sample_weight=sample_weight)
-        results = {"loss": self._loss_tracker.result()}
+        results = {"loss": self.loss_tracker.result()}
         results.update({k: self.term_trackers[k].result() for k in self.term_trackers
                         if k in self._reported})
         results["accuracy"] = self.accuracy_tracker.result()
@@ -308,12 +305,10 @@ def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Mod
     """A compiled :class:`KdskinDistiller` for ``stage`` with weights from ``cfg.distill``.
 
     Refuses (``ModelError``) a teacher that has not been trained (see
-    :func:`kdskin.train.is_trained`); use :func:`check_teacher_trained` too, to check that it
-    beats the majority class. Optimizer: Adam(``learning_rate`` or ``cfg.student.learning_rate``).
-    Build it inside ``strategy.scope()`` when distributing.
+    :func:`kdskin.models.contract.is_trained`); use :func:`check_teacher_trained` too, to check
+    that it beats the majority class. Optimizer: Adam(``learning_rate`` or
+    ``cfg.student.learning_rate``). Build it inside ``strategy.scope()`` when distributing.
     """
-    from kdskin.train import is_trained  # kdskin.train imports this package
-
     if stage not in STAGE_TERMS:
         raise ConfigError(f"unknown distillation stage {stage!r}; stages are {', '.join(STAGES)}")
     if stage != "baseline" and teacher is not None and not is_trained(teacher):
@@ -354,11 +349,9 @@ def check_teacher_trained(teacher: keras.Model, data: Any,
 
     ``data``: a ``tf.data.Dataset`` of ``(image, label)`` batches or ``(images, labels)`` arrays
     (labels ``(N,)`` indices or one-hot). Raises :class:`ModelError` (one line) if the teacher was
-    never trained (:func:`kdskin.train.is_trained`) or if its accuracy on ``"logits"`` is not
-    above ``majority_accuracy`` (default: the majority-class share of ``data``'s labels).
+    never trained (:func:`kdskin.models.contract.is_trained`) or if its accuracy on ``"logits"`` is
+    not above ``majority_accuracy`` (default: the majority-class share of ``data``'s labels).
     """
-    from kdskin.train import is_trained
-
     if teacher is None or not is_trained(teacher):
         raise ModelError(_UNTRAINED)
     correct, labels_seen = 0, []

@@ -7,7 +7,8 @@ softmax outputs to ``from_logits=True`` losses).
 * :func:`softened_kl` -- Hinton et al. soft-target loss, ``KL(softmax(t/T) || softmax(s/T)) * T^2``
   per sample, computed with ``log_softmax`` (no probability clipping).
 * :func:`cross_entropy` -- cross-entropy from logits with optional per-class weights, per sample.
-* :func:`resolve_exit_map` -- student exit -> teacher exit names, ``*_last`` resolved.
+* :func:`resolve_exit_map` -- student exit -> teacher exit names, ``*_last`` resolved (declared
+  in :mod:`kdskin.distill.stages`, re-exported here).
 * :class:`ExitDistillation` -- a ``keras.distillation.DistillationLoss`` that averages
   :func:`softened_kl` over (student exit, teacher exit) pairs. With the single pair
   ``{"logits": "logits"}`` it is the logit-distillation term (:func:`logit_distillation`).
@@ -25,7 +26,6 @@ the exit terms.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,7 +34,13 @@ import numpy as np
 from keras import ops
 
 from kdskin.constants import NUM_CLASSES
+from kdskin.distill.stages import check_temperature, resolve_exit_map
 from kdskin.errors import ConfigError
+from kdskin.models.contract import output_names
+
+__all__ = ["ClassWeightedCrossEntropy", "ExitDistillation", "class_weight_vector",
+           "cross_entropy", "logit_distillation", "output_names", "resolve_exit_map",
+           "softened_kl", "sparse_labels"]
 
 Tensor = Any
 
@@ -50,8 +56,7 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     independent of ``T``, so ``alpha``/``beta``/``gamma`` mean the same at any temperature. It is
     zero when the two logits are equal (up to a constant shift per row).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    check_temperature(temperature)
     t = float(temperature)
     student_logits = ops.cast(student_logits, "float32")
     teacher_logits = ops.cast(teacher_logits, "float32")
@@ -120,56 +125,6 @@ def _is_dense_labels(labels: Tensor, num_classes: int) -> bool:
     return len(shape) == 2 and shape[-1] == num_classes and num_classes > 1
 
 
-# --------------------------------------------------------------------------- exit map
-
-_LAST = re.compile(r"^(?P<branch>.+_exit)_last$")
-_NUMBERED = re.compile(r"^(?P<branch>.+_exit)_(?P<index>\d+)$")
-
-
-def resolve_exit_map(exit_map: Mapping[str, str], teacher_names: Sequence[str],
-                     student_names: Sequence[str]) -> dict[str, str]:
-    """Resolve ``{student output: teacher output}`` against the models' output names.
-
-    ``"<branch>_exit_last"`` (e.g. ``"conv_exit_last"``) resolves to the deepest numbered exit of
-    that branch among ``teacher_names`` (``"conv_exit_3"`` if the teacher has 3 conv blocks).
-    Raises :class:`ConfigError` naming ``distill.exit_map`` and the available names when a name
-    does not exist.
-    """
-    if not exit_map:
-        raise ConfigError("distill.exit_map is empty; map at least one student exit to a teacher "
-                          "exit, e.g. {cnn_exit: conv_exit_last}")
-    teacher_names, student_names = list(teacher_names), list(student_names)
-    resolved: dict[str, str] = {}
-    for student_name, teacher_name in exit_map.items():
-        if student_name not in student_names:
-            raise ConfigError(f"distill.exit_map: the student has no output {student_name!r}; "
-                              f"student outputs are {', '.join(sorted(student_names))}")
-        match = _LAST.match(teacher_name)
-        if match:
-            branch = match.group("branch")
-            numbered = [(int(m.group("index")), name) for name in teacher_names
-                        if (m := _NUMBERED.match(name)) and m.group("branch") == branch]
-            if not numbered:
-                raise ConfigError(f"distill.exit_map: {teacher_name!r} names no branch of the "
-                                  f"teacher (no outputs {branch}_1, {branch}_2, ...); teacher "
-                                  f"outputs are {', '.join(sorted(teacher_names))}")
-            teacher_name = max(numbered)[1]
-        elif teacher_name not in teacher_names:
-            raise ConfigError(f"distill.exit_map: the teacher has no output {teacher_name!r}; "
-                              f"teacher outputs are {', '.join(sorted(teacher_names))} "
-                              f"(or use <branch>_exit_last)")
-        resolved[student_name] = teacher_name
-    return resolved
-
-
-def output_names(model: keras.Model) -> list[str]:
-    """Names of a functional model's dict outputs (kdskin model contract)."""
-    outputs = getattr(model, "output", None)
-    if isinstance(outputs, dict):
-        return list(outputs)
-    return list(getattr(model, "output_names", []) or [])
-
-
 # --------------------------------------------------------------------------- Keras adapters
 
 
@@ -186,8 +141,7 @@ class ExitDistillation(keras.distillation.DistillationLoss):
     """
 
     def __init__(self, exit_map: Mapping[str, str], temperature: float = 10.0) -> None:
-        if temperature <= 0:
-            raise ConfigError(f"distill.temperature must be positive, got {temperature}")
+        check_temperature(temperature)
         self.exit_map = dict(exit_map)
         self.temperature = float(temperature)
         self.resolved: dict[str, str] | None = None

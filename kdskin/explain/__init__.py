@@ -7,29 +7,46 @@
   ``explanations.json`` for a model or model file.
 - :func:`evaluate_faithfulness`: deletion / insertion curves against a random baseline.
 - :class:`ScoreCamCallback`: Score-CAM overlays as TensorBoard image summaries while training.
+- :data:`METHODS` and :func:`check_methods` (:mod:`kdskin.explain.methods`, no TensorFlow).
+
+The names are loaded on first use (PEP 562), so ``import kdskin.explain.methods`` (what
+:mod:`kdskin.config` does) does not import TensorFlow.
 """
 
-from kdskin.explain.callback import ScoreCamCallback, pick_images_per_class
-from kdskin.explain.cams import GradCAM, ScoreCAM, default_layer, predict_probs_fn
-from kdskin.explain.faithfulness import (
-    evaluate_faithfulness,
-    faithfulness_table,
-    plot_faithfulness,
-)
-from kdskin.explain.lime_explainer import LimeExplainer
-from kdskin.explain.render import explain_images, overlay
+from __future__ import annotations
 
-__all__ = [
-    "GradCAM",
-    "LimeExplainer",
-    "ScoreCAM",
-    "ScoreCamCallback",
-    "default_layer",
-    "evaluate_faithfulness",
-    "explain_images",
-    "faithfulness_table",
-    "overlay",
-    "pick_images_per_class",
-    "plot_faithfulness",
-    "predict_probs_fn",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "GradCAM": "kdskin.explain.cams",
+    "ScoreCAM": "kdskin.explain.cams",
+    "default_layer": "kdskin.explain.cams",
+    "predict_probs_fn": "kdskin.explain.cams",
+    "ScoreCamCallback": "kdskin.explain.callback",
+    "pick_images_per_class": "kdskin.data.select",
+    "evaluate_faithfulness": "kdskin.explain.faithfulness",
+    "faithfulness_table": "kdskin.explain.faithfulness",
+    "plot_faithfulness": "kdskin.explain.faithfulness",
+    "LimeExplainer": "kdskin.explain.lime_explainer",
+    "explain_images": "kdskin.explain.render",
+    "overlay": "kdskin.explain.render",
+    "METHODS": "kdskin.explain.methods",
+    "check_methods": "kdskin.explain.methods",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kdskin.explain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

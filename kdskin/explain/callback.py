@@ -22,25 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from kdskin.constants import CLASSES
+from kdskin.data.select import pick_images_per_class
 from kdskin.errors import DataError
 from kdskin.explain.cams import LayerSpec, ScoreCAM, as_image_batch, explainable_model
 from kdskin.explain.render import overlay
 
-
-def pick_images_per_class(labels: Sequence[int] | np.ndarray, per_class: int = 1,
-                          seed: int = 0) -> np.ndarray:
-    """Indices of up to ``per_class`` items of every class present in ``labels`` (N,), chosen
-    with ``seed``, ordered by class then index."""
-    labels = np.asarray(labels).astype(np.int64).reshape(-1)
-    if per_class < 1:
-        raise DataError(f"per_class must be at least 1, got {per_class}")
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        picked.append(np.sort(rng.choice(members, size=min(per_class, len(members)),
-                                         replace=False)))
-    return np.concatenate(picked) if picked else np.zeros(0, np.int64)
+__all__ = ["ScoreCamCallback", "pick_images_per_class", "write_image_summary"]
 
 
 def _tensorboard_available() -> bool:

@@ -29,8 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdskin.compat import producing_layer
 from kdskin.constants import PROBS_NAME
 from kdskin.errors import DataError, KdskinError, ModelError
+from kdskin.models.contract import named_outputs
 
 LayerSpec = str | Sequence[str] | None
 ClassIndex = int | Sequence[int] | np.ndarray | None
@@ -64,21 +66,13 @@ def explainable_model(model: Any) -> keras.Model:
     return model
 
 
-def _named_outputs(model: keras.Model) -> dict[str, Any]:
-    out = model.output
-    if isinstance(out, dict):
-        return dict(out)
-    tensors = list(out) if isinstance(out, list | tuple) else [out]
-    return dict(zip(model.output_names, tensors, strict=True))
-
-
 def target_output(model: keras.Model, output: str | None = None) -> tuple[str, Any, bool]:
     """``(name, symbolic tensor, is_probs)`` of the output to explain.
 
     ``output`` None picks ``"logits"``, else ``"probs"``, else the only output. Raises
     :class:`ModelError` naming the outputs when that is ambiguous or ``output`` is unknown.
     """
-    outputs = _named_outputs(model)
+    outputs = named_outputs(model)
     if output is None:
         for name in ("logits", PROBS_NAME):
             if name in outputs:
@@ -98,8 +92,7 @@ def target_output(model: keras.Model, output: str | None = None) -> tuple[str, A
                          f"expected (batch, classes)")
     is_probs = output == PROBS_NAME
     if not is_probs:  # a bare single output ending in a softmax
-        history = getattr(tensor, "_keras_history", None)
-        layer = getattr(history, "operation", None) or getattr(history, "layer", None)
+        layer = producing_layer(tensor)
         act = getattr(layer, "activation", None)
         is_probs = isinstance(layer, keras.layers.Softmax) or getattr(act, "__name__", "") == \
             "softmax"

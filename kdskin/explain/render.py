@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from kdskin.config import ExplainConfig
+from kdskin.console import progress
 from kdskin.constants import CLASSES
 from kdskin.errors import DataError, ModelError
 from kdskin.explain.cams import (
@@ -42,11 +43,14 @@ from kdskin.explain.faithfulness import (
     plot_faithfulness,
 )
 from kdskin.explain.lime_explainer import LimeExplainer
+from kdskin.explain.methods import CAM_METHODS, METHODS, TITLES, check_methods_for
 from kdskin.io import atomic_write, atomic_write_bytes, atomic_write_text, write_json
+from kdskin.models.contract import load_keras
 
-METHODS: tuple[str, ...] = ("gradcam", "scorecam", "lime")
-CAM_METHODS: tuple[str, ...] = ("gradcam", "scorecam")
-TITLES = {"gradcam": "Grad-CAM", "scorecam": "Score-CAM", "lime": "LIME"}
+__all__ = ["CAM_METHODS", "METHODS", "TITLES", "class_name", "explain_images", "load_model",
+           "model_kind",
+           "model_input_size", "overlay", "save_comparison_grid", "save_method_grid",
+           "save_overlay_figure"]
 
 
 # --------------------------------------------------------------------------- pixels
@@ -164,7 +168,7 @@ def save_comparison_grid(path: str | Path, images: np.ndarray, maps_by_method: d
 # --------------------------------------------------------------------------- models
 
 
-def _kind(model_or_path: Any) -> tuple[str, str]:
+def model_kind(model_or_path: Any) -> tuple[str, str]:
     """-> (kind "keras" | "tflite", label) without loading anything."""
     if not isinstance(model_or_path, str | Path):
         return "keras", getattr(model_or_path, "name", type(model_or_path).__name__)
@@ -175,10 +179,12 @@ def _kind(model_or_path: Any) -> tuple[str, str]:
     return path.suffix[1:], str(path)
 
 
-def _load(model_or_path: Any, kind: str) -> Any:
-    """A keras model (a distiller's student) or a ``TFLiteClassifier``."""
+def load_model(model_or_path: Any) -> tuple[Any, str, str]:
+    """-> ``(model, kind, label)``: an explainable Keras model (a distiller's student) or a
+    ``TFLiteClassifier``, its kind (``"keras"`` | ``"tflite"``) and a label for messages."""
+    kind, label = model_kind(model_or_path)
     if not isinstance(model_or_path, str | Path):
-        return explainable_model(model_or_path)
+        return explainable_model(model_or_path), kind, label
     path = Path(model_or_path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found; pass an existing .keras or .tflite "
@@ -186,33 +192,14 @@ def _load(model_or_path: Any, kind: str) -> Any:
     if kind == "tflite":
         from kdskin.export.litert import TFLiteClassifier
 
-        return TFLiteClassifier(path)
-    import keras
-
-    import kdskin.models  # noqa: F401  (registers kdskin's custom layers)
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load as a Keras model ({type(exc).__name__}); pass "
-                         f"a .keras file saved by kdskin") from None
-    return explainable_model(model)
+        return TFLiteClassifier(path), kind, label
+    return explainable_model(load_keras(path)), kind, label
 
 
-def _check_methods(methods: Sequence[str], kind: str, label: str) -> list[str]:
-    methods = list(dict.fromkeys(methods))
-    if not methods:
-        raise DataError(f"explain: no methods given; choose from {', '.join(METHODS)}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise DataError(f"explain: unknown method(s) {', '.join(unknown)}; methods are "
-                        f"{', '.join(METHODS)}")
-    cams = [m for m in methods if m in CAM_METHODS]
-    if kind == "tflite" and cams:
-        raise ModelError(f"{label}: {' and '.join(TITLES[m] for m in cams)} need the model's "
-                         f"layers and gradients, which a .tflite file does not expose; explain "
-                         f"the .keras model instead, or use methods=['lime'] on the .tflite")
-    return methods
+def model_input_size(model_or_path: Any) -> int:
+    """The input size S of a model, a ``.keras`` or a ``.tflite`` file."""
+    model, kind, _ = load_model(model_or_path)
+    return input_size(model) if kind == "keras" else int(model.input_size)
 
 
 def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
@@ -228,9 +215,9 @@ def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
     Returns the ``explanations.json`` content (plus ``"out_dir"``).
     """
     cfg = cfg or ExplainConfig()
-    kind, label = _kind(model_or_path)
-    methods = _check_methods(methods, kind, label)
-    model = _load(model_or_path, kind)
+    kind, label = model_kind(model_or_path)
+    methods = check_methods_for(methods, kind, label, key="methods")
+    model, kind, label = load_model(model_or_path)
     size = input_size(model) if kind == "keras" else model.input_size
     batch, _ = as_image_batch(images, size)
     batch = np.clip(np.rint(batch), 0, 255).astype(np.uint8)
@@ -250,7 +237,7 @@ def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
     layers = tuple(cfg.cam_layers) or None
 
     maps: dict[str, np.ndarray] = {}
-    for method in methods:
+    for method in progress(methods, total=len(methods), desc="explaining", unit="method"):
         if method == "gradcam":
             explainer: Any = GradCAM(model, layer=layers)
         elif method == "scorecam":
@@ -272,21 +259,21 @@ def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
         titles.append(title)
 
     entries = []
-    for method in methods:
-        for i in range(n):
-            rel = f"{method}/{stems[i]}.png"
-            save_overlay_figure(out_dir / rel, batch[i], maps[method][i],
-                                f"{TITLES[method]}: {titles[i].replace(chr(10), ' | ')}",
-                                cfg.overlay_alpha, cfg.colormap)
-            entries.append({
-                "image": str(names[i]), "method": method,
-                "predicted_class": class_name(predicted[i], num_classes),
-                "predicted_index": int(predicted[i]), "prob": float(probs[i, predicted[i]]),
-                "explained_class": class_name(explained[i], num_classes),
-                "explained_index": int(explained[i]),
-                "true_class": None if labels is None else class_name(int(labels[i]), num_classes),
-                "file": rel,
-            })
+    steps = [(method, i) for method in methods for i in range(n)]
+    for method, i in progress(steps, total=len(steps), desc="writing overlays", unit="image"):
+        rel = f"{method}/{stems[i]}.png"
+        save_overlay_figure(out_dir / rel, batch[i], maps[method][i],
+                            f"{TITLES[method]}: {titles[i].replace(chr(10), ' | ')}",
+                            cfg.overlay_alpha, cfg.colormap)
+        entries.append({
+            "image": str(names[i]), "method": method,
+            "predicted_class": class_name(predicted[i], num_classes),
+            "predicted_index": int(predicted[i]), "prob": float(probs[i, predicted[i]]),
+            "explained_class": class_name(explained[i], num_classes),
+            "explained_index": int(explained[i]),
+            "true_class": None if labels is None else class_name(int(labels[i]), num_classes),
+            "file": rel,
+        })
     grids = {}
     shown = max(1, int(cfg.grid_images))  # figures stay readable; every image has its overlay
     for method in methods:
@@ -318,102 +305,3 @@ def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
                         for m, r in result["methods"].items()}}
     write_json(out_dir / "explanations.json", manifest)
     return {**manifest, "out_dir": str(out_dir)}
-
-
-# --------------------------------------------------------------------------- the command
-
-
-def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named in ``inputs`` (files, or folders searched recursively), in order.
-
-    Raises :class:`DataError` naming the path for a missing path or a folder with no images.
-    """
-    from kdskin.constants import IMAGE_EXTENSIONS
-
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise DataError(f"{path}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this "
-                                f"folder")
-            found += files
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{path}: no such image file or folder")
-    return found
-
-
-def explain_command(cfg: Any, model: str, inputs: Sequence[str], methods: str, out: str,
-                    class_name: str | None = None, evaluate: bool = False,
-                    test_data: Any = None) -> dict[str, Any]:
-    """``kdskin explain``: maps for image files/folders, or (``evaluate`` without images) for a
-    class-stratified set of test images given by ``test_data()`` (``SplitArrays``).
-
-    ``methods``: ``gradcam``, ``scorecam``, ``lime`` or ``all`` (every method the model format
-    supports: LIME only for a ``.tflite``). ``evaluate`` adds the deletion/insertion
-    faithfulness table (printed and written). Prints what was written.
-    """
-    import dataclasses
-
-    from kdskin.data.images import load_images
-    from kdskin.explain.callback import pick_images_per_class
-
-    ecfg: ExplainConfig = dataclasses.replace(cfg.explain, faithfulness=bool(evaluate))
-    kind, label = _kind(model)
-    if methods == "all":
-        chosen = ["lime"] if kind == "tflite" else list(METHODS)
-        if kind == "tflite":
-            print(f"{label}: a .tflite exposes no layers or gradients; explaining with LIME only "
-                  f"(Grad-CAM and Score-CAM need the .keras model)")
-    else:
-        chosen = [methods]
-    _check_methods(chosen, kind, label)
-    class_index = None
-    if class_name is not None:
-        if class_name not in CLASSES:
-            raise DataError(f"--class {class_name!r}: unknown class; classes are "
-                            f"{', '.join(CLASSES)}")
-        class_index = CLASSES.index(class_name)
-    labels = None
-    if inputs:
-        files = collect_images(inputs)
-        size = _input_size_of(model, kind)
-        images, kept, errors = load_images(files, size)
-        for err in errors:
-            print(f"skipped unreadable image: {err}")
-        if not len(images):
-            raise DataError("explain: none of the given images could be read")
-        names = [files[i].stem for i in kept]
-    elif evaluate and test_data is not None:
-        test = test_data()
-        per_class = max(1, -(-ecfg.evaluate_images // len(CLASSES)))
-        idx = pick_images_per_class(test.labels, per_class=per_class, seed=ecfg.seed)
-        # round-robin over classes, so the first images (the grids) show every class
-        rank = np.zeros(len(idx), int)
-        for c in np.unique(test.labels[idx]):
-            members = np.flatnonzero(test.labels[idx] == c)
-            rank[members] = np.arange(len(members))
-        idx = idx[np.lexsort((test.labels[idx], rank))][: ecfg.evaluate_images]
-        images, labels = test.images[idx], test.labels[idx]
-        names = [test.image_ids[i] for i in idx]
-        print(f"explaining {len(idx)} test images ({per_class} per class where possible)")
-    else:
-        raise DataError("explain: give IMAGE_OR_DIR arguments, or --evaluate (with --data, or "
-                        "a model inside a run directory) to use the test split")
-    result = explain_images(model, images, names, chosen, out, ecfg, class_index=class_index,
-                            labels=labels)
-    print(f"wrote {len(names)} image(s) x {len(chosen)} method(s) to {out}: "
-          + ", ".join(result["grids"].values()) + ", comparison.png, explanations.json")
-    if evaluate:
-        print((Path(out) / "faithfulness.md").read_text())
-    return result
-
-
-def _input_size_of(model: str | Path, kind: str) -> int:
-    """The model's input size, read without building explainers."""
-    loaded = _load(model, kind)
-    return input_size(loaded) if kind == "keras" else loaded.input_size

@@ -1,10 +1,14 @@
-"""Deployment: .tflite conversion (fp32, dynamic-range, int8), LiteRT inference and timing.
+"""Deployment: ``.tflite`` conversion (fp32, dynamic-range, int8), checking, LiteRT inference.
 
+- :mod:`kdskin.export.specs` -- the allowed kinds, int8 outputs and heads (no TensorFlow)
 - :mod:`kdskin.export.convert` -- ``export_tflite``, ``representative_sample``
 - :mod:`kdskin.export.centre` -- the exact input-centring rewrite of the first convolutions
-- :mod:`kdskin.export.litert` -- ``TFLiteClassifier``, ``evaluate_tflite_files``,
-  ``export_and_check`` (writes ``export.json``)
-- :mod:`kdskin.export.bench` -- ms/step timings and ``bench_run`` for a run directory
+- :mod:`kdskin.export.graph` -- a ``.tflite`` file's ops, op versions and float ops (flatbuffer)
+- :mod:`kdskin.export.litert` -- ``TFLiteClassifier``: the LiteRT runtime (no TensorFlow)
+- :mod:`kdskin.export.check` -- ``export_and_check`` (writes ``export.json``),
+  ``evaluate_tflite_files``, ``keras_probs``
 
-Submodules import TensorFlow lazily; import them directly.
+Import order (downwards only): check -> convert -> centre, graph, specs; check -> litert.
+The timing benchmark is :mod:`kdskin.bench`. Submodules import TensorFlow lazily or not at all;
+import them directly.
 """

@@ -28,6 +28,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kdskin.compat import functional_nodes
+
 #: The integer the centred input is shifted by (uint8 pixels -> int8 values, exactly).
 CENTRE: int = 128
 
@@ -69,20 +71,16 @@ def _scalar(value: Any) -> float | None:
     return float(arr) if arr.size == 1 else None
 
 
-def _graph_nodes(model: keras.Model) -> list[Any]:
-    """The nodes of ``model``'s own functional graph (not other graphs sharing its layers)."""
-    by_depth = getattr(model, "_nodes_by_depth", None) or {}
-    return [node for nodes in by_depth.values() for node in nodes]
-
-
 def centrable_convs(model: keras.Model) -> dict[str, tuple[float, float]]:
     """``{conv layer name: (scale, offset)}`` for the convolutions the rewrite applies to.
 
     Those are ``Conv2D`` layers (channels last, no dilation, one group, "same" or "valid",
     static spatial input size, used once in the model) whose input is a scalar ``Rescaling``
-    of the model's input.
+    of the model's input. Raises :class:`kdskin.compat.CompatError` when the model's layer graph
+    cannot be read (a private Keras API, :func:`kdskin.compat.functional_nodes`): the caller
+    records why centring was skipped instead of skipping it silently.
     """
-    nodes = _graph_nodes(model)
+    nodes = functional_nodes(model)
     producer = {id(t): node for node in nodes for t in node.output_tensors}
     uses = Counter(id(node.operation) for node in nodes)
     inputs = {id(t) for t in model.inputs}
@@ -137,7 +135,8 @@ def centre_first_convs(model: keras.Model) -> tuple[keras.Model, list[str]]:
 
     Returns ``(model, names of the rewritten convolutions)``; the model itself when there is
     nothing to rewrite. Other layers are shared with ``model`` (same weights). The result
-    computes the same outputs as ``model`` up to float rounding.
+    computes the same outputs as ``model`` up to float rounding. Raises
+    :class:`kdskin.compat.CompatError` when the layer graph cannot be read.
     """
     targets = centrable_convs(model)
     if not targets:

@@ -27,97 +27,22 @@ has scale 1/256, zero point 0.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kdskin.constants import CLASSES, LABELS_FILE, NUM_CLASSES, PROBS_NAME
-from kdskin.errors import DataError, ModelError
-
-#: Conversion kinds and their file names.
-KINDS: tuple[str, ...] = ("fp32", "dynamic", "int8")
-FILE_NAMES: dict[str, str] = {kind: f"model_{kind}.tflite" for kind in KINDS}
-INT8_OUTPUTS: tuple[str, ...] = ("float32", "uint8")
-INT8_HEADS: tuple[str, ...] = ("float", "int8")
-#: TFLite ops that carry weights; the float head starts after the last of them.
-WEIGHTED_OPS: frozenset[str] = frozenset({"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D",
-                                          "TRANSPOSE_CONV", "BATCH_MATMUL"})
-
-
-# --------------------------------------------------------------------------- model checks
-
-
-def output_tensors(model: Any) -> dict[str, Any]:
-    """The named outputs of a functional Keras model: ``{name: KerasTensor}``.
-
-    Dict outputs keep their keys; a single tensor or a list is named by its layer name.
-    """
-    try:
-        out = model.output
-    except (AttributeError, ValueError) as exc:
-        raise ModelError(f"{getattr(model, 'name', model)!s}: not a functional Keras model "
-                         f"with defined outputs ({exc.__class__.__name__}); pass a kdskin "
-                         f"classifier") from None
-    if isinstance(out, dict):
-        return dict(out)
-    names = list(getattr(model, "output_names", []) or [])
-    outs = list(out) if isinstance(out, (list, tuple)) else [out]
-    if len(names) != len(outs):
-        names = [f"output_{i}" for i in range(len(outs))]
-    return dict(zip(names, outs, strict=True))
-
-
-def check_classifier(model: Any) -> tuple[int, str]:
-    """Check that ``model`` is a kdskin classifier; return ``(image_size, head_name)``.
-
-    A kdskin classifier has one input of shape (batch, S, S, 3) and an output named "probs" or
-    "logits" of shape (batch, 7). Raises :class:`ModelError` (one line) otherwise.
-    """
-    name = getattr(model, "name", type(model).__name__)
-    inputs = getattr(model, "inputs", None)
-    if not inputs or len(inputs) != 1:
-        raise ModelError(f"model '{name}': expected exactly one input (an RGB image), got "
-                         f"{0 if not inputs else len(inputs)}; pass a kdskin classifier")
-    shape = tuple(inputs[0].shape)
-    if len(shape) != 4:
-        raise ModelError(f"model '{name}': input must be (batch, S, S, 3), got rank "
-                         f"{len(shape)} shape {shape}; pass a kdskin image classifier")
-    if shape[1] is None or shape[1] != shape[2] or shape[3] != 3:
-        raise ModelError(f"model '{name}': input must be a fixed square RGB image "
-                         f"(batch, S, S, 3), got {shape}")
-    outputs = output_tensors(model)
-    for head in (PROBS_NAME, "logits"):
-        if head in outputs:
-            out_shape = tuple(outputs[head].shape)
-            if len(out_shape) != 2 or out_shape[-1] != NUM_CLASSES:
-                raise ModelError(f"model '{name}': output '{head}' must be (batch, "
-                                 f"{NUM_CLASSES}), got {out_shape}; pass a kdskin classifier")
-            return int(shape[1]), head
-    raise ModelError(f"model '{name}': no 'logits' or 'probs' output (outputs: "
-                     f"{', '.join(outputs) or 'none'}); pass a kdskin classifier")
-
-
-def deployable(model: Any) -> Any:
-    """The model with a single output "probs" = softmax(logits), ready to convert.
-
-    A model whose only output is already "probs" is returned as is.
-    """
-    _, head = check_classifier(model)
-    outputs = output_tensors(model)
-    if head == PROBS_NAME and len(outputs) == 1:
-        return model
-    from kdskin.models.deploy import to_deployable
-
-    wrapped = to_deployable(model)
-    check_classifier(wrapped)
-    return wrapped
-
+from kdskin import compat
+from kdskin.console import progress
+from kdskin.constants import CLASSES, LABELS_FILE
+from kdskin.errors import DataError, KdskinError, ModelError
+from kdskin.export.graph import head_nodes
+from kdskin.export.quiet import quiet
+from kdskin.export.specs import FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS
+from kdskin.io import atomic_write_bytes, atomic_write_text
+from kdskin.models.contract import check_classifier, deployable
 
 # --------------------------------------------------------------------------- calibration data
 
@@ -212,18 +137,25 @@ def _converter(model: Any, method: str, saved_model_dir: Path | None) -> Any:
 
 
 def _configure(converter: Any, kind: str, representative: np.ndarray | None, per_channel: bool,
-               int8_output: str) -> None:
+               int8_output: str, info: dict[str, Any]) -> None:
+    """Set the converter up for ``kind``; private flags go through :mod:`kdskin.compat`."""
     import tensorflow as tf
 
     if kind == "fp32":
         return
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if not per_channel:
-        converter._experimental_disable_per_channel = True
+        compat.require_converter_flag(converter, "_experimental_disable_per_channel", True,
+                                      "per_channel=False (export.per_channel: false)")
     if kind == "dynamic":
         # Per-channel hybrid FULLY_CONNECTED is op version 12, which tflite-runtime 2.14 (still
         # on many boards) cannot load; per-tensor dense weights keep it loadable there.
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+        reason = compat.set_converter_flag(
+            converter, "_experimental_disable_per_channel_quantization_for_dense_layers", True)
+        if reason is not None:
+            info.setdefault("compat", {})["dynamic_dense_per_tensor"] = (
+                f"{reason}; the dynamic-range file keeps per-channel dense weights and may "
+                f"need a newer runtime than tflite-runtime 2.14")
     if kind == "int8":
         converter.representative_dataset = _calibration_batches(representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -231,84 +163,48 @@ def _configure(converter: Any, kind: str, representative: np.ndarray | None, per
         converter.inference_output_type = tf.uint8 if int8_output == "uint8" else tf.float32
 
 
-def head_nodes(model_content: bytes) -> list[str]:
-    """Output-tensor names of the ops that form the classification head of a .tflite model.
-
-    Walks back from the model's output through ops that are not weighted layers
-    (:data:`WEIGHTED_OPS`) and whose outputs are all (batch, 7): e.g. SOFTMAX <- ADD (fusion
-    logits + exits average) <- MUL, ADD (the average). Stops at the dense layers.
-    """
-    ops, tensors, outputs = _op_graph(model_content=model_content)
-    producers = {out: op for op in ops for out in op["outputs"]}
-    names: list[str] = []
-    todo = list(outputs)
-    seen: set[int] = set()
-    while todo:
-        op = producers.get(todo.pop())
-        if op is None or op["index"] in seen or op["op_name"] in WEIGHTED_OPS:
-            continue
-        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
-            todo.extend(i for i in op["inputs"] if i >= 0)
-            continue
-        if any(tuple(tensors[i]["shape"][1:]) != (NUM_CLASSES,) for i in op["outputs"]):
-            continue
-        seen.add(op["index"])
-        names.extend(tensors[i]["name"] for i in op["outputs"])
-        todo.extend(i for i in op["inputs"] if i >= 0)
-    return names
-
-
 def _int8_with_float_head(converter: Any, per_channel: bool, info: dict[str, Any]) -> bytes:
     """Calibrate with ``converter`` (configured for int8), then quantize everything but the head.
 
     Uses the calibrate-only mode and ``mlir_quantize`` with a node denylist, the machinery
-    behind ``tf.lite.experimental.QuantizationDebugger``. If that private API is missing, falls
-    back to the all-integer conversion and says why in ``info["int8_head_fallback"]``.
+    behind ``tf.lite.experimental.QuantizationDebugger`` (both private: :mod:`kdskin.compat`).
+    If either is missing or refuses the call, falls back to the all-integer conversion and says
+    why in ``info["int8_head_fallback"]``.
     """
     import tensorflow as tf
 
-    try:
-        from tensorflow.lite.python import convert as tfl_convert
-
-        converter._experimental_calibrate_only = True
+    quantize, reason = compat.mlir_quantize()
+    if reason is None:
+        reason = compat.set_converter_flag(converter, "_experimental_calibrate_only", True)
+    if reason is None:
+        assert quantize is not None
         calibrated = converter.convert()
         head = head_nodes(calibrated)
-        flatbuffer = tfl_convert.mlir_quantize(
-            calibrated, disable_per_channel=not per_channel, input_data_type=tf.uint8,
-            output_data_type=tf.float32, denylisted_nodes=head)
-    except (ImportError, AttributeError, TypeError) as exc:
-        info["int8_head_fallback"] = _one_line(exc)
-        converter._experimental_calibrate_only = False
-        return converter.convert()
-    info["int8_float_head"] = head
-    return flatbuffer
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        try:
+            flatbuffer = quantize(calibrated, disable_per_channel=not per_channel,
+                                  input_data_type=tf.uint8, output_data_type=tf.float32,
+                                  denylisted_nodes=head)
+        except (AttributeError, TypeError) as exc:  # the private API changed under us
+            reason = one_line(exc)
+            compat.set_converter_flag(converter, "_experimental_calibrate_only", False)
+        else:
+            info["int8_float_head"] = head
+            return flatbuffer
+    info["int8_head_fallback"] = reason
+    return converter.convert()
 
 
 def write_labels(out_dir: Path) -> Path:
     """Write ``labels.txt`` (one class a line, CLASSES order) into ``out_dir``."""
-    path = Path(out_dir) / LABELS_FILE
-    _atomic_write_bytes(path, ("\n".join(CLASSES) + "\n").encode())
-    return path
+    return atomic_write_text(Path(out_dir) / LABELS_FILE, "\n".join(CLASSES) + "\n")
 
 
 def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | None,
                   kinds: Sequence[str] = KINDS, per_channel: bool = True,
                   int8_output: str = "float32", method: str = "auto",
                   info: dict[str, Any] | None = None, centre_input: bool = True,
-                  int8_head: str = "float") -> dict[str, Path]:
+                  int8_head: str = "float", verbose: bool = False,
+                  show_progress: bool = False) -> dict[str, Path]:
     """Convert a kdskin classifier to ``.tflite`` files in ``out_dir``; write ``labels.txt``.
 
     ``model``: a training model (outputs with "logits") or a deployable one ("probs" only);
@@ -318,11 +214,14 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     ``model.export`` + ``from_saved_model`` on failure, keras#19108), "from_keras_model" or
     "saved_model". ``info``, if given, receives the method used per kind, the centred
     convolutions (``centre_input``, see :mod:`kdskin.export.centre`) and the int8 head's float
-    ops (``int8_head``: "float" or "int8", see the module docstring).
+    ops (``int8_head``: "float" or "int8", see the module docstring), and why a step that needs
+    a private API was skipped (``centre_input_skipped``, ``int8_head_fallback``, ``compat``).
+    ``verbose``: let Keras/converter output through; ``show_progress``: a bar on stderr.
 
     Returns ``{kind: path}`` plus ``"labels"``. Files are written atomically; a failed
     conversion leaves no partial file behind. Raises :class:`ModelError` for a model that is not
-    a kdskin classifier or cannot be converted.
+    a kdskin classifier or cannot be converted, :class:`kdskin.compat.CompatError` when
+    ``per_channel=False`` and the converter lost the flag for it.
     """
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -352,7 +251,11 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     if centre_input:
         from kdskin.export.centre import centre_first_convs
 
-        deploy, info["centred_convs"] = centre_first_convs(deploy)
+        try:
+            deploy, info["centred_convs"] = centre_first_convs(deploy)
+        except compat.CompatError as exc:  # the graph walk is a private Keras API
+            info["centred_convs"] = []
+            info["centre_input_skipped"] = str(exc)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = info.setdefault("method", {})
@@ -360,139 +263,45 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     with tempfile.TemporaryDirectory(prefix="kdskin_savedmodel_") as tmp:
         saved_model_dir: Path | None = None
         current = "from_keras_model" if method in ("auto", "from_keras_model") else "saved_model"
-        for kind in kinds:
+        steps = progress(kinds, desc="converting", unit="file") if show_progress else kinds
+        for kind in steps:
             while True:
                 try:
-                    if current == "saved_model" and saved_model_dir is None:
-                        saved_model_dir = Path(tmp) / "saved_model"
-                        with _quiet_stdout():
+                    with quiet(verbose):
+                        if current == "saved_model" and saved_model_dir is None:
+                            saved_model_dir = Path(tmp) / "saved_model"
                             deploy.export(str(saved_model_dir), format="tf_saved_model",
                                           verbose=False)
-                    converter = _converter(deploy, current, saved_model_dir)
-                    _configure(converter, kind, representative, per_channel, int8_output)
-                    with _quiet_stdout():
+                        converter = _converter(deploy, current, saved_model_dir)
+                        _configure(converter, kind, representative, per_channel, int8_output,
+                                   info)
                         if kind == "int8" and int8_head == "float":
                             flatbuffer = _int8_with_float_head(converter, per_channel, info)
                         else:
                             flatbuffer = converter.convert()
                     break
-                except (DataError, ModelError):
+                except KdskinError:
                     raise
                 except Exception as exc:  # converter errors are many types; keep one line
                     if method == "auto" and current == "from_keras_model":
-                        info.setdefault("fallback_reason", _one_line(exc))
+                        info.setdefault("fallback_reason", one_line(exc))
                         current = "saved_model"
                         continue
                     raise ModelError(f"model '{model.name}': {kind} TFLite conversion failed "
-                                     f"({current}): {_one_line(exc)}") from None
-            path = out_dir / FILE_NAMES[kind]
-            _atomic_write_bytes(path, flatbuffer)
+                                     f"({current}): {one_line(exc)}") from None
+            path = atomic_write_bytes(out_dir / FILE_NAMES[kind], flatbuffer)
             methods[kind] = current
             paths[kind] = path
     paths["labels"] = write_labels(out_dir)
     return paths
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """``"ErrorType: message"`` on one line, at most about 300 characters."""
     text = " ".join(str(exc).split())
     text = text if len(text) < 300 else text[:297] + "..."
     return f"{exc.__class__.__name__}: {text}"
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Silence the 'Saved artifact at ...' listing that Keras prints on export."""
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        # Always emitted for a uint8 input: the input range comes from calibration instead.
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        yield
-
-
-# --------------------------------------------------------------------------- inspection
-
-
-def tensor_io(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Signature input/output dtypes and quantization of a .tflite file.
-
-    Returns ``{"input": {name, dtype, scale, zero_point, shape}, "output": {...}}``.
-    """
-    from kdskin.export.litert import TFLiteClassifier
-
-    clf = TFLiteClassifier(path)
-    return {"input": clf.input_info(), "output": clf.output_info()}
-
-
-def _op_graph(path: str | Path | None = None, model_content: bytes | None = None
-              ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], list[int]]:
-    """``(ops, {tensor index: details}, output tensor indices)`` of a .tflite model, read
-    without the default delegates (XNNPACK would replace ops by a DELEGATE node)."""
-    from kdskin.export.litert import _interpreter_class
-
-    interpreter_cls, _ = _interpreter_class()
-    kwargs: dict[str, Any] = {}
-    resolver = _without_delegates()
-    if resolver is not None:
-        kwargs["experimental_op_resolver_type"] = resolver
-    if model_content is not None:
-        kwargs["model_content"] = model_content
-    else:
-        kwargs["model_path"] = str(path)
-    interpreter = interpreter_cls(**kwargs)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    outputs = [d["index"] for d in interpreter.get_output_details()]
-    return interpreter._get_ops_details(), tensors, outputs
-
-
-def float_ops(path: str | Path) -> list[str]:
-    """Ops of a .tflite file that compute in float (an input or output float32 tensor).
-
-    The boundary QUANTIZE (float -> int8 input) and DEQUANTIZE (int8 -> float output) ops of a
-    integer model are not counted. An empty list means everything runs in int8; an int8 file
-    with a float head lists the head's ops (e.g. ADD, MUL, ADD, SOFTMAX).
-    """
-    ops, tensors, _ = _op_graph(path)
-    dtypes = {i: np.dtype(t["dtype"]).name for i, t in tensors.items()}
-    found = []
-    for op in ops:
-        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
-            continue
-        used = [dtypes.get(i) for i in (*op["inputs"], *op["outputs"]) if i >= 0]
-        if "float32" in used:
-            found.append(op["op_name"])
-    return found
-
-
-def op_versions(path: str | Path) -> dict[str, int]:
-    """``{builtin op name: highest version}`` used by a .tflite file (read from its flatbuffer).
-
-    An old runtime refuses a model whose op versions it does not know ("Didn't find op for
-    builtin opcode ... version ..."); this is what to compare against.
-    """
-    from ai_edge_litert import schema_py_generated as schema
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
-    versions: dict[str, int] = {}
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        versions[name] = max(versions.get(name, 0), int(code.Version()))
-    return versions
-
-
-def _without_delegates() -> Any:
-    try:
-        from ai_edge_litert.interpreter import OpResolverType
-    except ImportError:
-        return None
-    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-
-
-# export_and_check lives with the evaluation code; importable from here too (kdskin.run does).
-from kdskin.export.litert import export_and_check  # noqa: E402
-
-__all__ = ["FILE_NAMES", "KINDS", "check_classifier", "deployable", "export_and_check",
-           "export_tflite", "float_ops", "head_nodes", "op_versions", "representative_indices",
-           "representative_sample", "tensor_io", "write_labels"]
+__all__ = ["FILE_NAMES", "INT8_HEADS", "INT8_OUTPUTS", "KINDS", "export_tflite", "one_line",
+           "representative_indices", "representative_sample", "write_labels"]

@@ -1,17 +1,18 @@
-"""Running ``.tflite`` classifiers with LiteRT, and checking them against the Keras model.
+"""Running ``.tflite`` classifiers with LiteRT (no TensorFlow, no Keras).
 
 :class:`TFLiteClassifier` wraps ``ai_edge_litert.interpreter.Interpreter`` (or
 ``tflite_runtime.interpreter.Interpreter`` where ai-edge-litert has no wheel). It addresses the
 input and output by their signature names ("image", "probs"), never by index (output order can
 change after conversion, tensorflow#33303), and reads the input/output scale and zero point from
 the interpreter instead of assuming them (tensorflow#53069).
+
+The quantization helpers (:func:`quant_params`, :func:`quantize`, :func:`dequantize`) are copied
+verbatim into ``tflite/classify.py`` (which runs without kdskin); ``tests/test_tflite_runtime.py``
+checks that both copies stay identical. Exporting and checking files: :mod:`kdskin.export.check`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,14 @@ import numpy as np
 
 from kdskin.constants import INPUT_NAME, NUM_CLASSES, PROBS_NAME
 from kdskin.errors import DataError, KdskinError, ModelError
+from kdskin.export.quiet import native_stderr
 
 INSTALL_HINT = ("pip install ai-edge-litert (or, on boards without an ai-edge-litert wheel, "
                 "pip install tflite-runtime 'numpy<2')")
 
 
-def _interpreter_class() -> tuple[type, str]:
-    """The LiteRT Interpreter class and the package it came from."""
+def interpreter_class() -> tuple[type, str]:
+    """The LiteRT Interpreter class and the package it came from (ai_edge_litert first)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
         return Interpreter, "ai_edge_litert"
@@ -40,7 +42,11 @@ def _interpreter_class() -> tuple[type, str]:
     raise KdskinError(f"no TFLite runtime is installed: {INSTALL_HINT}")
 
 
-def _quant(details: Mapping[str, Any]) -> tuple[float, int]:
+# ---------------------------------------------------------------- copied into tflite/classify.py
+
+
+def quant_params(details: Mapping[str, Any]) -> tuple[float, int]:
+    """``(scale, zero_point)`` of a tensor from its interpreter details ((0.0, 0): float)."""
     params = details.get("quantization_parameters") or {}
     scales = np.asarray(params.get("scales", []), dtype=np.float64).reshape(-1)
     zeros = np.asarray(params.get("zero_points", []), dtype=np.int64).reshape(-1)
@@ -48,6 +54,31 @@ def _quant(details: Mapping[str, Any]) -> tuple[float, int]:
         return float(scales[0]), int(zeros[0]) if zeros.size else 0
     scale, zero = details.get("quantization", (0.0, 0))
     return float(scale), int(zero)
+
+
+def quantize(pixels: np.ndarray, dtype: Any, scale: float, zero: int) -> np.ndarray:
+    """Pixels 0..255 (any shape) -> ``dtype`` values: ``round(x / scale + zero)``, clipped.
+
+    A float32 ``dtype`` takes the pixels as they are; scale 0 means unquantized (1, 0).
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return np.asarray(pixels).astype(np.float32, copy=False)
+    scale, zero = (scale, zero) if scale else (1.0, 0)
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(pixels).astype(np.float32) / scale + zero)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(raw: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """Raw output values -> float32: ``(q - zero) * scale`` (float32 input unchanged)."""
+    raw = np.asarray(raw)
+    if raw.dtype == np.float32:
+        return raw
+    return (raw.astype(np.float32) - zero) * np.float32(scale if scale else 1.0)
+
+
+# ---------------------------------------------------------------- the classifier
 
 
 class TFLiteClassifier:
@@ -61,10 +92,11 @@ class TFLiteClassifier:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: .tflite file not found; export one with "
-                             f"kdskin.export.export_tflite")
-        interpreter_cls, self.runtime = _interpreter_class()
+                             f"kdskin.export.convert.export_tflite")
+        interpreter_cls, self.runtime = interpreter_class()
         try:
-            self._interp = interpreter_cls(model_path=str(self.path), num_threads=num_threads)
+            with native_stderr():  # drops LiteRT's "INFO: Created ... XNNPACK delegate" line
+                self._interp = interpreter_cls(model_path=str(self.path), num_threads=num_threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{self.path}: cannot load as a TFLite model "
                              f"({' '.join(str(exc).split())[:200]}); re-export it") from None
@@ -82,8 +114,8 @@ class TFLiteClassifier:
         self.input_size = int(shape[1])
         self.input_dtype = np.dtype(self._in["dtype"])
         self.output_dtype = np.dtype(self._out["dtype"])
-        self.input_quantization = _quant(self._in)
-        self.output_quantization = _quant(self._out)
+        self.input_quantization = quant_params(self._in)
+        self.output_quantization = quant_params(self._out)
         self._batch = -1
 
     def _resolve_io(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -123,18 +155,13 @@ class TFLiteClassifier:
 
     # ------------------------------------------------------------------ inference
 
-    def _prepare(self, images: np.ndarray) -> np.ndarray:
+    def prepare(self, images: np.ndarray) -> np.ndarray:
         """Pixels 0..255 -> the input tensor's dtype, quantized with its scale / zero point."""
-        if self.input_dtype == np.float32:
-            return images.astype(np.float32, copy=False)
         scale, zero = self.input_quantization
-        if images.dtype == self.input_dtype and scale == 1.0 and zero == 0:
+        if images.dtype == self.input_dtype and (self.input_dtype == np.float32
+                                                 or (scale, zero) == (1.0, 0)):
             return images
-        if scale == 0.0:
-            scale, zero = 1.0, 0
-        info = np.iinfo(self.input_dtype)
-        q = np.round(images.astype(np.float32) / scale + zero)
-        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+        return quantize(images, self.input_dtype, scale, zero)
 
     def _set_batch(self, n: int) -> None:
         if n != self._batch:
@@ -163,184 +190,20 @@ class TFLiteClassifier:
             raise DataError(f"{self.path.name}: images must be (N, {size}, {size}, 3) RGB "
                             f"0..255, got {images.shape}; resize with kdskin.data.images")
         out = np.empty((len(images), NUM_CLASSES), np.float32)
-        prepared = self._prepare(images)
+        prepared = self.prepare(images)
         scale, zero = self.output_quantization
         for start in range(0, len(images), max(1, batch_size)):
             raw = self.invoke(np.ascontiguousarray(prepared[start:start + batch_size]))
-            raw = raw.reshape(len(raw), -1)
-            if self.output_dtype != np.float32:
-                raw = (raw.astype(np.float32) - zero) * (scale if scale else 1.0)
+            raw = dequantize(raw.reshape(len(raw), -1), scale, zero)
             out[start:start + len(raw)] = raw
         return out
 
 
-# --------------------------------------------------------------------------- evaluation
+def tensor_io(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Signature input/output dtypes and quantization of a .tflite file.
 
-#: Scalar metrics copied from kdskin.metrics.classification_metrics into export.json.
-SCALAR_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1",
-                                   "macro_auc", "melanoma_recall")
-
-
-def keras_probs(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Softmax probabilities (N, 7) of a kdskin Keras model (training or deployable)."""
-    from kdskin.export.convert import deployable
-
-    deploy = deployable(model)
-    out = deploy.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
-    if isinstance(out, dict):
-        out = out[PROBS_NAME]
-    return np.asarray(out, dtype=np.float32)
-
-
-def top1_ties(probs: np.ndarray) -> int:
-    """How many rows of ``probs`` (N, 7) have their two largest values exactly equal.
-
-    argmax breaks such ties towards the lower class index, so a quantized output with many
-    ties is biased towards akiec/bcc/bkl; a float32 output from a float head has almost none.
+    Returns ``{"input": {dtype, scale, zero_point, size}, "output": {dtype, scale, zero_point,
+    classes}}``.
     """
-    top2 = np.sort(np.asarray(probs), axis=1)[:, -2:]
-    return int(np.sum(top2[:, 0] == top2[:, 1]))
-
-
-def _metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    from kdskin.metrics import classification_metrics
-
-    full = classification_metrics(labels, probs)
-    return {k: full[k] for k in SCALAR_METRICS if k in full}
-
-
-def evaluate_tflite_files(files: Mapping[str, str | Path], keras_model: Any, images: np.ndarray,
-                          labels: np.ndarray, num_threads: int | None = None) -> dict[str, Any]:
-    """Evaluate each ``.tflite`` file and the Keras model on the same (test) split.
-
-    ``files``: {kind: path} (non-.tflite entries such as "labels" are ignored); ``images``
-    (N, S, S, 3) 0..255; ``labels`` (N,) int. Returns ``{"keras": metrics + params,
-    "tflite": {kind: metrics + agreement (top-1 with Keras), max_abs_prob_diff, size_bytes,
-    input/output dtype and quantization}, "int8_drop": {accuracy, macro_f1}}`` (drops are
-    Keras minus int8, as fractions; present when an "int8" file is evaluated).
-    """
-    images = np.asarray(images)
-    labels = np.asarray(labels).astype(int).reshape(-1)
-    reference = keras_probs(keras_model, images)
-    ref_top = reference.argmax(axis=1)
-    n_params = int(keras_model.count_params())
-    result: dict[str, Any] = {
-        "n_images": int(len(images)),
-        "keras": {**_metrics(labels, reference), "params": n_params,
-                  "float_size_bytes": n_params * 4},
-        "tflite": {},
-    }
-    for kind, path in files.items():
-        path = Path(path)
-        if path.suffix != ".tflite":
-            continue
-        clf = TFLiteClassifier(path, num_threads=num_threads)
-        start = time.perf_counter()
-        probs = clf.predict(images)
-        seconds = time.perf_counter() - start
-        result["tflite"][kind] = {
-            **_metrics(labels, probs),
-            "agreement": float(np.mean(probs.argmax(axis=1) == ref_top)),
-            "top1_ties": top1_ties(probs),
-            "max_abs_prob_diff": float(np.abs(probs - reference).max()),
-            "size_bytes": path.stat().st_size,
-            "input": clf.input_info(),
-            "output": clf.output_info(),
-            "eval_seconds": round(seconds, 3),
-        }
-    if "int8" in result["tflite"]:
-        int8, ref = result["tflite"]["int8"], result["keras"]
-        result["int8_drop"] = {k: float(ref[k] - int8[k]) for k in ("accuracy", "macro_f1")}
-    return result
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as JSON (NaN -> null) atomically: temp file in the same folder, replace."""
-    from kdskin.export.convert import _atomic_write_bytes
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, (json.dumps(_json_safe(dict(data)), indent=2) + "\n").encode())
-    return path
-
-
-def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
-                     train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
-                     cfg: Any, seed: int = 0, extra: Mapping[str, Any] | None = None
-                     ) -> dict[str, Any]:
-    """Export fp32 / dynamic / int8 files, evaluate them on the test split, write export.json.
-
-    ``cfg``: ``Config.export`` (representative_samples, per_channel, max_int8_drop,
-    int8_output, int8_head, centre_input). The int8 model is calibrated on a class-stratified
-    sample of the TRAINING split only. ``int8_within_tolerance`` is True when int8 loses at most
-    ``cfg.max_int8_drop`` (a fraction) of accuracy and of macro F1 against Keras.
-    ``extra`` entries are added to the result (e.g. what a re-export replaced).
-    Returns the dict written to ``out_dir/export.json``.
-    """
-    import tensorflow as tf
-
-    from kdskin.constants import CLASSES
-    from kdskin.export.convert import (
-        FILE_NAMES,
-        export_tflite,
-        float_ops,
-        op_versions,
-        representative_indices,
-    )
-
-    out_dir = Path(out_dir)
-    train_images = np.asarray(train_images)
-    train_labels = np.asarray(train_labels).astype(int).reshape(-1)
-    if len(train_images) != len(train_labels):
-        raise DataError(f"{len(train_images)} training images but {len(train_labels)} labels")
-    picked = representative_indices(train_labels, cfg.representative_samples, seed=seed)
-    representative = train_images[picked]
-    rep_counts = np.bincount(train_labels[picked], minlength=NUM_CLASSES)
-    info: dict[str, Any] = {}
-    head = getattr(cfg, "int8_head", "float")
-    start = time.perf_counter()
-    files = export_tflite(model, out_dir, representative, per_channel=cfg.per_channel,
-                          int8_output=getattr(cfg, "int8_output", "float32"), info=info,
-                          centre_input=getattr(cfg, "centre_input", True), int8_head=head)
-    convert_seconds = time.perf_counter() - start
-    evaluation = evaluate_tflite_files(files, model, test_images, test_labels)
-    tolerance = float(cfg.max_int8_drop)
-    drop = evaluation.get("int8_drop", {})
-    result = {
-        "model": getattr(model, "name", "model"),
-        "files": {kind: {"file": FILE_NAMES[kind], "size_bytes": path.stat().st_size,
-                         "op_versions": op_versions(path)}
-                  for kind, path in files.items() if kind in FILE_NAMES},
-        "labels": files["labels"].name,
-        "conversion": {**info, "seconds": round(convert_seconds, 2),
-                       "tensorflow": tf.__version__, "per_channel": bool(cfg.per_channel)},
-        "int8": {
-            "input": evaluation["tflite"]["int8"]["input"],
-            "output": evaluation["tflite"]["int8"]["output"],
-            "head": head,
-            "float_ops": float_ops(files["int8"]),
-            "representative": {"n": int(len(representative)), "split": "train", "seed": seed,
-                               "per_class": dict(zip(CLASSES, rep_counts.tolist(), strict=True))},
-        },
-        "evaluation": evaluation,
-        "max_int8_drop": tolerance,
-        "int8_within_tolerance": bool(drop) and all(v <= tolerance + 1e-12
-                                                    for v in drop.values()),
-        **(extra or {}),
-    }
-    write_json(out_dir / "export.json", result)
-    return result
+    clf = TFLiteClassifier(path)
+    return {"input": clf.input_info(), "output": clf.output_info()}

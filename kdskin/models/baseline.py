@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from kdskin.constants import INPUT_NAME, NUM_CLASSES
-from kdskin.errors import ConfigError
+from kdskin.models.specs import validate_baseline
 
 
 def build_baseline_cnn(image_size: int, num_classes: int = NUM_CLASSES,
@@ -16,11 +16,7 @@ def build_baseline_cnn(image_size: int, num_classes: int = NUM_CLASSES,
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
     Convolutions are 3x3 'valid' with ReLU, pools are 2x2.
     """
-    if not isinstance(image_size, int) or image_size < 10:
-        raise ConfigError(f"image_size must be an integer of at least 10 for the baseline CNN, "
-                          f"got {image_size!r}")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
+    validate_baseline(image_size, num_classes)
     image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
     x = layers.Conv2D(16, 3, activation="relu", name="block_1_conv")(x)

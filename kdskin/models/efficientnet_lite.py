@@ -17,7 +17,10 @@ from typing import Any
 
 from keras import layers
 
-#: variant -> (width coefficient, depth coefficient, default resolution)
+from kdskin.models.specs import EFFICIENTNETS, check_choice
+
+#: variant (every name of :data:`kdskin.models.specs.EFFICIENTNETS`) -> (width coefficient,
+#: depth coefficient, default resolution)
 LITE_COEFFICIENTS: dict[str, tuple[float, float, int]] = {
     "B0": (1.0, 1.0, 224),
     "B1": (1.0, 1.1, 240),
@@ -95,9 +98,7 @@ def efficientnet_lite(image: Any, variant: str = "B0") -> Any:
 
     Returns the last feature map ``(b, ceil(S/32), ceil(S/32), 1280)`` (layer ``top_activation``).
     """
-    if variant not in LITE_COEFFICIENTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; "
-                         f"use one of {', '.join(LITE_COEFFICIENTS)}")
+    check_choice("student.efficientnet", variant, EFFICIENTNETS)
     width, depth, _ = LITE_COEFFICIENTS[variant]
     x = layers.Rescaling(1.0 / PIXEL_STD, offset=-PIXEL_MEAN / PIXEL_STD,
                          name="effnet_lite_rescale")(image)

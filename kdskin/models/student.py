@@ -27,72 +27,42 @@ Model layer, so Grad-CAM can target any of them. Keras' EfficientNet rescales an
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import keras
 from keras import layers
 
-from kdskin.config import StudentConfig
 from kdskin.constants import INPUT_NAME, NUM_CLASSES
-from kdskin.errors import ConfigError, ModelError
+from kdskin.errors import ModelError
 from kdskin.models.efficientnet_lite import LITE_COEFFICIENTS, efficientnet_lite
+from kdskin.models.specs import (
+    EFFICIENTNET_VARIANTS,
+    EFFICIENTNETS,
+    FUSIONS,
+    STUDENT_MIN_IMAGE_SIZE,
+    StudentConfig,
+    student_weights,
+    validate_student,
+)
 
-EFFICIENTNETS = {
+#: Keras application per ``student.efficientnet`` (the names are declared in
+#: :data:`kdskin.models.specs.EFFICIENTNETS`).
+KERAS_EFFICIENTNETS = {
     "B0": keras.applications.EfficientNetB0,
     "B1": keras.applications.EfficientNetB1,
     "B2": keras.applications.EfficientNetB2,
     "B3": keras.applications.EfficientNetB3,
     "B4": keras.applications.EfficientNetB4,
 }
-VARIANTS = ("standard", "lite")
-FUSIONS = ("concat", "residual", "none")
-MIN_IMAGE_SIZE = 32  # keras.applications.EfficientNet's minimum input size
+VARIANTS = EFFICIENTNET_VARIANTS  # old name, kept for callers
+MIN_IMAGE_SIZE = STUDENT_MIN_IMAGE_SIZE  # old name, kept for callers
+__all__ = ["EFFICIENTNETS", "FUSIONS", "KERAS_EFFICIENTNETS", "LITE_COEFFICIENTS", "MIN_IMAGE_SIZE",
+           "VARIANTS", "build_student", "resolve_weights", "validate_student"]
 
 
 def resolve_weights(cfg: StudentConfig) -> str | None:
     """``"none"`` -> None, ``"imagenet"`` -> ``"imagenet"``, else an existing file's path."""
-    if cfg.weights == "none":
-        return None
-    if cfg.weights == "imagenet":
-        if cfg.efficientnet_variant == "lite":
-            raise ConfigError("student.weights: Keras has no ImageNet weights for "
-                              "efficientnet_variant 'lite'; use 'none' or a weights file path")
-        return "imagenet"
-    path = Path(cfg.weights).expanduser()
-    if not path.is_file():
-        raise ModelError(f"{cfg.weights}: EfficientNet weights file not found; set "
-                         f"student.weights to 'none', 'imagenet' or an existing file")
-    return str(path)
-
-
-def validate_student(cfg: StudentConfig, image_size: int, num_classes: int, fusion: str) -> None:
-    """Raise :class:`ConfigError` (one line, naming the key) for a student that cannot be built."""
-    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image_size must be an integer of at least {MIN_IMAGE_SIZE} for the "
-                          f"student's EfficientNet branch, got {image_size!r}")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
-    if fusion not in FUSIONS:
-        raise ConfigError(f"student.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-    if cfg.efficientnet not in EFFICIENTNETS or cfg.efficientnet not in LITE_COEFFICIENTS:
-        raise ConfigError(f"student.efficientnet must be one of {', '.join(EFFICIENTNETS)}, "
-                          f"got {cfg.efficientnet!r}")
-    if cfg.efficientnet_variant not in VARIANTS:
-        raise ConfigError(f"student.efficientnet_variant must be one of {', '.join(VARIANTS)}, "
-                          f"got {cfg.efficientnet_variant!r}")
-    if not cfg.cnn_filters or any(f < 1 for f in cfg.cnn_filters):
-        raise ConfigError(f"student.cnn_filters must be a non-empty list of positive sizes, "
-                          f"got {cfg.cnn_filters}")
-    if image_size // 2 ** len(cfg.cnn_filters) < 1:
-        raise ConfigError(f"student.cnn_filters: {len(cfg.cnn_filters)} pooled blocks shrink a "
-                          f"{image_size}px image below 1px; use fewer blocks")
-    if cfg.l2 < 0:
-        raise ConfigError(f"student.l2 must be non-negative, got {cfg.l2}")
-    if cfg.head_units < 1:
-        raise ConfigError(f"student.head_units must be at least 1, got {cfg.head_units}")
-    if not 0.0 <= cfg.head_dropout < 1.0:
-        raise ConfigError(f"student.head_dropout must be in [0, 1), got {cfg.head_dropout}")
+    return student_weights(cfg)
 
 
 def cnn_block(filters: int, l2: float, index: int) -> Any:
@@ -127,7 +97,7 @@ def effnet_branch(image: Any, cfg: StudentConfig, image_size: int, weights: str 
     if cfg.efficientnet_variant == "lite":
         return efficientnet_lite(image, cfg.efficientnet)
     try:
-        base = EFFICIENTNETS[cfg.efficientnet](
+        base = KERAS_EFFICIENTNETS[cfg.efficientnet](
             include_top=False, weights="imagenet" if weights == "imagenet" else None,
             input_tensor=image, input_shape=(image_size, image_size, 3))
     except Exception as exc:  # download failure, corrupt cache: one line, not a traceback
@@ -174,9 +144,9 @@ def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CL
     """Build the fused CNN + EfficientNet student (see the module docstring).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
-    ``fusion`` None uses ``cfg.fusion``. Raises :class:`ConfigError` for a bad configuration and
-    :class:`ModelError` for a missing or incompatible weights file, before building anything
-    where possible.
+    ``fusion`` None uses ``cfg.fusion``. Raises :class:`ConfigError` for a bad configuration
+    (:func:`kdskin.models.specs.validate_student`, a missing weights file included) before
+    building anything, and :class:`ModelError` for an incompatible weights file.
     """
     fusion = cfg.fusion if fusion is None else fusion
     validate_student(cfg, image_size, num_classes, fusion)

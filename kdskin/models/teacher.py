@@ -25,48 +25,15 @@ from typing import Any
 import keras
 from keras import layers
 
-from kdskin.config import TeacherConfig
 from kdskin.constants import INPUT_NAME, NUM_CLASSES
-from kdskin.errors import ConfigError
 from kdskin.models.layers import LayerScale, PositionEmbedding
+from kdskin.models.specs import CONV_BRANCHES, TeacherConfig, validate_teacher
+
+__all__ = ["CONV_BRANCHES", "build_teacher", "validate_teacher"]
 
 LN_EPSILON = 1e-6
-CONV_BRANCHES = ("convnext", "convmixer")
 
 Block = Callable[[Any], Any]
-
-
-def validate_teacher(cfg: TeacherConfig, image_size: int, num_classes: int) -> None:
-    """Raise :class:`ConfigError` (one line, naming the key) for a teacher that cannot be built."""
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"teacher.{key} {why}")
-
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ConfigError(f"image_size must be an integer of at least 8, got {image_size!r}")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
-    if cfg.patch_size < 1 or image_size % cfg.patch_size:
-        raise bad("patch_size", f"must be a positive divisor of the image size ({image_size}), "
-                                f"got {cfg.patch_size}")
-    for key in ("projection_dim", "num_heads", "vit_depth", "conv_filters", "conv_depth",
-                "conv_kernel", "head_units"):
-        if getattr(cfg, key) < 1:
-            raise bad(key, f"must be at least 1, got {getattr(cfg, key)}")
-    if cfg.projection_dim % cfg.num_heads:
-        raise bad("num_heads", f"must divide teacher.projection_dim ({cfg.projection_dim}), "
-                               f"got {cfg.num_heads}")
-    if not cfg.mlp_units or any(u < 1 for u in cfg.mlp_units):
-        raise bad("mlp_units", f"must be a non-empty list of positive sizes, got {cfg.mlp_units}")
-    if cfg.mlp_units[-1] != cfg.projection_dim:
-        raise bad("mlp_units", f"must end with teacher.projection_dim ({cfg.projection_dim}) so "
-                               f"the residual adds up, got {cfg.mlp_units}; e.g. "
-                               f"[{2 * cfg.projection_dim}, {cfg.projection_dim}]")
-    for key in ("dropout", "head_dropout"):
-        if not 0.0 <= getattr(cfg, key) < 1.0:
-            raise bad(key, f"must be in [0, 1), got {getattr(cfg, key)}")
-    if cfg.conv_branch not in CONV_BRANCHES:
-        raise bad("conv_branch", f"must be one of {', '.join(CONV_BRANCHES)}, "
-                                 f"got {cfg.conv_branch!r}")
 
 
 # --------------------------------------------------------------------------- ViT branch

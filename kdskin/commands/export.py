@@ -1,0 +1,91 @@
+"""``kdskin export``: convert a ``.keras`` classifier (or a finished run's final student) to
+fp32, dynamic-range and int8 ``.tflite`` files, checked against the Keras model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kdskin.config import Config
+from kdskin.errors import KdskinError
+from kdskin.rundir import RunDir, final_student_name
+
+
+def _print_int8_check(result: dict[str, Any]) -> None:
+    ev = result["evaluation"]
+    keras_m, int8 = ev["keras"], ev["tflite"]["int8"]
+    print(f"int8 vs Keras on {ev['n_images']} test images: accuracy {int8['accuracy']:.4f} vs "
+          f"{keras_m['accuracy']:.4f}, macro F1 {int8['macro_f1']:.4f} vs "
+          f"{keras_m['macro_f1']:.4f}, top-1 agreement {int8['agreement']:.4f}, "
+          f"within {result['max_int8_drop'] * 100:g} point(s): "
+          f"{'yes' if result['int8_within_tolerance'] else 'NO'}")
+
+
+def export_command(cfg: Config, model: str | None, data: str | None, out: str | None,
+                   split_file: str | None = None) -> dict[str, Any]:
+    """Export ``model`` into ``out``; calibration and check data: ``data`` (with
+    ``split_file``) or the model's run."""
+    from kdskin.export.check import export_and_check
+    from kdskin.models.contract import load_keras
+    from kdskin.pipeline.data import data_of_model
+
+    if not model or not out:
+        raise KdskinError("kdskin export needs --model M.keras and --out DIR (or --run RUN_DIR "
+                          "to re-export a finished run)")
+    keras_model = load_keras(model)
+    rd, cfg = data_of_model(cfg, model, data, split_file)
+    result = export_and_check(keras_model, Path(out), rd.train.images, rd.train.labels,
+                              rd.test.images, rd.test.labels, cfg.export)
+    print(f"wrote {out}: " + ", ".join(result.get("files", {})) + ", labels.txt, export.json")
+    _print_int8_check(result)
+    return result
+
+
+def _previous_int8(export: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a run's earlier int8 export, to keep beside a re-export ({} if none)."""
+    evaluation = export.get("evaluation", {})
+    int8 = evaluation.get("tflite", {}).get("int8")
+    if not int8:
+        return {}
+    return {"previous": {
+        "int8": {k: int8.get(k) for k in ("accuracy", "macro_f1", "macro_auc", "agreement")},
+        "int8_drop": evaluation.get("int8_drop"),
+        "tensorflow": export.get("conversion", {}).get("tensorflow"),
+    }}
+
+
+def reexport_run(run_dir: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Re-export a finished run's final student with the current exporter.
+
+    Uses the run's config (plus ``overrides``), split and data; rewrites ``RUN/tflite``, the
+    ``export`` entry of ``metrics.json`` (the previous int8 figures are kept under
+    ``export.previous``) and ``report.md``. Training results and wall time are not touched.
+    """
+    from kdskin.config import load_config
+    from kdskin.pipeline.data import data_of_run
+    from kdskin.pipeline.run import export_stage
+    from kdskin.report import write_run_report
+
+    run = RunDir(Path(run_dir)).require_finished()
+    state = run.load_metrics()
+    cfg = load_config(run.config, overrides)
+    final = final_student_name(cfg.distill.stages)
+    if final is None or not run.model(final).is_file():
+        raise KdskinError(f"{run.root}: no final student model ({final}.keras); finish the run "
+                          f"with kdskin run --resume first")
+    rd = data_of_run(run, cfg)
+    extra = {**_previous_int8(state.export),
+             "reexported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    rules = None
+    if state.trust.get("rules"):
+        from kdskin.decision import DecisionRules
+
+        rules = DecisionRules.from_dict(state.trust["rules"], str(run.metrics))
+    state.export = export_stage(cfg, rd, run, final, extra=extra, rules=rules)
+    run.save_metrics(state)
+    write_run_report(run)
+    print(f"wrote {run.tflite} and updated metrics.json, report.md")
+    _print_int8_check(state.export)
+    return state.export

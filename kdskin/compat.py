@@ -1,0 +1,237 @@
+"""The one place kdskin touches private APIs of Keras and TensorFlow Lite, each checked first.
+
+Every private name kdskin relies on is listed in :data:`PRIVATE_APIS` with a check that says
+whether the installed version still has it (``tests/test_compat.py`` runs every check, so an
+upgrade that removes one fails the tests). Nothing here fails silently: a missing API either
+
+- returns a one-line *reason* that the caller records (e.g. in ``export.json``) and then takes
+  the documented fallback, or
+- raises :class:`CompatError` (a :class:`~kdskin.errors.KdskinError`, one line saying what is
+  missing and what to do) where there is no honest fallback.
+
+Private APIs used, and what happens without them:
+
+- TFLite converter flags ``_experimental_disable_per_channel`` (``per_channel=False``: raises),
+  ``_experimental_disable_per_channel_quantization_for_dense_layers`` (dynamic-range file:
+  recorded, the file may then need a newer runtime) and ``_experimental_calibrate_only`` (int8
+  float head: recorded, falls back to the all-integer file). A flag is only assigned after
+  ``hasattr`` on the converter: assigning a renamed one would silently create an unused
+  attribute.
+- ``tensorflow.lite.python.convert.mlir_quantize`` (int8 float head: recorded, same fallback).
+- Keras functional graph nodes (``Model._nodes_by_depth``, nodes' ``operation``,
+  ``input_tensors``, ``output_tensors``) for the input-centring rewrite (recorded, the export
+  goes on without centring).
+- ``KerasTensor._keras_history`` (:func:`producing_layer`: which layer made an output, e.g. to
+  tell a softmax output from logits; raises).
+
+Former private uses replaced by public APIs: ``keras.src.utils.io_utils.print_msg`` (now
+:func:`print_msg`, on ``keras.config.is_interactive_logging_enabled``), Keras' ``_loss_tracker``
+(the distiller keeps its own ``loss`` tracker) and ``Interpreter._get_ops_details`` (the graph is
+read from the flatbuffer schema, :mod:`kdskin.export.graph`).
+
+TensorFlow and Keras are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from kdskin.errors import KdskinError
+
+#: Private TFLite converter flags kdskin sets (only through :func:`set_converter_flag`).
+CONVERTER_FLAGS: tuple[str, ...] = (
+    "_experimental_disable_per_channel",
+    "_experimental_disable_per_channel_quantization_for_dense_layers",
+    "_experimental_calibrate_only",
+)
+#: Keyword arguments of ``mlir_quantize`` kdskin passes.
+MLIR_QUANTIZE_ARGS: tuple[str, ...] = ("disable_per_channel", "input_data_type",
+                                       "output_data_type", "denylisted_nodes")
+#: Attributes of a Keras graph node that :func:`functional_nodes` callers read.
+NODE_ATTRIBUTES: tuple[str, ...] = ("operation", "input_tensors", "output_tensors")
+
+
+class CompatError(KdskinError):
+    """A private API of an installed library that kdskin needs is missing or has changed."""
+
+
+def _version(package: str) -> str:
+    for name in (package, f"{package}-cpu"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+# --------------------------------------------------------------------------- Keras
+
+
+def print_msg(message: str) -> None:
+    """Print ``message`` on stdout where Keras prints its own progress (public API only).
+
+    Replaces ``keras.src.utils.io_utils.print_msg``: prints when Keras' interactive logging is
+    on (the default), and does nothing otherwise (callers log the message too).
+    """
+    import keras
+
+    enabled = getattr(getattr(keras, "config", None), "is_interactive_logging_enabled", None)
+    if enabled is None or enabled():
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+
+def functional_nodes(model: Any) -> list[Any]:
+    """The nodes of ``model``'s own functional graph (not other graphs sharing its layers).
+
+    Each node has ``operation`` (the layer), ``input_tensors`` and ``output_tensors``. Reads the
+    private ``Model._nodes_by_depth``; raises :class:`CompatError` (one line) if the model has
+    none (a Sequential or subclassed model, or a Keras version without it) or a node lacks one
+    of :data:`NODE_ATTRIBUTES`. Callers that can go on without the graph record the message.
+    """
+    name = getattr(model, "name", type(model).__name__)
+    by_depth = getattr(model, "_nodes_by_depth", None)
+    if not isinstance(by_depth, dict):
+        raise CompatError(f"model '{name}': cannot read its layer graph ({type(model).__name__} "
+                          f"has no _nodes_by_depth in Keras {_version('keras')}); build it as a "
+                          f"functional keras.Model, or set export.centre_input: false")
+    nodes = [node for depth in sorted(by_depth) for node in by_depth[depth]]
+    for node in nodes:
+        missing = [a for a in NODE_ATTRIBUTES if not hasattr(node, a)]
+        if missing:
+            raise CompatError(f"model '{name}': Keras {_version('keras')} graph nodes have no "
+                              f"{', '.join(missing)}; set export.centre_input: false")
+    return nodes
+
+
+def producing_layer(tensor: Any) -> Any:
+    """The layer whose call produced the symbolic ``tensor`` (an output of a functional model).
+
+    Reads the private ``KerasTensor._keras_history.operation``; raises :class:`CompatError`
+    (one line) when it is missing, so a caller cannot mistake "unknown" for "not a softmax".
+    """
+    layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+    if layer is None:
+        raise CompatError(f"cannot tell which layer produced {getattr(tensor, 'name', tensor)!s} "
+                          f"(no KerasTensor._keras_history in Keras {_version('keras')}); name "
+                          f"the model's output 'logits' or 'probs'")
+    return layer
+
+
+# --------------------------------------------------------------------------- TFLite converter
+
+
+def set_converter_flag(converter: Any, flag: str, value: Any) -> str | None:
+    """Set the private converter ``flag`` to ``value`` if the converter has it.
+
+    Returns None when set, else the reason it was not (one line, for the caller to record or
+    raise): the flag is checked with ``hasattr`` first, because assigning a renamed flag would
+    silently create an attribute that the converter never reads.
+    """
+    if flag not in CONVERTER_FLAGS:
+        raise ValueError(f"{flag!r} is not a converter flag kdskin knows; add it to "
+                         f"CONVERTER_FLAGS with a test")
+    if not hasattr(converter, flag):
+        return (f"{type(converter).__name__} has no {flag} in TensorFlow "
+                f"{_version('tensorflow')}")
+    setattr(converter, flag, value)
+    return None
+
+
+def require_converter_flag(converter: Any, flag: str, value: Any, asked: str) -> None:
+    """:func:`set_converter_flag`, raising :class:`CompatError` naming ``asked`` if missing."""
+    reason = set_converter_flag(converter, flag, value)
+    if reason is not None:
+        raise CompatError(f"{asked} needs the TFLite converter flag {flag}, but {reason}; "
+                          f"install TensorFlow 2.21 or drop {asked}")
+
+
+def mlir_quantize() -> tuple[Callable[..., bytes] | None, str | None]:
+    """``(tensorflow.lite.python.convert.mlir_quantize, None)`` or ``(None, reason)``.
+
+    The function quantizes a calibrated model with a node denylist (what
+    ``tf.lite.experimental.QuantizationDebugger`` uses). Checked: importable, callable, and
+    accepting the keyword arguments in :data:`MLIR_QUANTIZE_ARGS`.
+    """
+    where = f"TensorFlow {_version('tensorflow')}"
+    try:
+        from tensorflow.lite.python import convert as tfl_convert
+    except ImportError as exc:
+        return None, f"tensorflow.lite.python.convert is not importable in {where} ({exc})"
+    fn = getattr(tfl_convert, "mlir_quantize", None)
+    if not callable(fn):
+        return None, f"tensorflow.lite.python.convert has no mlir_quantize in {where}"
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return fn, None
+    missing = [a for a in MLIR_QUANTIZE_ARGS if a not in params]
+    if missing and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None, f"mlir_quantize in {where} takes no {', '.join(missing)}"
+    return fn, None
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def _converter_probe() -> Any:
+    import keras
+    import tensorflow as tf
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def _check_flag(flag: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        converter = _converter_probe()
+        return None if hasattr(converter, flag) else (
+            f"TFLiteConverter has no {flag} in TensorFlow {_version('tensorflow')}")
+    return check
+
+
+def _check_mlir_quantize() -> str | None:
+    return mlir_quantize()[1]
+
+
+def _check_history() -> str | None:
+    import keras
+
+    image = keras.Input((4,))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(image, dense(image))
+    try:
+        return None if producing_layer(model.outputs[0]) is dense else (
+            "KerasTensor._keras_history.operation is not the producing layer")
+    except CompatError as exc:
+        return str(exc)
+
+
+def _check_nodes() -> str | None:
+    import keras
+
+    image = keras.Input((4,))
+    model = keras.Model(image, keras.layers.Dense(2)(image))
+    try:
+        functional_nodes(model)
+    except CompatError as exc:
+        return str(exc)
+    return None
+
+
+#: Every private API kdskin uses: name -> a check returning None (present) or the reason.
+PRIVATE_APIS: dict[str, Callable[[], str | None]] = {
+    **{f"TFLiteConverter.{flag}": _check_flag(flag) for flag in CONVERTER_FLAGS},
+    "tensorflow.lite.python.convert.mlir_quantize": _check_mlir_quantize,
+    "keras.Model._nodes_by_depth": _check_nodes,
+    "KerasTensor._keras_history": _check_history,
+}
+
+
+def check_private_apis() -> dict[str, str | None]:
+    """``{private API: None if present, else why not}`` for the installed versions."""
+    return {name: check() for name, check in PRIVATE_APIS.items()}

@@ -1,0 +1,184 @@
+"""The decision rules that travel with a deployed model: calibration, referral, out-of-scope.
+
+A run fits them on its validation split (:mod:`kdskin.pipeline.trust`); the exported files carry
+them in ``decision.json`` beside ``labels.txt`` (and in the TFLite metadata), with the
+temperature already folded into their softmax. ``kdskin predict``, ``kdskin evaluate``,
+``kdskin serve`` and ``tflite/classify.py`` apply them the same way:
+
+* probabilities are calibrated: ``softmax(log p / T)`` unless the file already did it;
+* **refer** when P(mel) + P(bcc) + P(akiec) (the set is configurable) reaches the threshold
+  fitted for the target sensitivity;
+* **out of scope** when the maximum calibrated probability is below the threshold that 95% of
+  in-distribution validation images pass: the image is probably not a dermoscopic image of the
+  kind the model was trained on. The classes are still reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdskin.constants import CLASSES
+from kdskin.errors import ModelError
+from kdskin.io import read_json, write_json
+from kdskin.trust.calibration import apply_temperature_to_probs
+from kdskin.trust.ood import is_out_of_scope, ood_score
+from kdskin.trust.referral import MALIGNANT_CLASSES, malignant_score
+
+#: File name of the rules beside an exported model (next to ``labels.txt``).
+DECISION_FILE = "decision.json"
+#: The out-of-scope score used by deployed files (needs probabilities only).
+OOD_SCORE = "max_softmax"
+NOT_A_DEVICE = ("Research and education only: not a medical device, not for diagnosis.")
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    """Calibration temperature, referral and out-of-scope thresholds of one model.
+
+    ``temperature_folded``: the model's probabilities are already calibrated (exported files).
+    Thresholds are None when the run did not fit them (the rule is then not applied).
+    """
+
+    temperature: float = 1.0
+    temperature_folded: bool = False
+    malignant_classes: tuple[str, ...] = MALIGNANT_CLASSES
+    referral_threshold: float | None = None
+    target_sensitivity: float | None = None
+    ood_score: str = OOD_SCORE
+    ood_threshold: float | None = None
+    ood_pass_rate: float | None = None
+    classes: tuple[str, ...] = field(default=CLASSES)
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities ``(N, 7)`` (unchanged when already folded or T = 1)."""
+        p = np.asarray(probs, dtype=np.float64)
+        if self.temperature_folded or self.temperature == 1.0:
+            return p
+        return apply_temperature_to_probs(p, self.temperature)
+
+    def uncalibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The model's probabilities before temperature scaling (undo a folded T)."""
+        p = np.asarray(probs, dtype=np.float64)
+        if not self.temperature_folded or self.temperature == 1.0:
+            return p
+        return apply_temperature_to_probs(p, 1.0 / self.temperature)
+
+    def decide(self, calibrated: np.ndarray) -> list[dict[str, Any]]:
+        """Per image: ``malignant_probability``, ``refer`` (None without a threshold),
+        ``in_scope_score`` and ``out_of_scope`` (None without a threshold)."""
+        p = np.asarray(calibrated, dtype=np.float64)
+        mal = malignant_score(p, self.malignant_classes)
+        score = ood_score(p, self.ood_score)
+        oos = (is_out_of_scope(score, self.ood_threshold) if self.ood_threshold is not None
+               else [None] * len(p))
+        out = []
+        for i in range(len(p)):
+            refer = (None if self.referral_threshold is None
+                     else bool(mal[i] >= self.referral_threshold))
+            out.append({"malignant_probability": float(mal[i]), "refer": refer,
+                        "in_scope_score": float(score[i]),
+                        "out_of_scope": None if oos[i] is None else bool(oos[i])})
+        return out
+
+    def folded(self) -> DecisionRules:
+        """The same rules for a file whose softmax already applies the temperature."""
+        return DecisionRules(**{**asdict(self), "temperature_folded": True})
+
+    def unfolded(self) -> DecisionRules:
+        """The same rules for the model's own (uncalibrated) probabilities."""
+        return DecisionRules(**{**asdict(self), "temperature_folded": False})
+
+    def before_after(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(uncalibrated, calibrated)`` probabilities from what the model returned."""
+        raw = self.uncalibrated(probs)
+        return raw, self.unfolded().calibrate(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["malignant_classes"] = list(self.malignant_classes)
+        out["classes"] = list(self.classes)
+        out["notice"] = NOT_A_DEVICE
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = DECISION_FILE) -> DecisionRules:
+        try:
+            rules = cls(temperature=float(data.get("temperature", 1.0)),
+                        temperature_folded=bool(data.get("temperature_folded", False)),
+                        malignant_classes=tuple(data.get("malignant_classes",
+                                                         MALIGNANT_CLASSES)),
+                        referral_threshold=data.get("referral_threshold"),
+                        target_sensitivity=data.get("target_sensitivity"),
+                        ood_score=str(data.get("ood_score", OOD_SCORE)),
+                        ood_threshold=data.get("ood_threshold"),
+                        ood_pass_rate=data.get("ood_pass_rate"),
+                        classes=tuple(data.get("classes", CLASSES)))
+        except (TypeError, ValueError, AttributeError):
+            raise ModelError(f"{source}: not a kdskin decision file; re-export the model with "
+                             f"kdskin export") from None
+        if rules.classes != CLASSES or not rules.temperature > 0:
+            raise ModelError(f"{source}: classes {list(rules.classes)} or temperature "
+                             f"{rules.temperature} do not match this kdskin; re-export the model")
+        return rules
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+
+def load_rules(path: str | Path) -> DecisionRules:
+    """Read a ``decision.json``; one-line :class:`ModelError` if it is not one."""
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        raise ModelError(f"{path}: cannot read the decision rules; re-export the model with "
+                         f"kdskin export") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: not a kdskin decision file")
+    return DecisionRules.from_dict(data, str(path))
+
+
+def rules_for_model(model_path: str | Path) -> DecisionRules | None:
+    """The rules of a model file: ``decision.json`` beside it (exported files), else the trust
+    results of the run whose ``models/`` holds it when they were fitted for this model; None
+    when neither exists."""
+    model_path = Path(model_path)
+    beside = model_path.parent / DECISION_FILE
+    if beside.is_file():
+        return load_rules(beside)
+    from kdskin.rundir import RunDir
+
+    run = RunDir.of_model(model_path)
+    if run is None or not run.metrics.is_file():
+        return None
+    trust = run.load_metrics().trust
+    rules = trust.get("rules")
+    if not rules or trust.get("model") != model_path.stem:
+        return None
+    return DecisionRules.from_dict(rules, str(run.metrics))
+
+
+def describe_prediction(probs: np.ndarray, rules: DecisionRules | None, top: int = 3
+                        ) -> dict[str, Any]:
+    """What ``predict --json`` (and ``kdskin serve``) return for one image's probabilities
+    ``(7,)``: calibrated probabilities, the top classes, the referral decision and the
+    out-of-scope warning (None where the model has no decision rules)."""
+    p = np.asarray(probs, dtype=np.float64)[None]
+    if rules is not None:
+        p = rules.calibrate(p)
+    order = np.argsort(-p[0])[:top]
+    entry: dict[str, Any] = {
+        "top": [{"class": CLASSES[k], "probability": float(p[0, k])} for k in order],
+        "probabilities": {c: float(p[0, i]) for i, c in enumerate(CLASSES)},
+        "calibrated": rules is not None and rules.temperature != 1.0,
+        "refer": None, "malignant_probability": None, "referral_threshold": None,
+        "out_of_scope": None, "in_scope_score": None}
+    if rules is not None:
+        decision = rules.decide(p)[0]
+        entry.update(decision)
+        entry["referral_threshold"] = rules.referral_threshold
+    return entry

@@ -1,0 +1,179 @@
+"""Export and check: convert a Keras classifier, score every ``.tflite`` file against it, and
+write ``export.json``.
+
+The files are scored on the same (test) split as the Keras model, with LiteRT
+(:class:`~kdskin.export.litert.TFLiteClassifier`): metrics, top-1 agreement with Keras, the
+largest probability difference, top-1 ties, size and the input/output quantization read back
+from the interpreter. The int8 model is calibrated on a class-stratified sample of the
+*training* split only (:func:`~kdskin.export.convert.representative_indices`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdskin.console import progress
+from kdskin.constants import CLASSES, NUM_CLASSES, PROBS_NAME
+from kdskin.errors import DataError
+from kdskin.export.convert import FILE_NAMES, export_tflite, representative_indices
+from kdskin.export.graph import float_ops, op_versions
+from kdskin.export.litert import TFLiteClassifier
+from kdskin.export.quiet import quiet
+from kdskin.io import write_json
+from kdskin.models.contract import count_params, deployable
+from kdskin.trust.model_card import sha256_file
+
+#: Scalar metrics copied from kdskin.metrics.classification_metrics into export.json.
+SCALAR_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1",
+                                   "macro_auc", "melanoma_recall")
+#: The file :func:`export_and_check` writes beside the ``.tflite`` files.
+EXPORT_JSON = "export.json"
+
+
+def keras_probs(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Softmax probabilities (N, 7) of a kdskin Keras model (training or deployable)."""
+    deploy = deployable(model)
+    out = deploy.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
+    if isinstance(out, dict):
+        out = out[PROBS_NAME]
+    return np.asarray(out, dtype=np.float32)
+
+
+def top1_ties(probs: np.ndarray) -> int:
+    """How many rows of ``probs`` (N, 7) have their two largest values exactly equal.
+
+    argmax breaks such ties towards the lower class index, so a quantized output with many
+    ties is biased towards akiec/bcc/bkl; a float32 output from a float head has almost none.
+    """
+    top2 = np.sort(np.asarray(probs), axis=1)[:, -2:]
+    return int(np.sum(top2[:, 0] == top2[:, 1]))
+
+
+def _metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    from kdskin.metrics import classification_metrics
+
+    full = classification_metrics(labels, probs)
+    return {k: full[k] for k in SCALAR_METRICS if k in full}
+
+
+def evaluate_tflite_files(files: Mapping[str, str | Path], keras_model: Any, images: np.ndarray,
+                          labels: np.ndarray, num_threads: int | None = None,
+                          show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate each ``.tflite`` file and the Keras model on the same (test) split.
+
+    ``files``: {kind: path} (non-.tflite entries such as "labels" are ignored); ``images``
+    (N, S, S, 3) 0..255; ``labels`` (N,) int. Returns ``{"keras": metrics + params,
+    "tflite": {kind: metrics + agreement (top-1 with Keras), max_abs_prob_diff, size_bytes,
+    input/output dtype and quantization}, "int8_drop": {accuracy, macro_f1}}`` (drops are
+    Keras minus int8, as fractions; present when an "int8" file is evaluated).
+    ``show_progress``: a bar per file on stderr (terminals only).
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels).astype(int).reshape(-1)
+    reference = keras_probs(keras_model, images)
+    ref_top = reference.argmax(axis=1)
+    n_params = count_params(keras_model)
+    result: dict[str, Any] = {
+        "n_images": int(len(images)),
+        "keras": {**_metrics(labels, reference), "params": n_params,
+                  "float_size_bytes": n_params * 4},
+        "tflite": {},
+    }
+    tflite = [(kind, Path(path)) for kind, path in files.items() if Path(path).suffix == ".tflite"]
+    steps = progress(tflite, desc="checking .tflite", unit="file") if show_progress else tflite
+    for kind, path in steps:
+        clf = TFLiteClassifier(path, num_threads=num_threads)
+        start = time.perf_counter()
+        probs = clf.predict(images)
+        seconds = time.perf_counter() - start
+        result["tflite"][kind] = {
+            **_metrics(labels, probs),
+            "agreement": float(np.mean(probs.argmax(axis=1) == ref_top)),
+            "top1_ties": top1_ties(probs),
+            "max_abs_prob_diff": float(np.abs(probs - reference).max()),
+            "size_bytes": path.stat().st_size,
+            "input": clf.input_info(),
+            "output": clf.output_info(),
+            "eval_seconds": round(seconds, 3),
+        }
+    if "int8" in result["tflite"]:
+        int8, ref = result["tflite"]["int8"], result["keras"]
+        result["int8_drop"] = {k: float(ref[k] - int8[k]) for k in ("accuracy", "macro_f1")}
+    return result
+
+
+def _tensorflow_version() -> str | None:
+    for package in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
+                     train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
+                     cfg: Any, seed: int = 0, extra: Mapping[str, Any] | None = None,
+                     verbose: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Export fp32 / dynamic / int8 files, evaluate them on the test split, write export.json.
+
+    ``cfg``: ``Config.export`` (representative_samples, per_channel, max_int8_drop,
+    int8_output, int8_head, centre_input). The int8 model is calibrated on a class-stratified
+    sample of the TRAINING split only. ``int8_within_tolerance`` is True when int8 loses at most
+    ``cfg.max_int8_drop`` (a fraction) of accuracy and of macro F1 against Keras.
+    ``extra`` entries are added to the result (e.g. what a re-export replaced). ``verbose``: let
+    library output through; ``show_progress``: bars on stderr (terminals only).
+    Returns the dict written to ``out_dir/export.json``; steps skipped because a private API is
+    missing are recorded under ``conversion`` (see :mod:`kdskin.compat`).
+    """
+    out_dir = Path(out_dir)
+    train_images = np.asarray(train_images)
+    train_labels = np.asarray(train_labels).astype(int).reshape(-1)
+    if len(train_images) != len(train_labels):
+        raise DataError(f"{len(train_images)} training images but {len(train_labels)} labels")
+    picked = representative_indices(train_labels, cfg.representative_samples, seed=seed)
+    representative = train_images[picked]
+    rep_counts = np.bincount(train_labels[picked], minlength=NUM_CLASSES)
+    info: dict[str, Any] = {}
+    head = cfg.int8_head
+    start = time.perf_counter()
+    files = export_tflite(model, out_dir, representative, per_channel=cfg.per_channel,
+                          int8_output=cfg.int8_output, info=info,
+                          centre_input=cfg.centre_input, int8_head=head, verbose=verbose,
+                          show_progress=show_progress)
+    convert_seconds = time.perf_counter() - start
+    with quiet(verbose):
+        evaluation = evaluate_tflite_files(files, model, test_images, test_labels,
+                                           show_progress=show_progress)
+    tolerance = float(cfg.max_int8_drop)
+    drop = evaluation.get("int8_drop", {})
+    result = {
+        "model": getattr(model, "name", "model"),
+        "files": {kind: {"file": FILE_NAMES[kind], "size_bytes": path.stat().st_size,
+                         "sha256": sha256_file(path), "op_versions": op_versions(path)}
+                  for kind, path in files.items() if kind in FILE_NAMES},
+        "labels": files["labels"].name,
+        "conversion": {**info, "seconds": round(convert_seconds, 2),
+                       "tensorflow": _tensorflow_version(), "per_channel": bool(cfg.per_channel)},
+        "int8": {
+            "input": evaluation["tflite"]["int8"]["input"],
+            "output": evaluation["tflite"]["int8"]["output"],
+            "head": head,
+            "float_ops": float_ops(files["int8"]),
+            "representative": {"n": int(len(representative)), "split": "train", "seed": seed,
+                               "per_class": dict(zip(CLASSES, rep_counts.tolist(), strict=True))},
+        },
+        "evaluation": evaluation,
+        "max_int8_drop": tolerance,
+        "int8_within_tolerance": bool(drop) and all(v <= tolerance + 1e-12
+                                                    for v in drop.values()),
+        **(extra or {}),
+    }
+    write_json(out_dir / EXPORT_JSON, result)
+    return result

@@ -1,0 +1,47 @@
+"""A strong plain reference: a VGG-style CNN, trained like any kdskin model (issue 13).
+
+Four stages of two 3x3 convolutions + BatchNorm + ReLU (32-64-128-256 filters), 2x2
+max-pooling after each stage, global average pooling, dropout 0.3, a dense logits layer:
+about 1.18 M parameters. It is what a careful practitioner would train first; every results
+table shows it beside the distilled student, trained on the same data with the same budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.models.specs import REFERENCE_FILTERS, validate_reference
+
+
+def conv_stage(filters: int, index: int) -> layers.Layer:
+    """Two 3x3 conv + BN + ReLU, then 2x2 max-pool; layers ``stage_{index}_*``."""
+    def apply(x):
+        for j in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False,
+                              name=f"stage_{index}_conv_{j}")(x)
+            x = layers.BatchNormalization(name=f"stage_{index}_bn_{j}")(x)
+            x = layers.ReLU(name=f"stage_{index}_relu_{j}")(x)
+        return layers.MaxPooling2D(2, name=f"stage_{index}_pool")(x)
+    return apply
+
+
+def build_reference_cnn(image_size: int, filters: Sequence[int] = REFERENCE_FILTERS,
+                        dropout: float = 0.3, num_classes: int = NUM_CLASSES,
+                        name: str = "reference_cnn") -> keras.Model:
+    """The VGG-style reference CNN.
+
+    ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
+    """
+    validate_reference(image_size, filters, dropout)
+    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
+    for i, f in enumerate(filters, start=1):
+        x = conv_stage(int(f), i)(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logits = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(image, {"logits": logits}, name=name)

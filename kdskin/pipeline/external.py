@@ -1,0 +1,90 @@
+"""External evaluation: every model and every ``.tflite`` of a run, scored on a labelled set
+from outside the training data (e.g. ISIC 2018 Task 3 test), whole, never tuned on (issue 13).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdskin.config import Config
+from kdskin.console import log
+from kdskin.decision import DecisionRules
+from kdskin.errors import DataError
+from kdskin.rundir import RunDir, RunMetrics
+
+
+def detect_format(root: str | Path) -> str:
+    """``ham10000`` when a HAM10000 metadata file is there, ``isic2018`` for an ISIC 2018
+    ground-truth CSV; one-line :class:`DataError` otherwise."""
+    from kdskin.constants import HAM10000_METADATA_NAMES
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: external data folder not found; pass --external DIR")
+    if any((root / name).is_file() for name in HAM10000_METADATA_NAMES):
+        return "ham10000"
+    if any("groundtruth" in p.name.lower() for p in root.glob("*.csv")):
+        return "isic2018"
+    raise DataError(f"{root}: neither a HAM10000 metadata file nor an ISIC 2018 ground-truth "
+                    f"CSV found; pass --set data.external_format=ham10000|isic2018")
+
+
+def load_external(cfg: Config, run: RunDir) -> tuple[Any, str, list[str]]:
+    """``(SplitArrays of every image, format, unreadable files)`` of ``cfg.data.external``."""
+    from kdskin.data.datasets import read_dataset
+    from kdskin.data.pipeline import decode_split
+
+    root = str(cfg.data.external)
+    fmt = cfg.data.external_format or detect_format(root)
+    dataset = read_dataset(root, fmt, strict=False)
+    table = dataset.table[["image_id", "lesion_id", "dx"]].copy()
+    table["split"] = "test"
+    arrays, errors = decode_split(dataset, table, cfg.data.image_size, cache_dir=run.cache,
+                                  progress=True)
+    if len(arrays["test"]) == 0:
+        raise DataError(f"{root}: no readable image in the external set")
+    return arrays["test"], fmt, errors
+
+
+def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | None,
+                   rules: DecisionRules | None) -> dict[str, Any]:
+    """Score every Keras model of the run (updating ``state.models[...].external``) and every
+    ``.tflite`` file on the external set; returns ``state.external``."""
+    from kdskin.evaluate import KerasClassifier, evaluate_arrays
+    from kdskin.export.litert import TFLiteClassifier
+    from kdskin.models.contract import load_keras
+    from kdskin.pipeline.trust import intervals, score_with_rules
+
+    part, fmt, errors = load_external(cfg, run)
+    counts = np.bincount(part.labels, minlength=7)
+    log(f"external set {cfg.data.external} ({fmt}): {len(part)} images, " + " ".join(
+        f"{c}={n}" for c, n in zip(("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"), counts,
+                                   strict=True)))
+    result: dict[str, Any] = {"data": str(cfg.data.external), "format": fmt,
+                              "n_images": len(part), "unreadable_images": errors, "tflite": {},
+                              "trust": {}}
+    for name, entry in state.models.items():
+        clf = KerasClassifier(load_keras(run.model(name)))
+        metrics, probs = evaluate_arrays(clf, part.images, part.labels)
+        entry.external = metrics
+        entry.intervals["external"] = intervals(cfg, part.labels, probs)
+        log(f"external {name}: accuracy {metrics['accuracy']:.4f}, balanced "
+            f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}, melanoma "
+            f"recall {metrics['melanoma_recall']:.4f}")
+        if name == final and rules is not None:
+            result["trust"][name] = score_with_rules(rules, part.labels, probs)
+    for path in sorted(run.tflite.glob("model_*.tflite")):
+        kind = path.stem.removeprefix("model_")
+        clf = TFLiteClassifier(path)
+        metrics, probs = evaluate_arrays(clf, part.images, part.labels)
+        result["tflite"][kind] = {**metrics, "intervals": intervals(cfg, part.labels, probs)}
+        if rules is not None:
+            # exported files apply T in their softmax: undo it for the "before" figures
+            result["trust"][path.name] = score_with_rules(rules, part.labels,
+                                                          rules.folded().uncalibrated(probs))
+        log(f"external {path.name}: accuracy {metrics['accuracy']:.4f}, balanced "
+            f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}")
+    return result

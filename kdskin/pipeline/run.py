@@ -1,0 +1,262 @@
+"""``kdskin run``: the whole pipeline into one run directory.
+
+Order: data (generate if needed) -> split -> decode -> paper baseline CNN -> strong reference
+CNN -> teacher (trained, evaluated, checked better than the majority class on the validation
+split) -> every student stage -> trust (calibration, operating point, out-of-scope check of the
+final student) -> export + check -> external evaluation -> benchmark -> explanations ->
+metrics.json, report.md, MODEL_CARD.md. Each finished
+model is saved and recorded in ``metrics.json`` at once, so ``--resume`` skips it; an interrupted
+``fit`` resumes from its ``BackupAndRestore`` state.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from kdskin.config import Config
+from kdskin.console import log
+from kdskin.errors import KdskinError
+from kdskin.pipeline.data import RunData, prepare_data
+from kdskin.pipeline.stages import (
+    evaluate_model,
+    record,
+    train_classifier,
+    train_student_stage,
+)
+from kdskin.rundir import (
+    BASELINE_CNN,
+    REFERENCE_CNN,
+    TEACHER,
+    ModelRecord,
+    RunDir,
+    RunMetrics,
+    final_student_name,
+    student_name,
+)
+
+
+def _load_existing(run: RunDir, name: str, metrics: RunMetrics) -> Any | None:
+    from kdskin.models.contract import load_keras, mark_trained
+
+    path = run.model(name)
+    if name in metrics.models and path.is_file():
+        log(f"{name}: already trained in this run, reusing {path}")
+        return mark_trained(load_keras(path))
+    return None
+
+
+def _reuse_teacher(cfg: Config, run: RunDir, teacher_file: Path) -> Any:
+    from kdskin.models.contract import load_keras, mark_trained
+
+    target = run.model(TEACHER)
+    if teacher_file.resolve() != target.resolve():
+        shutil.copyfile(teacher_file, target)
+    teacher = load_keras(target)
+    if tuple(teacher.inputs[0].shape[1:3]) != (cfg.data.image_size,) * 2:
+        raise KdskinError(f"{teacher_file}: the teacher takes {teacher.inputs[0].shape[1]}px "
+                          f"images but data.image_size is {cfg.data.image_size}; pass a teacher "
+                          f"trained at that size or --set data.image_size=N")
+    return mark_trained(teacher)
+
+
+def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = None,
+                 resume: bool = False, teacher: str | None = None) -> Path:
+    """Run everything; returns the run directory.
+
+    ``teacher``: path of a trained teacher ``.keras`` to reuse instead of training one (it is
+    copied into the run, evaluated on this run's split and must beat the majority class).
+    """
+    from kdskin.bench import machine_info
+    from kdskin.metrics import majority_accuracy
+    from kdskin.models import build_baseline_cnn, build_teacher
+
+    t_start = time.time()
+    run = RunDir(Path(out or f"runs/{cfg.name}"))
+    if run.is_started() and not resume:
+        raise KdskinError(f"{run.root}: run directory exists and is not empty; pass --resume to "
+                          f"continue it or --out NEW_DIR for a new run")
+    teacher_file = Path(teacher) if teacher else None
+    if teacher_file is not None and not teacher_file.is_file():
+        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher.keras written "
+                          f"by kdskin run (RUN_DIR/models/teacher.keras)")
+    run.models.mkdir(parents=True, exist_ok=True)
+    state = run.load_metrics() if (resume and run.metrics.is_file()) else RunMetrics()
+    before = state.elapsed_seconds  # finished work of earlier sessions
+
+    def elapsed() -> float:
+        return round(before + time.time() - t_start, 1)
+
+    if before:
+        state.resumed += 1
+    data = prepare_data(cfg, run, data_dir)
+    cfg.save(run.config)
+    majority = majority_accuracy(data.train.labels, data.test.labels)
+    state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
+    state.image_size = cfg.data.image_size
+    state.sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    state.rows_without_image, state.unreadable_images = data.rows_without_image, data.unreadable
+    state.majority_class_accuracy, state.seed = majority, cfg.train.seed
+    state.config_values, state.machine = cfg.to_dict(), machine_info()
+
+    test_probs: dict[str, Any] = {}
+
+    def finish(entry: ModelRecord, model: Any) -> None:
+        from kdskin.evaluate import write_plots
+        from kdskin.pipeline.trust import intervals
+
+        entry.test, entry.val, probs, _ = evaluate_model(model, data)
+        test_probs[entry.name] = probs
+        entry.intervals["test"] = intervals(cfg, data.test.labels, probs)
+        write_plots(entry.test, data.test.labels, probs, run.plots, entry.name)
+        state.models[entry.name] = entry
+        state.elapsed_seconds = elapsed()
+        t = entry.test
+        log(f"{entry.name}: test accuracy {t['accuracy']:.4f}, balanced "
+            f"{t['balanced_accuracy']:.4f}, macro F1 {t['macro_f1']:.4f}, AUC "
+            f"{t['macro_auc']:.4f} (majority class {majority:.4f})")
+        run.save_metrics(state)
+
+    if cfg.baseline.enabled and _load_existing(run, BASELINE_CNN, state) is None:
+        model, hist, secs = train_classifier(
+            cfg, data, run, BASELINE_CNN, lambda: build_baseline_cnn(cfg.data.image_size),
+            cfg.baseline.epochs, cfg.baseline.learning_rate)
+        finish(record(run, BASELINE_CNN, model, hist, secs, "paper baseline CNN, cross-entropy"),
+               model)
+    if cfg.reference.enabled and _load_existing(run, REFERENCE_CNN, state) is None:
+        from kdskin.models.reference import build_reference_cnn
+
+        ref = cfg.reference
+        model, hist, secs = train_classifier(
+            cfg, data, run, REFERENCE_CNN,
+            lambda: build_reference_cnn(cfg.data.image_size, ref.filters, ref.dropout),
+            ref.epochs or cfg.student.epochs, ref.learning_rate or cfg.student.learning_rate)
+        finish(record(run, REFERENCE_CNN, model, hist, secs,
+                      "strong plain reference: VGG-style CNN, cross-entropy"), model)
+
+    teacher_model = _load_existing(run, TEACHER, state)
+    if teacher_model is None and teacher_file is not None:
+        teacher_model = _reuse_teacher(cfg, run, teacher_file)
+        state.teacher_from = str(teacher_file)
+        log(f"teacher: reusing {teacher_file} (not retrained)")
+        finish(record(run, TEACHER, teacher_model, None, 0.0,
+                      f"teacher reused from {teacher_file}"), teacher_model)
+    if teacher_model is None:
+        teacher_model, hist, secs = train_classifier(
+            cfg, data, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.data.image_size),
+            cfg.teacher.epochs, cfg.teacher.learning_rate,
+            exit_weight=cfg.teacher.exit_loss_weight)
+        finish(record(run, TEACHER, teacher_model, hist, secs,
+                      f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
+               teacher_model)
+    if any(s != "baseline" for s in cfg.distill.stages):
+        from kdskin.distill.distiller import check_teacher_trained
+        from kdskin.metrics import majority_accuracy as majority_of
+
+        # The gate is a decision: it reads the validation split; the test split is only reported.
+        check_teacher_trained(teacher_model, (data.val.images, data.val.labels),
+                              majority_of(data.train.labels, data.val.labels))
+
+    for stage in cfg.distill.stages:
+        name = student_name(stage)
+        if _load_existing(run, name, state) is not None:
+            continue
+        student, hist, secs, fusion = train_student_stage(cfg, data, run, stage, teacher_model)
+        finish(record(run, name, student, hist, secs, f"student, stage {stage}", stage=stage,
+                      fusion=fusion), student)
+
+    final = final_student_name(cfg.distill.stages)
+    rules = None
+    if cfg.trust.enabled and final:
+        from kdskin.decision import DecisionRules
+        from kdskin.models.contract import load_keras
+        from kdskin.pipeline.trust import trust_stage
+
+        if not state.trust:
+            for name in (final, student_name("baseline")):
+                if name in state.models and name not in test_probs:
+                    test_probs[name] = evaluate_model(load_keras(run.model(name)), data)[2]
+            state.trust = trust_stage(cfg, data, run, final, load_keras(run.model(final)),
+                                      test_probs)
+            run.save_metrics(state)
+        rules = DecisionRules.from_dict(state.trust["rules"])
+    if cfg.export.enabled and final:
+        state.export = export_stage(cfg, data, run, final, rules=rules)
+        run.save_metrics(state)
+    if cfg.data.external:
+        from kdskin.pipeline.external import external_stage
+
+        state.external = external_stage(cfg, run, state, final, rules)
+        run.save_metrics(state)
+    if cfg.bench.enabled:
+        state.bench = bench_stage(cfg, run)
+        run.save_metrics(state)
+    if cfg.explain.enabled and final:
+        state.explanations = explain_stage(cfg, data, run, final)
+        run.save_metrics(state)
+    state.wall_seconds = state.elapsed_seconds = elapsed()
+    run.save_metrics(state)
+    from kdskin.pipeline.card import write_model_cards
+    from kdskin.report import write_run_report
+
+    write_run_report(run)
+    write_model_cards(run, state, cfg)
+    log(f"done in {state.wall_seconds / 60:.1f} min; report: {run.report}")
+    return run.root
+
+
+# --------------------------------------------------------------------------- export/bench/explain
+
+
+def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
+                 extra: dict[str, Any] | None = None, rules: Any = None) -> dict[str, Any]:
+    """Export the run's model ``name`` to ``RUN/tflite`` and check it on the test split.
+
+    ``rules`` (:class:`~kdskin.decision.DecisionRules`): the temperature is folded into the
+    exported softmax and the rules are written beside the files (``decision.json``).
+    """
+    from kdskin.export.check import export_and_check
+    from kdskin.models.contract import load_keras, to_deployable
+
+    model = load_keras(run.model(name))
+    extra = dict(extra or {})
+    if rules is not None:
+        model = to_deployable(model, temperature=rules.temperature)
+        extra["decision"] = rules.folded().to_dict()
+    log(f"exporting {name} to {run.tflite} (fp32, dynamic-range, int8)"
+        + (f", temperature {rules.temperature:.3f} folded in" if rules is not None else ""))
+    result = export_and_check(model, run.tflite, data.train.images, data.train.labels,
+                              data.test.images, data.test.labels, cfg.export, extra=extra)
+    if rules is not None:
+        from kdskin.decision import DECISION_FILE
+
+        rules.folded().save(run.tflite / DECISION_FILE)
+    return result
+
+
+def bench_stage(cfg: Config, run: RunDir) -> dict[str, Any]:
+    """Benchmark the run (ms/step); writes ``RUN/bench.json``."""
+    from kdskin.bench import bench_run
+    from kdskin.io import write_json
+
+    log("benchmarking (ms/step)")
+    result = bench_run(run.root, cfg)
+    write_json(run.bench_json, result)
+    return result
+
+
+def explain_stage(cfg: Config, data: RunData, run: RunDir, name: str) -> dict[str, Any]:
+    """Grad-CAM / Score-CAM / LIME of the run's model ``name`` on one test image per class."""
+    from kdskin.data.select import pick_images_per_class
+    from kdskin.explain.render import explain_images
+    from kdskin.models.contract import load_keras
+
+    idx = pick_images_per_class(data.test.labels, per_class=1, seed=cfg.explain.seed)
+    idx = idx[: cfg.explain.n_images]
+    model = load_keras(run.model(name))
+    log(f"explaining {name} on {len(idx)} test images: {', '.join(cfg.explain.methods)}")
+    names = [data.test.image_ids[i] for i in idx]
+    return explain_images(model, data.test.images[idx], names, cfg.explain.methods,
+                          run.explanations, cfg.explain, labels=data.test.labels[idx])

@@ -1,0 +1,158 @@
+"""Train, save, evaluate and record one model of a run (baseline CNN, teacher, student stage).
+
+Every function takes the run's :class:`~kdskin.rundir.RunDir`; each trained model is saved
+as ``models/NAME.keras`` and described by a :class:`~kdskin.rundir.ModelRecord`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from kdskin.config import Config
+from kdskin.console import log
+from kdskin.pipeline.data import RunData, datasets
+from kdskin.rundir import ModelRecord, RunDir, student_name
+
+
+def _scorecam_callback(cfg: Config, data: RunData, run: RunDir, name: str) -> list:
+    if not (cfg.explain.enabled and cfg.explain.tensorboard):
+        return []
+    from kdskin.data.select import pick_images_per_class
+    from kdskin.explain.callback import ScoreCamCallback
+
+    idx = pick_images_per_class(data.val.labels, per_class=1, seed=cfg.explain.seed)
+    idx = idx[: cfg.explain.tensorboard_images]
+    return [ScoreCamCallback(data.val.images[idx], data.val.labels[idx],
+                             run.scorecam_logs(name), every=cfg.explain.tensorboard_every,
+                             max_n=min(cfg.explain.scorecam_max_n, 8))]
+
+
+def evaluate_model(model: Any, data: RunData) -> tuple[dict[str, Any], dict[str, Any],
+                                                      np.ndarray, np.ndarray]:
+    """``(test metrics, val metrics, test probs (N, 7), val probs (N, 7))`` of a Keras model."""
+    from kdskin.evaluate import KerasClassifier, evaluate_arrays
+
+    clf = KerasClassifier(model)
+    test, test_probs = evaluate_arrays(clf, data.test.images, data.test.labels)
+    val, val_probs = evaluate_arrays(clf, data.val.images, data.val.labels)
+    return test, val, test_probs, val_probs
+
+
+def record(run: RunDir, name: str, model: Any, history: Any, seconds: float,
+           kind: str, **extra: Any) -> ModelRecord:
+    """The :class:`ModelRecord` of a saved model (no metrics yet); plots its history."""
+    from kdskin.models.contract import count_params
+    from kdskin.plots import plot_history
+
+    path = run.model(name)
+    plot_history(run.history_csv(name), run.plot(name, "history"), name)
+    return ModelRecord(
+        name=name, kind=kind, params=count_params(model),
+        file=str(path.relative_to(run.root)), size_bytes=path.stat().st_size,
+        train_seconds=round(seconds, 1),
+        epochs=len(history.history.get("loss", [])) if history else None,
+        train_step=getattr(history, "step_time", None) or {}, **extra)
+
+
+def save_model(model: Any, run: RunDir, name: str) -> None:
+    from kdskin.io import atomic_write
+
+    atomic_write(run.model(name), lambda tmp: model.save(tmp))
+
+
+def _step_time(callbacks: list, batch_size: int) -> dict[str, Any] | None:
+    from kdskin.train import StepTimer
+
+    timer = next((c for c in callbacks if isinstance(c, StepTimer)), None)
+    return timer.summary(batch_size) if timer is not None else None
+
+
+def _monitor(cfg: Config, model: Any) -> str:
+    """``cfg.train.monitor`` as a key of this model's logs (Keras prefixes the accuracy of a
+    multi-output model with the output name: ``val_logits_accuracy``)."""
+    from kdskin.train import accuracy_key
+
+    return f"val_{accuracy_key(model)}" if cfg.train.monitor == "val_accuracy" \
+        else cfg.train.monitor
+
+
+def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
+                     build: Callable[[], Any], epochs: int, lr: float,
+                     exit_weight: float = 0.3) -> tuple[Any, Any, float]:
+    """Train a plain cross-entropy model (baseline CNN, teacher); save it.
+
+    Returns ``(model, history, seconds)``.
+    """
+    import keras
+
+    from kdskin.train import (
+        compile_classifier,
+        fit_model,
+        global_batch_size,
+        make_callbacks,
+        strategy_scope,
+    )
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    strategy = strategy_scope(cfg.train.distribution)
+    with strategy.scope():
+        model = build()
+        compile_classifier(model, lr, class_weight=data.class_weight, exit_weight=exit_weight)
+    names = list(model.output_names)
+    batch = global_batch_size(cfg, strategy)
+    train_ds, val_ds = datasets(cfg, data, batch, targets=names if len(names) > 1 else None)
+    callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, model),
+                               extra=_scorecam_callback(cfg, data, run, name),
+                               validation=(data.val.images, data.val.labels), epochs=epochs,
+                               learning_rate=lr)
+    log(f"training {name}: {model.count_params():,} parameters, up to {epochs} epochs, "
+        f"loss = class-weighted CE" + (" on every output" if len(names) > 1 else ""))
+    t0 = time.time()
+    history = fit_model(model, train_ds, val_ds, epochs, callbacks, verbose=cfg.train.verbose)
+    seconds = time.time() - t0
+    history.step_time = _step_time(callbacks, batch)
+    save_model(model, run, name)
+    return model, history, seconds
+
+
+def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
+                        teacher: Any) -> tuple[Any, Any, float, str]:
+    """Train the student of one distillation ``stage``; save ``models/student_STAGE.keras``.
+
+    Returns ``(student, history, seconds, fusion)``.
+    """
+    import keras
+
+    from kdskin.distill.distiller import make_stage_model
+    from kdskin.distill.stages import stage_student_fusion
+    from kdskin.models import build_student
+    from kdskin.train import fit_model, global_batch_size, make_callbacks, strategy_scope
+
+    name = student_name(stage)
+    fusion = stage_student_fusion(stage, cfg.student.fusion)
+    keras.utils.set_random_seed(cfg.train.seed)
+    strategy = strategy_scope(cfg.train.distribution)
+    with strategy.scope():
+        student = build_student(cfg.student, cfg.data.image_size, fusion=fusion)
+        distiller = make_stage_model(stage, teacher if stage != "baseline" else None, student,
+                                     cfg, class_weight=data.class_weight)
+    batch = global_batch_size(cfg, strategy)
+    train_ds, val_ds = datasets(cfg, data, batch)
+    callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, distiller),
+                               extra=_scorecam_callback(cfg, data, run, name),
+                               validation=(data.val.images, data.val.labels),
+                               epochs=cfg.student.epochs, learning_rate=cfg.student.learning_rate)
+    log(f"training {name} (stage {stage}, fusion {fusion}): {student.count_params():,} "
+        f"parameters, up to {cfg.student.epochs} epochs")
+    log(distiller.describe())
+    t0 = time.time()
+    history = fit_model(distiller, train_ds, val_ds, cfg.student.epochs, callbacks,
+                        verbose=cfg.train.verbose)
+    seconds = time.time() - t0
+    history.step_time = _step_time(callbacks, batch)
+    save_model(student, run, name)
+    return student, history, seconds, fusion

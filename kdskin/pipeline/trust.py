@@ -1,0 +1,125 @@
+"""The trust stage of a run: calibration, intervals, the referral operating point and the
+out-of-scope check of the final student, all fitted on the validation split (issue 14).
+
+Results go to ``metrics.json["trust"]``; ``trust["rules"]`` are the
+:class:`~kdskin.decision.DecisionRules` the export writes beside the files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kdskin.config import Config
+from kdskin.console import log
+from kdskin.decision import OOD_SCORE, DecisionRules
+from kdskin.pipeline.data import RunData
+from kdskin.rundir import RunDir
+
+
+def intervals(cfg: Config, labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Stratified bootstrap 95% intervals of the headline metrics (seeded)."""
+    from kdskin.trust.uncertainty import bootstrap_ci
+
+    return bootstrap_ci(labels, probs, n_resamples=cfg.trust.bootstrap_resamples,
+                        seed=cfg.trust.bootstrap_seed)
+
+
+def paired_difference(cfg: Config, labels: np.ndarray, probs_a: np.ndarray,
+                      probs_b: np.ndarray) -> dict[str, Any]:
+    """Paired bootstrap interval of ``a - b`` on the same images."""
+    from kdskin.trust.uncertainty import paired_bootstrap_diff
+
+    return paired_bootstrap_diff(labels, probs_a, probs_b,
+                                 n_resamples=cfg.trust.bootstrap_resamples,
+                                 seed=cfg.trust.bootstrap_seed)
+
+
+def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray) -> DecisionRules:
+    """Temperature (NLL), referral threshold (target sensitivity) and out-of-scope threshold
+    (pass rate), fitted in that order on the validation split; thresholds on calibrated
+    probabilities."""
+    from kdskin.trust.calibration import apply_temperature_to_probs, fit_temperature_from_probs
+    from kdskin.trust.ood import fit_ood_threshold, ood_score
+    from kdskin.trust.referral import fit_referral_threshold
+
+    t = cfg.trust
+    temperature = fit_temperature_from_probs(val_probs, val_labels) if t.calibrate else 1.0
+    calibrated = apply_temperature_to_probs(val_probs, temperature)
+    classes = tuple(t.malignant_classes)
+    return DecisionRules(
+        temperature=float(temperature), malignant_classes=classes,
+        referral_threshold=fit_referral_threshold(val_labels, calibrated, t.target_sensitivity,
+                                                  classes),
+        target_sensitivity=t.target_sensitivity, ood_score=OOD_SCORE,
+        ood_threshold=fit_ood_threshold(ood_score(calibrated, OOD_SCORE), t.ood_pass_rate),
+        ood_pass_rate=t.ood_pass_rate)
+
+
+def score_with_rules(rules: DecisionRules, labels: np.ndarray, probs: np.ndarray
+                     ) -> dict[str, Any]:
+    """Calibration before/after and the operating point of ``probs`` (the model's own,
+    uncalibrated) on one labelled set."""
+    from kdskin.trust.calibration import calibration_report
+    from kdskin.trust.referral import referral_metrics
+
+    calibrated = rules.calibrate(probs)
+    report = calibration_report(labels, probs, calibrated, temperature=rules.temperature)
+    referral = (referral_metrics(labels, calibrated, rules.referral_threshold,
+                                 rules.malignant_classes)
+                if rules.referral_threshold is not None else {})
+    return {"calibration": report, "referral": referral}
+
+
+def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
+                test_probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Fit and measure the decision rules of the run's final model ``name``.
+
+    ``test_probs``: test-split probabilities of every model of the run (for the paired KD-gain
+    intervals). Writes ``plots/NAME_reliability.png``.
+    """
+    from kdskin.data.out_of_scope import generate_out_of_scope
+    from kdskin.evaluate import KerasClassifier
+    from kdskin.trust.calibration import plot_reliability
+    from kdskin.trust.ood import ood_metrics, ood_score
+
+    clf = KerasClassifier(model)
+    val_probs = clf.predict(data.val.images)
+    test = test_probs[name]
+    rules = fit_rules(cfg, data.val.labels, val_probs)
+    log(f"trust: temperature {rules.temperature:.3f}; refer at malignant probability >= "
+        f"{rules.referral_threshold:.3f} (validation sensitivity target "
+        f"{rules.target_sensitivity:.2f}); out of scope below max probability "
+        f"{rules.ood_threshold:.3f}")
+    result: dict[str, Any] = {"model": name, "rules": rules.to_dict(),
+                              "fitted_on": "validation split",
+                              "val": score_with_rules(rules, data.val.labels, val_probs),
+                              "test": score_with_rules(rules, data.test.labels, test)}
+    plot_reliability(result["test"]["calibration"], run.plot(name, "reliability"),
+                     f"{name}: reliability on the test split")
+    # Out of scope: generated inputs the model was not made for, against the test split.
+    rng = np.random.default_rng(cfg.trust.bootstrap_seed)
+    lesions = data.val.images[rng.choice(len(data.val), size=min(32, len(data.val)),
+                                         replace=False)]
+    images, kinds = generate_out_of_scope(cfg.trust.ood_images, cfg.data.image_size,
+                                          seed=cfg.trust.bootstrap_seed, lesion_images=lesions)
+    out_scores = ood_score(rules.calibrate(clf.predict(images)), OOD_SCORE)
+    in_scores = ood_score(rules.calibrate(test), OOD_SCORE)
+    result["out_of_scope"] = {
+        "score": OOD_SCORE, "threshold": rules.ood_threshold, "pass_rate": rules.ood_pass_rate,
+        "n_generated": len(images), "kinds": sorted(set(kinds)),
+        "metrics": ood_metrics(in_scores, out_scores, rules.ood_threshold, kinds_out=kinds)}
+    m = result["out_of_scope"]["metrics"]
+    log(f"trust: out-of-scope check AUROC {m['auroc']:.3f}, generated images passing "
+        f"{m['false_pass_rate']:.3f}, test images passing {m['in_pass_rate']:.3f}")
+    from kdskin.rundir import student_name
+
+    alone = student_name("baseline")
+    if alone in test_probs and alone != name:
+        result["comparisons"] = {f"{name} - {alone}": paired_difference(
+            cfg, data.test.labels, test, test_probs[alone])}
+    result["bootstrap"] = {"n_resamples": cfg.trust.bootstrap_resamples,
+                           "seed": cfg.trust.bootstrap_seed, "alpha": 0.05,
+                           "stratified": True}
+    return result

@@ -1,0 +1,289 @@
+"""The run directory: its layout, the names of its models, and its typed ``metrics.json``.
+
+One run directory holds everything one ``kdskin run`` made::
+
+    RUN/config.yaml         the resolved config           RUN/split.csv     the split used
+    RUN/metrics.json        :class:`RunMetrics`           RUN/report.md     the run's report
+    RUN/models/NAME.keras   every trained model           RUN/tflite/       exported files
+    RUN/logs/               CSV + TensorBoard logs        RUN/plots/        PNG plots
+    RUN/explanations/       CAM / LIME overlays           RUN/bench.json    the benchmark
+    RUN/checkpoints/, RUN/backup/, RUN/cache/, RUN/data/ (the built-in dataset, if generated)
+
+Every other module asks :class:`RunDir` for a path and :func:`final_student_name` for the model
+that ships; nothing else spells a run-folder path or guesses a model's run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdskin.errors import KdskinError
+from kdskin.io import read_json, write_json
+
+#: Model names (``models/NAME.keras``, keys of ``metrics.json["models"]``).
+TEACHER = "teacher"
+BASELINE_CNN = "baseline_cnn"
+REFERENCE_CNN = "reference_cnn"
+#: Version of the metrics.json layout written by this code.
+METRICS_SCHEMA = 2
+
+
+def student_name(stage: str) -> str:
+    """``student_STAGE``: the model name of a distillation stage's student."""
+    return f"student_{stage}"
+
+
+def final_student_name(stages: Sequence[str]) -> str | None:
+    """The student that is exported, benchmarked and explained: ``multi_fusion`` when it is
+    among ``stages``, else the last stage's; None without stages."""
+    if "multi_fusion" in stages:
+        return student_name("multi_fusion")
+    return student_name(stages[-1]) if stages else None
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory (nothing is created until asked)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # ------------------------------------------------------------------ files
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def split(self) -> Path:
+        return self.root / "split.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def bench_json(self) -> Path:
+        return self.root / "bench.json"
+
+    # ------------------------------------------------------------------ folders
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def tflite(self) -> Path:
+        return self.root / "tflite"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def explanations(self) -> Path:
+        return self.root / "explanations"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def data(self) -> Path:
+        """Where the built-in generated dataset of the run is written."""
+        return self.root / "data"
+
+    @property
+    def external(self) -> Path:
+        """Plots and JSON of the external evaluation."""
+        return self.root / "external"
+
+    # ------------------------------------------------------------------ per model
+    def model(self, name: str) -> Path:
+        return self.models / f"{name}.keras"
+
+    def history_csv(self, name: str) -> Path:
+        return self.logs / f"{name}.csv"
+
+    def tensorboard(self, name: str) -> Path:
+        return self.logs / name
+
+    def scorecam_logs(self, name: str) -> Path:
+        return self.logs / "scorecam" / name
+
+    def checkpoint(self, name: str) -> Path:
+        return self.root / "checkpoints" / f"{name}.keras"
+
+    def backup(self, name: str) -> Path:
+        return self.root / "backup" / name
+
+    def plot(self, name: str, kind: str) -> Path:
+        """``plots/NAME_KIND.png`` (kind: history, confusion, roc, ...)."""
+        return self.plots / f"{name}_{kind}.png"
+
+    # ------------------------------------------------------------------ state
+    def is_started(self) -> bool:
+        return self.root.is_dir() and any(self.root.iterdir())
+
+    def is_finished(self) -> bool:
+        return self.metrics.is_file() and self.config.is_file()
+
+    def require_finished(self) -> RunDir:
+        if not self.is_finished():
+            raise KdskinError(f"{self.root}: not a finished run directory (no metrics.json or "
+                              f"config.yaml); pass a directory written by kdskin run")
+        return self
+
+    def load_metrics(self) -> RunMetrics:
+        return load_metrics(self.metrics, config_file=self.config)
+
+    def save_metrics(self, metrics: RunMetrics) -> Path:
+        return write_json(self.metrics, metrics.to_dict())
+
+    @classmethod
+    def of_model(cls, model_path: str | Path) -> RunDir | None:
+        """The run whose ``models/`` folder holds ``model_path`` (a ``.keras`` file), or whose
+        ``tflite/`` folder holds it (a ``.tflite`` file); None for a model outside a run."""
+        path = Path(model_path).resolve()
+        if path.parent.name not in ("models", "tflite"):
+            return None
+        run = cls(path.parent.parent)
+        return run if run.config.is_file() else None
+
+
+# --------------------------------------------------------------------------- metrics.json
+
+
+def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of the dataclass ``cls`` (None: the default)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in known and v is not None}
+
+
+@dataclass
+class ModelRecord:
+    """One trained (or reused) model of a run: ``metrics.json["models"][name]``.
+
+    ``test``/``val``/``external``: :func:`kdskin.metrics.classification_metrics` dicts on the
+    lesion-grouped test and validation splits and on the external set (empty when not scored);
+    ``intervals``: their bootstrap intervals.
+    """
+
+    name: str
+    kind: str = ""
+    params: int = 0
+    file: str = ""
+    size_bytes: int = 0
+    train_seconds: float = 0.0
+    epochs: int | None = None
+    train_step: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None
+    fusion: str | None = None
+    test: dict[str, Any] = field(default_factory=dict)
+    val: dict[str, Any] = field(default_factory=dict)
+    external: dict[str, Any] = field(default_factory=dict)
+    #: bootstrap 95% intervals per set: ``{"test": {metric: {value, low, high}}, ...}``
+    intervals: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, data: Mapping[str, Any]) -> ModelRecord:
+        return cls(**{**_known(cls, data), "name": name})
+
+
+@dataclass
+class RunMetrics:
+    """``metrics.json`` of a run. Sections a run has not reached are empty, never None.
+
+    ``export``: what :func:`kdskin.export.check.export_and_check` returned; ``bench``: what
+    :func:`kdskin.bench.bench_run` returned; ``explanations``: the explain stage's result;
+    ``external``: the external evaluation (``{"data", "format", "n_images", "tflite": {...}}``);
+    ``trust``: calibration, operating point and out-of-scope check of the final model
+    (:func:`kdskin.pipeline.trust.trust_stage`).
+    """
+
+    config: str = ""
+    data: str = ""
+    protocol: str = "lesion_grouped"
+    image_size: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+    rows_without_image: int = 0
+    unreadable_images: list[str] = field(default_factory=list)
+    majority_class_accuracy: float | None = None
+    seed: int | None = None
+    config_values: dict[str, Any] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)
+    explanations: dict[str, Any] = field(default_factory=dict)
+    external: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
+    teacher_from: str | None = None
+    elapsed_seconds: float = 0.0
+    wall_seconds: float | None = None
+    resumed: int = 0
+    schema: int = METRICS_SCHEMA
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "metrics.json") -> RunMetrics:
+        """Read a metrics dict (this layout or an older run's); unknown keys are ignored."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("models"), Mapping):
+            raise KdskinError(f"{source}: no 'models' entry; pass a metrics.json written by "
+                              f"kdskin run")
+        values = _known(cls, data)
+        values["models"] = {name: ModelRecord.from_dict(name, entry)
+                            for name, entry in data["models"].items()}
+        metrics = cls(**values)
+        if "schema" not in data:
+            metrics.schema = 1
+        return metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["models"] = {name: dataclasses.asdict(m) for name, m in self.models.items()}
+        return out
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def machine_info(self) -> dict[str, Any]:
+        """The machine of the benchmark, else of the training."""
+        return self.bench.get("machine") or self.machine
+
+    def int8_result(self) -> dict[str, Any]:
+        """The int8 file's test-split metrics from the export check ({} if not exported)."""
+        return dict(self.export.get("evaluation", {}).get("tflite", {}).get("int8", {}))
+
+
+def load_metrics(path: str | Path, config_file: str | Path | None = None) -> RunMetrics:
+    """:class:`RunMetrics` from a ``metrics.json`` (of a run or a saved copy); one-line errors.
+
+    A run written before metrics.json recorded its config values gets them from
+    ``config_file`` when that exists.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KdskinError(f"{path}: no metrics.json; pass a run directory made by kdskin run, "
+                          f"or a saved copy of its metrics.json")
+    try:
+        data = read_json(path)
+    except ValueError:
+        raise KdskinError(f"{path}: not valid JSON; pass a metrics.json written by kdskin run"
+                          ) from None
+    metrics = RunMetrics.from_dict(data, str(path))
+    if not metrics.config_values and config_file is not None and Path(config_file).is_file():
+        import yaml
+
+        metrics.config_values = yaml.safe_load(Path(config_file).read_text()) or {}
+    return metrics

@@ -1,0 +1,71 @@
+"""The run directory: paths, the final-student rule, and metrics.json read back typed."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdskin.errors import KdskinError
+from kdskin.rundir import (
+    METRICS_SCHEMA,
+    ModelRecord,
+    RunDir,
+    RunMetrics,
+    final_student_name,
+    load_metrics,
+    student_name,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_final_student_rule():
+    assert final_student_name(["baseline", "single", "multi", "multi_fusion"]) == \
+        "student_multi_fusion"
+    assert final_student_name(["multi_fusion", "single"]) == "student_multi_fusion"
+    assert final_student_name(["baseline", "single"]) == "student_single"
+    assert final_student_name([]) is None
+    assert student_name("multi") == "student_multi"
+
+
+def test_paths_and_run_of_a_model(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert run.model("teacher") == tmp_path / "r" / "models" / "teacher.keras"
+    assert run.plot("teacher", "history") == tmp_path / "r" / "plots" / "teacher_history.png"
+    assert run.checkpoint("x").parent.name == "checkpoints"
+    run.models.mkdir(parents=True)
+    model = run.model("teacher")
+    model.write_bytes(b"x")
+    assert RunDir.of_model(model) is None  # no config.yaml: not a run
+    run.config.write_text("name: t\n")
+    assert RunDir.of_model(model) == RunDir(run.root.resolve())
+    assert RunDir.of_model(tmp_path / "elsewhere" / "m.keras") is None
+    with pytest.raises(KdskinError, match="not a finished run"):
+        run.require_finished()
+
+
+def test_metrics_round_trip(tmp_path):
+    run = RunDir(tmp_path)
+    metrics = RunMetrics(config="tiny", image_size=32, sizes={"train": 3, "val": 1, "test": 1})
+    metrics.models["teacher"] = ModelRecord(name="teacher", params=10, test={"accuracy": 0.5})
+    metrics.export = {"evaluation": {"tflite": {"int8": {"accuracy": 0.4}}}}
+    run.save_metrics(metrics)
+    back = run.load_metrics()
+    assert back == metrics
+    assert back.int8_result() == {"accuracy": 0.4}
+    assert json.loads(run.metrics.read_text())["schema"] == METRICS_SCHEMA
+
+
+def test_old_metrics_files_load_with_every_section(tmp_path):
+    old = ROOT / "docs" / "results" / "cpu.json"
+    if not old.is_file():
+        pytest.skip("docs/results/cpu.json not in this checkout")
+    metrics = load_metrics(old)
+    assert metrics.schema == 1 and metrics.models["teacher"].test["accuracy"] > 0
+    assert metrics.external == {} and metrics.models["teacher"].external == {}
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(KdskinError, match="not valid JSON"):
+        load_metrics(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(KdskinError, match="no 'models'"):
+        load_metrics(tmp_path / "other.json")
