@@ -85,7 +85,12 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _call("run", "run_command", _load(args), data_dir=args.data_dir, out=args.out,
+    cfg = _load(args)
+    if args.external:
+        cfg.data.external = args.external
+    if args.external_format:
+        cfg.data.external_format = args.external_format
+    return _call("run", "run_command", cfg, data_dir=args.data_dir, out=args.out,
                  resume=args.resume, teacher=args.teacher)
 
 
@@ -161,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG_NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR:"
                    " finished models are reused, an interrupted fit resumes from its backup")
+    p.add_argument("--external", metavar="DIR", help="an external labelled set (ISIC 2018 or "
+                   "HAM10000 layout) on which every model and .tflite of the run is scored "
+                   "whole at the end, never trained on (config: data.external)")
+    p.add_argument("--external-format", choices=("ham10000", "isic2018"), default=None,
+                   help="its layout (default: detected)")
     p.add_argument("--teacher", metavar="TEACHER.keras", help="reuse this trained teacher "
                    "instead of training one (e.g. to repeat the students over several seeds "
                    "with --set train.seed=N); it is evaluated and checked on this run's split")
