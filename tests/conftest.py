@@ -15,6 +15,7 @@ from PIL import Image  # noqa: E402
 from kdskin.constants import CLASSES  # noqa: E402
 
 SHARED_HAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000"
+SHARED_ISIC = SHARED_HAM.parent / "isic2018_dev"
 
 
 def write_ham(root: Path, per_class: int = 6, images_per_lesion: int = 2, size: int = 40,
@@ -70,3 +71,10 @@ def shared_ham() -> Path:
     if not (SHARED_HAM / "HAM10000_metadata.csv").is_file():
         pytest.skip("../shared/data/ham10000 is not present")
     return SHARED_HAM
+
+
+@pytest.fixture
+def shared_isic() -> Path:
+    if not (SHARED_ISIC / "ISIC2018_Task3_Test_GroundTruth.csv").is_file():
+        pytest.skip("../shared/data/isic2018_dev is not present")
+    return SHARED_ISIC

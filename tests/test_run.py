@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kdskin.cli import main
+from tests.conftest import write_isic
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
 pytestmark = pytest.mark.slow
@@ -24,6 +25,8 @@ def run_dir(tmp_path_factory):
     import kdskin.distill.distiller as distiller
 
     out = tmp_path_factory.mktemp("run") / "tiny"
+    external = tmp_path_factory.mktemp("isic")
+    write_isic(external)
     real_gate = distiller.check_teacher_trained
 
     def gate(teacher, data, majority=None):
@@ -34,14 +37,77 @@ def run_dir(tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(distiller, "check_teacher_trained", gate)
-            assert main(["run", "--config", str(TINY), "--out", str(out)]) == 0
+            assert main(["run", "--config", str(TINY), "--out", str(out),
+                         "--external", str(external)]) == 0
     finally:
         os.umask(old_umask)
     return out
 
 
+def test_external_set_scored_for_every_model_and_file(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    external = metrics["external"]
+    assert external["format"] == "isic2018" and external["n_images"] == 21
+    assert set(external["tflite"]) == {"fp32", "dynamic", "int8"}
+    for name, entry in metrics["models"].items():
+        assert entry["external"]["n"] == 21, name
+        iv = entry["intervals"]["external"]["balanced_accuracy"]
+        assert iv["low"] <= iv["value"] <= iv["high"], name
+    assert "model_int8.tflite" in external["trust"]
+    report = (run_dir / "report.md").read_text()
+    assert "## External set" in report and "recall df" in report
+
+
+def test_trust_outputs_and_model_card(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    trust = metrics["trust"]
+    assert trust["model"] == "student_multi_fusion"
+    rules = trust["rules"]
+    # the referral threshold reaches its target sensitivity on the split it was fitted on
+    assert trust["val"]["referral"]["sensitivity"] >= rules["target_sensitivity"]
+    assert 0 < rules["temperature"] and rules["ood_threshold"] > 0
+    cal = trust["val"]["calibration"]
+    assert cal["after"]["nll"] <= cal["before"]["nll"] + 1e-9  # fitted by NLL on validation
+    oos = trust["out_of_scope"]["metrics"]
+    assert 0.0 <= oos["false_pass_rate"] <= 1.0 and 0.0 <= oos["auroc"] <= 1.0
+    decision = json.loads((run_dir / "tflite" / "decision.json").read_text())
+    assert decision["temperature_folded"] is True
+    assert decision["referral_threshold"] == rules["referral_threshold"]
+    for card in (run_dir / "MODEL_CARD.md", run_dir / "tflite" / "MODEL_CARD.md"):
+        text = card.read_text()
+        assert "not a medical device" in text.lower() and "## Operating point" in text
+    export = json.loads((run_dir / "tflite" / "export.json").read_text())
+    assert all(len(f["sha256"]) == 64 for f in export["files"].values())
+    assert "## Calibration, operating point" in (run_dir / "report.md").read_text()
+
+
+def test_predict_prints_the_referral_decision(run_dir, capsys):
+    img = next((run_dir / "data").rglob("*.jpg"))
+    assert main(["predict", "--model", str(run_dir / "tflite" / "model_int8.tflite"), "--json",
+                 str(img)]) == 0
+    result = json.loads(capsys.readouterr().out)[0]
+    assert result["refer"] in (True, False) and result["out_of_scope"] in (True, False)
+    assert result["referral_threshold"] == json.loads(
+        (run_dir / "tflite" / "decision.json").read_text())["referral_threshold"]
+
+
+@pytest.mark.integration
+def test_external_evaluation_on_the_isic2018_dev_set(run_dir, tmp_path, shared_isic, capsys):
+    out = tmp_path / "ext.json"
+    assert main(["evaluate", "--model", str(run_dir / "tflite" / "model_int8.tflite"),
+                 "--data", str(shared_isic), "--format", "isic2018", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "ECE" in printed and "referral" in printed and "95% intervals" in printed
+    result = json.loads(out.read_text())
+    assert result["split"] == "all" and result["n_images"] == 300
+    assert result["calibration"]["temperature"] == json.loads(
+        (run_dir / "tflite" / "decision.json").read_text())["temperature"]
+    assert result["referral"]["n"] == 300
+
+
 def test_written_files_follow_the_umask(run_dir):
-    for rel in ["metrics.json", "report.md", "config.yaml", "split.csv", "tflite/labels.txt",
+    for rel in ["metrics.json", "report.md", "MODEL_CARD.md", "config.yaml", "split.csv",
+                "tflite/labels.txt", "tflite/decision.json",
                 "tflite/model_int8.tflite", "tflite/export.json", "models/teacher.keras",
                 "plots/teacher_history.png", "bench.json"]:
         mode = stat.S_IMODE((run_dir / rel).stat().st_mode)
