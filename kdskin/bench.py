@@ -202,6 +202,83 @@ def bench_tflite(path: str | Path, images: np.ndarray, threads: Sequence[int | N
             "input_dtype": clf.input_dtype.name, "runtime": clf.runtime, "timings": timings}
 
 
+# --------------------------------------------------------------------------- LiteRT's own tool
+
+#: LiteRT's benchmark tools, tried in this order: the C++ ``benchmark_model`` binary (on PATH)
+#: and the Python ``ai_edge_litert.tools.benchmark_litert_model`` shipped in the ai-edge-litert
+#: wheel (CompiledModel API).
+BENCHMARK_BINARY = "benchmark_model"
+BENCHMARK_MODULE = "ai_edge_litert.tools.benchmark_litert_model"
+
+
+def _parse_benchmark_model(text: str) -> dict[str, float]:
+    """ms figures from ``benchmark_model``'s "Inference timings in us: ... Inference (avg): N"
+    and "Timings (microseconds): count=... min=... max=... avg=..." lines."""
+    import re
+
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if "Timings (microseconds)" in line or "count=" in line and "avg=" in line:
+            fields = dict(re.findall(r"(\w+)=([0-9.e+]+)", line))
+            for key in ("avg", "min", "max", "std"):
+                if key in fields:
+                    out[f"{key}_ms"] = float(fields[key]) / 1000.0
+            if "count" in fields:
+                out["num_runs"] = float(fields["count"])
+    return out
+
+
+def litert_tool_latency(path: str | Path, threads: int = 1, warmup: int = 5, steps: int = 50,
+                        timeout: float = 300.0) -> dict[str, Any]:
+    """Batch-1 latency of ``path`` measured by LiteRT's own benchmark tool (a separate process).
+
+    Returns ``{"tool", "threads", "warmup", "steps", "median_ms"/"avg_ms", "p5_ms", "p95_ms",
+    ...}`` (what the tool reports), or ``{"skipped": reason}`` when no tool is installed or it
+    fails: the cross-check is never silent.
+    """
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = shutil.which(BENCHMARK_BINARY)
+    settings = {"threads": int(threads), "warmup": int(warmup), "steps": int(steps)}
+    try:
+        if binary:
+            proc = subprocess.run(
+                [binary, f"--graph={path}", f"--num_threads={threads}",
+                 f"--warmup_runs={warmup}", f"--num_runs={steps}", "--use_xnnpack=true"],
+                capture_output=True, text=True, timeout=timeout, check=False)
+            parsed = _parse_benchmark_model(proc.stdout + proc.stderr)
+            if proc.returncode or not parsed:
+                return {"skipped": f"{binary} exited {proc.returncode} without timings"}
+            return {"tool": binary, **settings, **parsed}
+        with tempfile.TemporaryDirectory(prefix="kdskin_bench_") as tmp:
+            out = Path(tmp) / "result.json"
+            proc = subprocess.run(
+                [sys.executable, "-m", BENCHMARK_MODULE, f"--model={path}",
+                 f"--num_threads={threads}", f"--warmup_runs={warmup}", f"--num_runs={steps}",
+                 f"--result_json={out}"],
+                capture_output=True, text=True, timeout=timeout, check=False)
+            if proc.returncode or not out.is_file():
+                last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+                return {"skipped": f"no {BENCHMARK_BINARY} on PATH and {BENCHMARK_MODULE} "
+                                   f"failed (exit {proc.returncode}): {last[0][:200]}"}
+            latency = json.loads(out.read_text()).get("latency", {})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"skipped": f"LiteRT benchmark tool: {exc.__class__.__name__}: {exc}"}
+    return {"tool": BENCHMARK_MODULE, **settings, **latency}
+
+
+def cross_check(ours: Mapping[str, Any], tool: Mapping[str, Any]) -> dict[str, Any]:
+    """kdskin's batch-1 median beside the tool's (median, else average): their ratio."""
+    theirs = tool.get("median_ms", tool.get("avg_ms"))
+    mine = ours.get("ms_per_image")
+    if "skipped" in tool or theirs is None or mine is None:
+        return {**tool, "kdskin_ms_per_image": mine}
+    return {**tool, "kdskin_ms_per_image": mine, "ratio_kdskin_to_tool": float(mine / theirs)}
+
+
 # --------------------------------------------------------------------------- machine, table
 
 
@@ -427,6 +504,10 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
             key = str(path.relative_to(run.tflite))
             result["tflite"][key] = bench_tflite(path, images_for(size), thread_counts, batch,
                                                  warmup, steps, on_timing=lambda: bar.update(1))
+            if getattr(bench_cfg, "litert_tool", True):
+                one = result["tflite"][key]["timings"][0]
+                result["tflite"][key]["litert_tool"] = cross_check(
+                    one, litert_tool_latency(path, int(thread_counts[0]), warmup, steps))
 
     result["sizes"] = _sizes(result, run, final if final in loaded else None)
     result["rows"] = _rows(result)

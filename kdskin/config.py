@@ -33,7 +33,7 @@ from kdskin.data.specs import (
 from kdskin.distill.stages import STAGES, validate_distill
 from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
-from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS
+from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.models.specs import (
     StudentConfig,
     TeacherConfig,
@@ -187,6 +187,19 @@ class ExportConfig:
     # runs in float32 in the int8 file; "int8": every op integer (needed for uint8 output)
     int8_head: str = choice_field("float", INT8_HEADS)
     centre_input: bool = True  # exact rewrite: first conv sees x - 128 (smaller int8 error)
+    #: how model_int8.tflite is made: the TFLite converter (default, more accurate) or Google's
+    #: AI Edge Quantizer on the float file (public API, input range anchored to 0..255)
+    quantizer: str = choice_field("converter", QUANTIZERS)
+    compare_quantizers: bool = True  # also make the other int8 file, compare in export.json
+    metadata: bool = True  # TFLite metadata (labels, normalization, licence, decision rules)
+    #: app files (tflite/app/): input app_input_factor x larger, Pillow's anti-aliased
+    #: downscale inside, for apps that resize themselves (MediaPipe, Android); 0: none
+    app_input_factor: int = 4
+    app_kinds: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    #: a folder of real images (HAM10000/ISIC 2018 layout gives accuracy too) on which the
+    #: resize-agreement table of export.json is measured; None: not measured
+    resize_check_images: str | None = None
+    resize_check_limit: int | None = None  # at most this many of its images (None: all)
 
 
 @dataclass
@@ -195,6 +208,9 @@ class BenchConfig:
     warmup: int = 5
     steps: int = 50  # enough for a stable median and p5/p95 on a shared machine
     batch_size: int = 32
+    #: cross-check each .tflite's batch-1 latency (1 thread) with LiteRT's benchmark tool
+    #: (benchmark_model on PATH, else ai_edge_litert.tools.benchmark_litert_model)
+    litert_tool: bool = True
 
 
 @dataclass
@@ -376,6 +392,16 @@ def _check_rules(cfg: Config) -> None:
     if cfg.export.int8_head == "float" and cfg.export.int8_output == "uint8":
         raise ConfigError("export.int8_head is 'float', which gives float32 probabilities; with "
                           "export.int8_output=uint8 set export.int8_head=int8")
+    e = cfg.export
+    if not 0 <= e.app_input_factor <= 16:
+        raise ConfigError(f"export.app_input_factor must be 0 (no app files) to 16, got "
+                          f"{e.app_input_factor}")
+    if not e.app_kinds or any(k not in KINDS for k in e.app_kinds):
+        raise ConfigError(f"export.app_kinds must be a non-empty list of {', '.join(KINDS)}, "
+                          f"got {e.app_kinds}")
+    if e.resize_check_limit is not None and e.resize_check_limit < 1:
+        raise ConfigError(f"export.resize_check_limit must be at least 1 (or null for all "
+                          f"images), got {e.resize_check_limit}")
     check_methods(cfg.explain.methods)
     if cfg.data.external_format is not None and cfg.data.external_format not in FORMATS:
         raise ConfigError(f"data.external_format must be one of {', '.join(FORMATS)} (or "

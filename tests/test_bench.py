@@ -202,3 +202,32 @@ def test_bench_run_refuses_non_run_dir(tmp_path):
 
     with pytest.raises(KdskinError, match="not a run directory"):
         bench_run(Path(tmp_path))
+
+
+def test_litert_tool_cross_check(tmp_path, monkeypatch):
+    from kdskin import bench
+
+    files = export_tflite(tiny_classifier(), tmp_path, colour_data(2)[0], kinds=("int8",))
+    tool = bench.litert_tool_latency(files["int8"], threads=1, warmup=1, steps=5)
+    if "skipped" in tool:  # never silent: the reason names the tools tried
+        assert "benchmark" in tool["skipped"]
+    else:
+        assert tool["threads"] == 1 and tool["num_runs"] == 5
+        assert 0 < tool["p5_ms"] <= tool["median_ms"] <= tool["p95_ms"]
+        checked = bench.cross_check({"ms_per_image": 2 * tool["median_ms"]}, tool)
+        assert checked["ratio_kdskin_to_tool"] == pytest.approx(2.0)
+    monkeypatch.setattr(bench, "BENCHMARK_MODULE", "no_such_module_kdskin")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    missing = bench.litert_tool_latency(files["int8"], steps=2)
+    assert "no_such_module_kdskin" in missing["skipped"]
+    assert "ratio_kdskin_to_tool" not in bench.cross_check({"ms_per_image": 1.0}, missing)
+
+
+def test_parse_benchmark_model_output():
+    from kdskin.bench import _parse_benchmark_model
+
+    text = ("Running benchmark for at least 50 iterations\n"
+            "count=50 first=2100 curr=1980 min=1900 max=2500 avg=2000.5 std=80\n")
+    parsed = _parse_benchmark_model(text)
+    assert parsed["avg_ms"] == pytest.approx(2.0005) and parsed["min_ms"] == 1.9
+    assert parsed["num_runs"] == 50

@@ -428,3 +428,77 @@ def test_quiet_swallows_python_and_native_output(capfd):
     with quiet(verbose=True):
         print("shown")
     assert capfd.readouterr().out == "shown\n"
+
+
+# --------------------------------------------------------------------------- resize, quantizer
+
+
+@pytest.mark.parametrize("factor,size", [(4, 16), (3, 12), (2, 10)])
+def test_pillow_downscale_matches_pillow(factor, size):
+    from PIL import Image
+
+    from kdskin.export.resize import PillowDownscale, pillow_kernel, pillow_matrix
+
+    kernel = pillow_kernel(factor, size)
+    assert abs(sum(kernel.taps) - 1.0) < 1e-6 and kernel.norm[size // 2] == pytest.approx(1.0)
+    rng = np.random.default_rng(factor)
+    image = rng.uniform(0, 255, (factor * size, factor * size)).astype(np.float32)
+    want = np.asarray(Image.fromarray(image, mode="F").resize((size, size),
+                                                              Image.Resampling.BILINEAR))
+    rgb = np.repeat(image[None, :, :, None], 3, axis=-1)
+    got = np.asarray(PillowDownscale(factor, size)(rgb))[0]
+    np.testing.assert_allclose(got[..., 0], want, atol=1e-3)
+    np.testing.assert_allclose(pillow_matrix(factor * size, size).sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_ai_edge_quantizer_path_has_no_input_clipping(exported, tmp_path):
+    pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
+    from kdskin.export.quantizer import input_range, quantize_with_aeq
+
+    model, files, _ = exported
+    images, labels = colour_data(n_per_class=6, seed=21)
+    dim = np.clip(images, 30, 200)  # no pixel above 200 in the calibration images
+    fp32 = files["fp32"].read_bytes()
+    (tmp_path / "default.tflite").write_bytes(quantize_with_aeq(fp32, dim, anchor=False))
+    low, high = input_range(tmp_path / "default.tflite")
+    assert high < 250  # the unanchored recipe clips bright pixels
+    (tmp_path / "aeq.tflite").write_bytes(quantize_with_aeq(fp32, dim))
+    clf = TFLiteClassifier(tmp_path / "aeq.tflite")
+    assert clf.input_dtype == np.int8
+    assert input_range(clf) == (0.0, 255.0)
+    test_images, _ = colour_data(n_per_class=5, seed=22)
+    ref = TFLiteClassifier(files["fp32"]).predict(test_images)
+    assert np.mean(clf.predict(test_images).argmax(1) == ref.argmax(1)) >= 0.9
+
+
+def test_export_and_check_with_ai_edge_quantizer_app_files_and_resize_table(exported, tmp_path):
+    pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
+    from tests.conftest import write_isic
+
+    model, _, _ = exported
+    write_isic(tmp_path / "isic", n_per_class=1)
+    train_images, train_labels = colour_data(n_per_class=6, seed=31)
+    test_images, test_labels = colour_data(n_per_class=4, seed=32)
+    cfg = ExportConfig(representative_samples=30, quantizer="ai_edge_quantizer",
+                       app_input_factor=2, app_kinds=["int8"],
+                       resize_check_images=str(tmp_path / "isic"))
+    out = tmp_path / "out"
+    result = export_and_check(model, out, train_images, train_labels, test_images,
+                              test_labels, cfg, extra={"decision": {"temperature": 1.0}},
+                              show_progress=False)
+    on_disk = json.loads((out / "export.json").read_text())
+    assert on_disk["conversion"]["method"]["int8"] == "ai_edge_quantizer"
+    assert on_disk["int8"]["input"]["dtype"] == "int8"
+    quant = on_disk["quantizers"]
+    assert quant["chosen"] == "ai_edge_quantizer"
+    for name in ("converter", "ai_edge_quantizer"):
+        assert {"accuracy", "agreement_fp32", "agreement_keras", "input_range",
+                "clips_pixels"} <= set(quant[name])
+        assert quant[name]["clips_pixels"] is False
+    assert on_disk["app"]["files"]["int8"]["file"] == "app/model_int8.tflite"
+    assert (out / "app" / "decision.json").is_file()
+    table = result["resize_agreement"]
+    assert set(table["files"]) == {"model_int8.tflite", "model_fp32.tflite",
+                                   "app/model_int8.tflite"}
+    for entry in table["files"].values():
+        assert {"agreement", "accuracy", "max_abs_prob_diff", "input_size"} <= set(entry)

@@ -20,12 +20,18 @@ import numpy as np
 
 from kdskin.console import progress
 from kdskin.constants import CLASSES, NUM_CLASSES, PROBS_NAME
-from kdskin.errors import DataError
-from kdskin.export.convert import FILE_NAMES, export_tflite, representative_indices
+from kdskin.errors import DataError, KdskinError
+from kdskin.export.convert import (
+    APP_DIR,
+    FILE_NAMES,
+    export_tflite,
+    one_line,
+    representative_indices,
+)
 from kdskin.export.graph import float_ops, op_versions
 from kdskin.export.litert import TFLiteClassifier
 from kdskin.export.quiet import quiet
-from kdskin.io import write_json
+from kdskin.io import atomic_write_bytes, write_json
 from kdskin.models.contract import count_params, deployable
 from kdskin.trust.model_card import sha256_file
 
@@ -117,20 +123,115 @@ def _tensorflow_version() -> str | None:
     return None
 
 
+def model_info(model: Any, decision: Mapping[str, Any] | None = None,
+               overrides: Mapping[str, Any] | None = None) -> Any:
+    """The :class:`~kdskin.export.metadata.ModelInfo` of ``model`` for the TFLite metadata:
+    its name, ``kdskin <version>``, the decision rules (``decision.json`` content) if any;
+    ``overrides`` replace fields (e.g. ``license`` for a model trained on other data)."""
+    from kdskin import __version__
+    from kdskin.export.metadata import ModelInfo
+
+    fields = {"name": getattr(model, "name", "model"), "version": f"kdskin {__version__}",
+              "decision": dict(decision) if decision else None, **dict(overrides or {})}
+    return ModelInfo(**fields)
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    from kdskin.export.metadata import read_metadata
+
+    entry = {"file": path.name, "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
+             "op_versions": op_versions(path)}
+    try:
+        meta = read_metadata(path)
+    except KdskinError as exc:  # no schema module to read it back with
+        entry["metadata"] = {"read": False, "reason": str(exc)}
+        return entry
+    entry["metadata"] = (None if meta is None else
+                         {"labels": meta.get("labels"), "normalization":
+                          meta["input"].get("normalization"),
+                          "decision": "decision" in meta, "version": meta["version"]})
+    return entry
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.asarray(a).argmax(1) == np.asarray(b).argmax(1)))
+
+
+def compare_quantizers(model: Any, files: Mapping[str, Path], representative: np.ndarray,
+                       test_images: np.ndarray, test_labels: np.ndarray, cfg: Any,
+                       verbose: bool = False) -> dict[str, Any]:
+    """Both int8 paths side by side on the test split: ``{"chosen", "converter": {...},
+    "ai_edge_quantizer": {...}}``, each with accuracy, macro F1, top-1 agreement with the fp32
+    file and with Keras, ties, input dtype/scale and the representable pixel range; an entry
+    ``{"skipped": reason}`` where a path is unavailable. The chosen file is ``files["int8"]``;
+    the other one is made in a temporary folder and not kept."""
+    import tempfile
+
+    from kdskin.export.metadata import strip_metadata
+    from kdskin.export.quantizer import QuantizerUnavailable, input_range, quantize_with_aeq
+
+    chosen = cfg.quantizer
+    reference = keras_probs(model, test_images)
+    fp32 = TFLiteClassifier(files["fp32"]).predict(test_images) if "fp32" in files else None
+    out: dict[str, Any] = {"chosen": chosen, "n_images": int(len(test_images))}
+
+    def score(path: Path) -> dict[str, Any]:
+        clf = TFLiteClassifier(path)
+        probs = clf.predict(test_images)
+        low, high = input_range(clf)
+        return {**_metrics(test_labels, probs), "agreement_keras": _agreement(probs, reference),
+                "agreement_fp32": None if fp32 is None else _agreement(probs, fp32),
+                "top1_ties": top1_ties(probs), "input": clf.input_info(),
+                "input_range": [low, high], "clips_pixels": bool(low > 0 or high < 255),
+                "size_bytes": path.stat().st_size}
+
+    out[chosen] = score(files["int8"])
+    other = "ai_edge_quantizer" if chosen == "converter" else "converter"
+    with tempfile.TemporaryDirectory(prefix="kdskin_quantizer_") as tmp:
+        path = Path(tmp) / f"model_int8_{other}.tflite"
+        try:
+            with quiet(verbose):
+                if other == "ai_edge_quantizer":
+                    flat = strip_metadata(Path(files["fp32"]).read_bytes())
+                    atomic_write_bytes(path, quantize_with_aeq(flat, representative))
+                else:
+                    made = export_tflite(model, tmp, representative, kinds=("int8",),
+                                         per_channel=cfg.per_channel,
+                                         int8_output=cfg.int8_output,
+                                         centre_input=cfg.centre_input,
+                                         int8_head=cfg.int8_head, verbose=verbose)
+                    path = made["int8"]
+            out[other] = score(path)
+        except QuantizerUnavailable as exc:
+            out[other] = {"skipped": str(exc)}
+        except KdskinError as exc:
+            out[other] = {"skipped": one_line(exc)}
+    return out
+
+
 def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
                      train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
                      cfg: Any, seed: int = 0, extra: Mapping[str, Any] | None = None,
-                     verbose: bool = False, show_progress: bool = True) -> dict[str, Any]:
+                     verbose: bool = False, show_progress: bool = True,
+                     resize_images: str | Path | None = None,
+                     metadata_fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export fp32 / dynamic / int8 files, evaluate them on the test split, write export.json.
 
     ``cfg``: ``Config.export`` (representative_samples, per_channel, max_int8_drop,
-    int8_output, int8_head, centre_input). The int8 model is calibrated on a class-stratified
-    sample of the TRAINING split only. ``int8_within_tolerance`` is True when int8 loses at most
-    ``cfg.max_int8_drop`` (a fraction) of accuracy and of macro F1 against Keras.
-    ``extra`` entries are added to the result (e.g. what a re-export replaced). ``verbose``: let
+    int8_output, int8_head, centre_input, quantizer, compare_quantizers, metadata,
+    app_input_factor, app_kinds, resize_check_images, resize_check_limit). The int8 model is
+    calibrated on a class-stratified sample of the TRAINING split only.
+    ``int8_within_tolerance`` is True when int8 loses at most ``cfg.max_int8_drop`` (a
+    fraction) of accuracy and of macro F1 against Keras. ``extra`` entries are added to the
+    result (e.g. what a re-export replaced); ``extra["decision"]`` (the decision rules) also
+    goes into every file's metadata and beside the app files. ``resize_images`` (else
+    ``cfg.resize_check_images``): a folder of real images on which the resize-agreement table
+    is measured (:mod:`kdskin.export.resize_check`). ``metadata_fields``: fields of the metadata's
+    :class:`~kdskin.export.metadata.ModelInfo` to override (e.g. ``license``). ``verbose``: let
     library output through; ``show_progress``: bars on stderr (terminals only).
-    Returns the dict written to ``out_dir/export.json``; steps skipped because a private API is
-    missing are recorded under ``conversion`` (see :mod:`kdskin.compat`).
+    Returns the dict written to ``out_dir/export.json``; steps skipped because a private API or
+    an optional package is missing are recorded (``conversion``, ``quantizers``,
+    ``resize_agreement``).
     """
     out_dir = Path(out_dir)
     train_images = np.asarray(train_images)
@@ -142,12 +243,18 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
     rep_counts = np.bincount(train_labels[picked], minlength=NUM_CLASSES)
     info: dict[str, Any] = {}
     head = cfg.int8_head
+    decision = (extra or {}).get("decision")
+    meta = model_info(model, decision, metadata_fields) if cfg.metadata else None
+    if meta is None:
+        info["metadata"] = {"written": False, "reason": "export.metadata is false"}
     start = time.perf_counter()
     files = export_tflite(model, out_dir, representative, per_channel=cfg.per_channel,
                           int8_output=cfg.int8_output, info=info,
                           centre_input=cfg.centre_input, int8_head=head, verbose=verbose,
-                          show_progress=show_progress)
+                          show_progress=show_progress, quantizer=cfg.quantizer, metadata=meta,
+                          app_factor=cfg.app_input_factor, app_kinds=tuple(cfg.app_kinds))
     convert_seconds = time.perf_counter() - start
+    app = info.pop("app", None)
     with quiet(verbose):
         evaluation = evaluate_tflite_files(files, model, test_images, test_labels,
                                            show_progress=show_progress)
@@ -155,12 +262,11 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
     drop = evaluation.get("int8_drop", {})
     result = {
         "model": getattr(model, "name", "model"),
-        "files": {kind: {"file": FILE_NAMES[kind], "size_bytes": path.stat().st_size,
-                         "sha256": sha256_file(path), "op_versions": op_versions(path)}
-                  for kind, path in files.items() if kind in FILE_NAMES},
+        "files": {kind: _file_entry(path) for kind, path in files.items() if kind in FILE_NAMES},
         "labels": files["labels"].name,
         "conversion": {**info, "seconds": round(convert_seconds, 2),
-                       "tensorflow": _tensorflow_version(), "per_channel": bool(cfg.per_channel)},
+                       "tensorflow": _tensorflow_version(), "per_channel": bool(cfg.per_channel),
+                       "quantizer": cfg.quantizer},
         "int8": {
             "input": evaluation["tflite"]["int8"]["input"],
             "output": evaluation["tflite"]["int8"]["output"],
@@ -175,5 +281,32 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
                                                     for v in drop.values()),
         **(extra or {}),
     }
+    if app is not None:
+        app_files = {kind: out_dir / rel for kind, rel in app["files"].items()}
+        app["files"] = {kind: {**_file_entry(path), "file": app["files"][kind]}
+                        for kind, path in app_files.items()}
+        if decision:
+            from kdskin.export.metadata import DECISION_FILE
+
+            write_json(out_dir / APP_DIR / DECISION_FILE, dict(decision))
+        result["app"] = app
+    if cfg.compare_quantizers and "int8" in files:
+        result["quantizers"] = compare_quantizers(model, files, representative, test_images,
+                                                  test_labels, cfg, verbose=verbose)
+    folder = resize_images or cfg.resize_check_images
+    if folder:
+        from kdskin.export.resize_check import resize_agreement
+
+        pairs = {FILE_NAMES[k]: (files[k], files[k]) for k in ("int8", "fp32") if k in files}
+        if app is not None:
+            for kind, path in app_files.items():
+                if kind in files:
+                    pairs[f"{APP_DIR}/{FILE_NAMES[kind]}"] = (path, files[kind])
+        with quiet(verbose):
+            result["resize_agreement"] = resize_agreement(pairs, folder,
+                                                          limit=cfg.resize_check_limit)
+    else:
+        result["resize_agreement"] = {"skipped": "no image folder: set "
+                                      "export.resize_check_images (or tools/resize_agreement.py)"}
     write_json(out_dir / EXPORT_JSON, result)
     return result

@@ -38,11 +38,15 @@ from kdskin import compat
 from kdskin.console import progress
 from kdskin.constants import CLASSES, LABELS_FILE
 from kdskin.errors import DataError, KdskinError, ModelError
-from kdskin.export.graph import head_nodes
+from kdskin.export.graph import head_nodes, nodes_named
 from kdskin.export.quiet import quiet
-from kdskin.export.specs import FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS
+from kdskin.export.specs import APP_DIR, FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.io import atomic_write_bytes, atomic_write_text
 from kdskin.models.contract import check_classifier, deployable
+
+#: Name of the in-model downscale of the app files (kdskin.export.resize), whose ops the
+#: int8 file keeps in float: exact anti-aliasing, then the same int8 body as model_int8.tflite.
+FLOAT_FRONT = "pillow_downscale"
 
 # --------------------------------------------------------------------------- calibration data
 
@@ -180,15 +184,18 @@ def _int8_with_float_head(converter: Any, per_channel: bool, info: dict[str, Any
         assert quantize is not None
         calibrated = converter.convert()
         head = head_nodes(calibrated)
+        front = nodes_named(calibrated, FLOAT_FRONT)  # app files: the downscale stays float
         try:
             flatbuffer = quantize(calibrated, disable_per_channel=not per_channel,
                                   input_data_type=tf.uint8, output_data_type=tf.float32,
-                                  denylisted_nodes=head)
+                                  denylisted_nodes=head + front)
         except (AttributeError, TypeError) as exc:  # the private API changed under us
             reason = one_line(exc)
             compat.set_converter_flag(converter, "_experimental_calibrate_only", False)
         else:
             info["int8_float_head"] = head
+            if front:
+                info["int8_float_front"] = front
             return flatbuffer
     info["int8_head_fallback"] = reason
     return converter.convert()
@@ -199,12 +206,93 @@ def write_labels(out_dir: Path) -> Path:
     return atomic_write_text(Path(out_dir) / LABELS_FILE, "\n".join(CLASSES) + "\n")
 
 
+def _with_metadata(flatbuffer: bytes, metadata: Any, info: dict[str, Any]) -> bytes:
+    """``flatbuffer`` with kdskin's TFLite metadata (:mod:`kdskin.export.metadata`); when no
+    writer is available, the bytes unchanged and the reason in ``info["metadata"]``."""
+    if metadata is None:
+        return flatbuffer
+    from kdskin.export.metadata import MetadataUnavailable, add_metadata
+
+    try:
+        out = add_metadata(flatbuffer, metadata)
+    except MetadataUnavailable as exc:
+        info["metadata"] = {"written": False, "reason": str(exc)}
+        return flatbuffer
+    info.setdefault("metadata", {"written": True, "name": metadata.name,
+                                 "version": metadata.version, "decision": bool(metadata.decision)})
+    return out
+
+
+def _convert_all(deploy: Any, model_name: str, out_dir: Path, representative: np.ndarray | None,
+                 kinds: Sequence[str], per_channel: bool, int8_output: str, method: str,
+                 info: dict[str, Any], int8_head: str, quantizer: str, metadata: Any,
+                 verbose: bool, show_progress: bool) -> dict[str, Path]:
+    """Convert ``deploy`` to every kind in ``out_dir``; see :func:`export_tflite`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = info.setdefault("method", {})
+    paths: dict[str, Path] = {}
+    plain: dict[str, bytes] = {}  # flatbuffers before metadata (AI Edge Quantizer reads fp32)
+    order = list(kinds)
+    if quantizer == "ai_edge_quantizer" and "int8" in order:
+        order = ["fp32", *[k for k in order if k != "fp32"]]
+    with tempfile.TemporaryDirectory(prefix="kdskin_savedmodel_") as tmp:
+        saved_model_dir: Path | None = None
+        current = "from_keras_model" if method in ("auto", "from_keras_model") else "saved_model"
+        steps = progress(order, desc="converting", unit="file") if show_progress else order
+        for kind in steps:
+            if kind == "int8" and quantizer == "ai_edge_quantizer":
+                from kdskin.export.quantizer import quantize_with_aeq
+
+                with quiet(verbose):
+                    flatbuffer = quantize_with_aeq(plain["fp32"], representative)
+                methods[kind] = "ai_edge_quantizer"
+            else:
+                while True:
+                    try:
+                        with quiet(verbose):
+                            if current == "saved_model" and saved_model_dir is None:
+                                saved_model_dir = Path(tmp) / "saved_model"
+                                deploy.export(str(saved_model_dir), format="tf_saved_model",
+                                              verbose=False)
+                            converter = _converter(deploy, current, saved_model_dir)
+                            _configure(converter, kind, representative, per_channel,
+                                       int8_output, info)
+                            if kind == "int8" and int8_head == "float":
+                                flatbuffer = _int8_with_float_head(converter, per_channel, info)
+                            else:
+                                flatbuffer = converter.convert()
+                        break
+                    except KdskinError:
+                        raise
+                    except Exception as exc:  # converter errors are many types; keep one line
+                        if method == "auto" and current == "from_keras_model":
+                            info.setdefault("fallback_reason", one_line(exc))
+                            current = "saved_model"
+                            continue
+                        raise ModelError(f"model '{model_name}': {kind} TFLite conversion "
+                                         f"failed ({current}): {one_line(exc)}") from None
+                methods[kind] = current
+            plain[kind] = flatbuffer
+            if kind in kinds:
+                paths[kind] = atomic_write_bytes(out_dir / FILE_NAMES[kind],
+                                                 _with_metadata(flatbuffer, metadata, info))
+    return {kind: paths[kind] for kind in kinds}
+
+
+def upsample(images: np.ndarray, factor: int) -> np.ndarray:
+    """(N, S, S, 3) -> (N, factor*S, factor*S, 3): each pixel repeated (calibration images of
+    the app files, whose in-model downscale brings them back to about the originals)."""
+    return np.repeat(np.repeat(np.asarray(images), factor, axis=1), factor, axis=2)
+
+
 def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | None,
                   kinds: Sequence[str] = KINDS, per_channel: bool = True,
                   int8_output: str = "float32", method: str = "auto",
                   info: dict[str, Any] | None = None, centre_input: bool = True,
                   int8_head: str = "float", verbose: bool = False,
-                  show_progress: bool = False) -> dict[str, Path]:
+                  show_progress: bool = False, quantizer: str = "converter",
+                  metadata: Any = None, app_factor: int = 0,
+                  app_kinds: Sequence[str] = ("fp32", "int8")) -> dict[str, Path]:
     """Convert a kdskin classifier to ``.tflite`` files in ``out_dir``; write ``labels.txt``.
 
     ``model``: a training model (outputs with "logits") or a deployable one ("probs" only);
@@ -216,14 +304,22 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     convolutions (``centre_input``, see :mod:`kdskin.export.centre`) and the int8 head's float
     ops (``int8_head``: "float" or "int8", see the module docstring), and why a step that needs
     a private API was skipped (``centre_input_skipped``, ``int8_head_fallback``, ``compat``).
+    ``quantizer``: "converter" (default) or "ai_edge_quantizer" (the int8 file made from the
+    float one by :mod:`kdskin.export.quantizer`). ``metadata``: a
+    :class:`kdskin.export.metadata.ModelInfo` written into every file as TFLite metadata (if no
+    writer is installed, ``info["metadata"]`` says why and the files have none).
+    ``app_factor`` > 0: also write ``app_kinds`` into ``out_dir/app`` with a ``factor``-times
+    larger input and Pillow's anti-aliased downscale inside (:mod:`kdskin.export.resize`), for
+    apps that resize images themselves; ``info["app"]`` lists them.
     ``verbose``: let Keras/converter output through; ``show_progress``: a bar on stderr.
 
-    Returns ``{kind: path}`` plus ``"labels"``. Files are written atomically; a failed
-    conversion leaves no partial file behind. Raises :class:`ModelError` for a model that is not
-    a kdskin classifier or cannot be converted, :class:`kdskin.compat.CompatError` when
-    ``per_channel=False`` and the converter lost the flag for it.
+    Returns ``{kind: path}`` plus ``"labels"`` (the app files are in ``info["app"]``). Files
+    are written atomically; a failed conversion leaves no partial file behind. Raises
+    :class:`ModelError` for a model that is not a kdskin classifier or cannot be converted,
+    :class:`kdskin.compat.CompatError` when ``per_channel=False`` and the converter lost the
+    flag for it.
     """
-    unknown = [k for k in kinds if k not in KINDS]
+    unknown = [k for k in (*kinds, *(app_kinds if app_factor else ())) if k not in KINDS]
     if unknown or not kinds:
         raise ModelError(f"unknown export kinds {unknown or list(kinds)}; choose from "
                          f"{', '.join(KINDS)}")
@@ -232,13 +328,18 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
                          f"{int8_output!r}")
     if int8_head not in INT8_HEADS:
         raise ModelError(f"int8_head must be one of {', '.join(INT8_HEADS)}, got {int8_head!r}")
+    if quantizer not in QUANTIZERS:
+        raise ModelError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
     if int8_head == "float" and int8_output == "uint8" and "int8" in kinds:
         raise ModelError("int8_head='float' gives float32 probabilities; with "
                          "int8_output='uint8' use int8_head='int8'")
     if method not in ("auto", "from_keras_model", "saved_model"):
         raise ModelError(f"method must be auto, from_keras_model or saved_model, got {method!r}")
+    if app_factor < 0:
+        raise ModelError(f"app_factor must be 0 (no app files) or a positive integer, got "
+                         f"{app_factor}")
     size, _ = check_classifier(model)
-    if "int8" in kinds:
+    if "int8" in kinds or (app_factor and "int8" in app_kinds):
         if representative is None or len(representative) == 0:
             raise DataError("the int8 export needs representative training images; pass "
                             "representative=representative_sample(train_images, ...)")
@@ -257,42 +358,28 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
             info["centred_convs"] = []
             info["centre_input_skipped"] = str(exc)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    methods = info.setdefault("method", {})
-    paths: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory(prefix="kdskin_savedmodel_") as tmp:
-        saved_model_dir: Path | None = None
-        current = "from_keras_model" if method in ("auto", "from_keras_model") else "saved_model"
-        steps = progress(kinds, desc="converting", unit="file") if show_progress else kinds
-        for kind in steps:
-            while True:
-                try:
-                    with quiet(verbose):
-                        if current == "saved_model" and saved_model_dir is None:
-                            saved_model_dir = Path(tmp) / "saved_model"
-                            deploy.export(str(saved_model_dir), format="tf_saved_model",
-                                          verbose=False)
-                        converter = _converter(deploy, current, saved_model_dir)
-                        _configure(converter, kind, representative, per_channel, int8_output,
-                                   info)
-                        if kind == "int8" and int8_head == "float":
-                            flatbuffer = _int8_with_float_head(converter, per_channel, info)
-                        else:
-                            flatbuffer = converter.convert()
-                    break
-                except KdskinError:
-                    raise
-                except Exception as exc:  # converter errors are many types; keep one line
-                    if method == "auto" and current == "from_keras_model":
-                        info.setdefault("fallback_reason", one_line(exc))
-                        current = "saved_model"
-                        continue
-                    raise ModelError(f"model '{model.name}': {kind} TFLite conversion failed "
-                                     f"({current}): {one_line(exc)}") from None
-            path = atomic_write_bytes(out_dir / FILE_NAMES[kind], flatbuffer)
-            methods[kind] = current
-            paths[kind] = path
+    if quantizer != "converter":
+        info["quantizer"] = quantizer
+    common = dict(per_channel=per_channel, int8_output=int8_output, method=method,
+                  int8_head=int8_head, quantizer=quantizer, metadata=metadata,
+                  verbose=verbose, show_progress=show_progress)
+    paths = _convert_all(deploy, model.name, out_dir, representative, kinds, info=info,
+                         **common)
     paths["labels"] = write_labels(out_dir)
+    if app_factor:
+        from kdskin.export.resize import with_downscale
+
+        app_info: dict[str, Any] = {}
+        app_dir = out_dir / APP_DIR
+        app_rep = upsample(representative, app_factor) if representative is not None else None
+        app_paths = _convert_all(with_downscale(deploy, app_factor), model.name, app_dir,
+                                 app_rep, app_kinds, info=app_info, **common)
+        write_labels(app_dir)
+        info["app"] = {"factor": int(app_factor), "input_size": int(app_factor * size),
+                       "dir": APP_DIR, "downscale": "Pillow bilinear (anti-aliased), in the model",
+                       "files": {kind: f"{APP_DIR}/{path.name}" for kind, path in
+                                 app_paths.items()},
+                       "conversion": app_info}
     return paths
 
 
@@ -303,5 +390,6 @@ def one_line(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}"
 
 
-__all__ = ["FILE_NAMES", "INT8_HEADS", "INT8_OUTPUTS", "KINDS", "export_tflite", "one_line",
-           "representative_indices", "representative_sample", "write_labels"]
+__all__ = ["APP_DIR", "FILE_NAMES", "INT8_HEADS", "INT8_OUTPUTS", "KINDS", "QUANTIZERS",
+           "export_tflite", "one_line", "representative_indices", "representative_sample",
+           "upsample", "write_labels"]

@@ -159,3 +159,11 @@ def head_nodes(source: str | Path | bytes) -> list[str]:
         names.extend(graph.tensors[i].name for i in op.outputs)
         todo.extend(i for i in op.inputs if i >= 0)
     return names
+
+
+def nodes_named(source: str | Path | bytes, marker: str) -> list[str]:
+    """Output-tensor names of the ops whose output tensor name contains ``marker`` (e.g. the
+    in-model ``pillow_downscale`` of an app file, kept in float in its int8 file)."""
+    graph = read_graph(source)
+    return [graph.tensors[i].name for op in graph.ops for i in op.outputs
+            if i >= 0 and marker in graph.tensors[i].name]

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 #: Python warnings that say nothing to a kdskin user (shown with ``verbose=True``).
 NOISE: tuple[str, ...] = ("Statistics for quantized inputs",  # uint8 input: we calibrate it
                           "Please consider providing the trackable_obj",
-                          "Compiled the loaded model, but the compiled metrics")
+                          "Compiled the loaded model, but the compiled metrics",
+                          "Warning: Enabling `experimental_preserve_all_tensors`")
 
 
 def _stderr_fd() -> int | None:

@@ -227,8 +227,14 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
         extra["decision"] = rules.folded().to_dict()
     log(f"exporting {name} to {run.tflite} (fp32, dynamic-range, int8)"
         + (f", temperature {rules.temperature:.3f} folded in" if rules is not None else ""))
+    synthetic = cfg.data.dir is not None and Path(cfg.data.dir).resolve() == run.data.resolve()
+    fields = ({"license": "trained on kdskin's built-in generated data (no licence "
+                          "restriction from the data); kdskin's own licence applies"}
+              if synthetic else None)
     result = export_and_check(model, run.tflite, data.train.images, data.train.labels,
-                              data.test.images, data.test.labels, cfg.export, extra=extra)
+                              data.test.images, data.test.labels, cfg.export, extra=extra,
+                              resize_images=cfg.export.resize_check_images or cfg.data.external,
+                              metadata_fields=fields)
     if rules is not None:
         from kdskin.decision import DECISION_FILE
 

@@ -148,7 +148,6 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
                                epochs=cfg.student.epochs, learning_rate=cfg.student.learning_rate)
     log(f"training {name} (stage {stage}, fusion {fusion}): {student.count_params():,} "
         f"parameters, up to {cfg.student.epochs} epochs")
-    log(distiller.describe())
     t0 = time.time()
     history = fit_model(distiller, train_ds, val_ds, cfg.student.epochs, callbacks,
                         verbose=cfg.train.verbose)
