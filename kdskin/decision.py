@@ -8,9 +8,11 @@ temperature already folded into their softmax. ``kdskin predict``, ``kdskin eval
 * probabilities are calibrated: ``softmax(log p / T)`` unless the file already did it;
 * **refer** when P(mel) + P(bcc) + P(akiec) (the set is configurable) reaches the threshold
   fitted for the target sensitivity;
-* **out of scope** when the maximum calibrated probability is below the threshold that 95% of
-  in-distribution validation images pass: the image is probably not a dermoscopic image of the
-  kind the model was trained on. The classes are still reported.
+* **out of scope** when the image's statistics (colour, saturation, texture, sharpness,
+  exposure, centring; :mod:`kdskin.trust.image_stats`) are further from the training images'
+  than the threshold that 95% of in-distribution validation images pass: the image is probably
+  not a dermoscopic image of the kind the model was trained on. The classes are still reported.
+  (The maximum calibrated probability is the fallback score of older files.)
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from kdskin.constants import CLASSES
 from kdskin.errors import ModelError
 from kdskin.io import read_json, write_json
 from kdskin.trust.calibration import apply_temperature_to_probs
+from kdskin.trust.image_stats import IMAGE_STATS, image_features, image_score
 from kdskin.trust.ood import is_out_of_scope, ood_score
 from kdskin.trust.referral import MALIGNANT_CLASSES, malignant_score
 
 #: File name of the rules beside an exported model (next to ``labels.txt``).
 DECISION_FILE = "decision.json"
-#: The out-of-scope score used by deployed files (needs probabilities only).
-OOD_SCORE = "max_softmax"
+#: The out-of-scope score fitted by runs (needs the image, not the model).
+OOD_SCORE = IMAGE_STATS
 NOT_A_DEVICE = ("Research and education only: not a medical device, not for diagnosis.")
 
 
@@ -51,6 +54,8 @@ class DecisionRules:
     ood_score: str = OOD_SCORE
     ood_threshold: float | None = None
     ood_pass_rate: float | None = None
+    #: parameters of the image-statistics score (``{"mean", "precision"}``)
+    ood_params: dict[str, Any] | None = None
     classes: tuple[str, ...] = field(default=CLASSES)
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
@@ -67,20 +72,35 @@ class DecisionRules:
             return p
         return apply_temperature_to_probs(p, 1.0 / self.temperature)
 
-    def decide(self, calibrated: np.ndarray) -> list[dict[str, Any]]:
+    def in_scope_scores(self, calibrated: np.ndarray, images: np.ndarray | None = None
+                        ) -> np.ndarray | None:
+        """``(N,)`` out-of-scope scores (higher = more in scope), or None when the rule needs
+        the images and none were given."""
+        if self.ood_score == IMAGE_STATS:
+            if images is None or self.ood_params is None:
+                return None
+            return image_score(image_features(images), self.ood_params)
+        return ood_score(np.asarray(calibrated, dtype=np.float64), self.ood_score)
+
+    def decide(self, calibrated: np.ndarray, images: np.ndarray | None = None
+               ) -> list[dict[str, Any]]:
         """Per image: ``malignant_probability``, ``refer`` (None without a threshold),
-        ``in_scope_score`` and ``out_of_scope`` (None without a threshold)."""
+        ``in_scope_score`` and ``out_of_scope`` (None without a threshold, or without the
+        ``images`` ``(N, S, S, 3)`` uint8 at the model's input size the rule needs)."""
         p = np.asarray(calibrated, dtype=np.float64)
         mal = malignant_score(p, self.malignant_classes)
-        score = ood_score(p, self.ood_score)
-        oos = (is_out_of_scope(score, self.ood_threshold) if self.ood_threshold is not None
+        score = self.in_scope_scores(p, images)
+        if score is None:
+            score = np.full(len(p), np.nan)
+        oos = (is_out_of_scope(score, self.ood_threshold)
+               if self.ood_threshold is not None and not np.isnan(score).any()
                else [None] * len(p))
         out = []
         for i in range(len(p)):
             refer = (None if self.referral_threshold is None
                      else bool(mal[i] >= self.referral_threshold))
             out.append({"malignant_probability": float(mal[i]), "refer": refer,
-                        "in_scope_score": float(score[i]),
+                        "in_scope_score": None if np.isnan(score[i]) else float(score[i]),
                         "out_of_scope": None if oos[i] is None else bool(oos[i])})
         return out
 
@@ -116,6 +136,7 @@ class DecisionRules:
                         ood_score=str(data.get("ood_score", OOD_SCORE)),
                         ood_threshold=data.get("ood_threshold"),
                         ood_pass_rate=data.get("ood_pass_rate"),
+                        ood_params=data.get("ood_params"),
                         classes=tuple(data.get("classes", CLASSES)))
         except (TypeError, ValueError, AttributeError):
             raise ModelError(f"{source}: not a kdskin decision file; re-export the model with "
@@ -162,11 +183,12 @@ def rules_for_model(model_path: str | Path) -> DecisionRules | None:
     return DecisionRules.from_dict(rules, str(run.metrics))
 
 
-def describe_prediction(probs: np.ndarray, rules: DecisionRules | None, top: int = 3
-                        ) -> dict[str, Any]:
+def describe_prediction(probs: np.ndarray, rules: DecisionRules | None, top: int = 3,
+                        image: np.ndarray | None = None) -> dict[str, Any]:
     """What ``predict --json`` (and ``kdskin serve``) return for one image's probabilities
     ``(7,)``: calibrated probabilities, the top classes, the referral decision and the
-    out-of-scope warning (None where the model has no decision rules)."""
+    out-of-scope warning (None where the model has no decision rules). ``image``: the
+    ``(S, S, 3)`` uint8 model input, which the out-of-scope check reads."""
     p = np.asarray(probs, dtype=np.float64)[None]
     if rules is not None:
         p = rules.calibrate(p)
@@ -178,7 +200,7 @@ def describe_prediction(probs: np.ndarray, rules: DecisionRules | None, top: int
         "refer": None, "malignant_probability": None, "referral_threshold": None,
         "out_of_scope": None, "in_scope_score": None}
     if rules is not None:
-        decision = rules.decide(p)[0]
+        decision = rules.decide(p, None if image is None else np.asarray(image)[None])[0]
         entry.update(decision)
         entry["referral_threshold"] = rules.referral_threshold
     return entry

@@ -285,3 +285,35 @@ def test_classify_errors(files, tmp_path):
     bad_labels.write_text("a\nb\nc\n")
     wrong = run("--model", str(paths["fp32"]), "--labels", str(bad_labels), str(image))
     assert wrong.returncode == 2 and "3 labels but the model has 7 outputs" in wrong.stderr
+
+
+def test_classify_out_of_scope_check_identical_to_kdskin():
+    """classify.py's copies of the image-statistics score: same source (but for the error
+    class) and identical values; its decision matches kdskin's DecisionRules."""
+    from kdskin.data.out_of_scope import generate_out_of_scope
+    from kdskin.decision import DecisionRules
+    from kdskin.trust import image_stats
+
+    classify = _load_classify()
+    for name in ("image_features", "image_score"):
+        theirs = inspect.getsource(getattr(image_stats, name)).replace("DataError", "UsageError")
+        assert inspect.getsource(getattr(classify, name)) == theirs, name
+    rng = np.random.default_rng(7)
+    lesions = rng.integers(60, 200, (40, SIZE, SIZE, 3), dtype=np.uint8)
+    params = image_stats.fit_image_gaussian(image_stats.image_features(lesions))
+    images, _ = generate_out_of_scope(9, SIZE, seed=1, lesion_images=lesions[:4])
+    np.testing.assert_array_equal(classify.image_features(images),
+                                  image_stats.image_features(images))
+    np.testing.assert_array_equal(classify.image_score(classify.image_features(images), params),
+                                  image_stats.image_score(image_stats.image_features(images),
+                                                          params))
+    rules = DecisionRules(referral_threshold=0.3, ood_threshold=-30.0, ood_params=params,
+                          temperature_folded=True)
+    probs = np.full(7, 1 / 7)
+    for image in images:
+        ours = classify.decide(rules.to_dict(), list(CLASSES_ORDER), probs, image)
+        theirs = rules.decide(probs[None], image[None])[0]
+        assert ours["refer"] == theirs["refer"] and ours["out_of_scope"] == theirs["out_of_scope"]
+
+
+CLASSES_ORDER = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")

@@ -13,11 +13,19 @@ Input contract: RGB, resized to the model's input size with the same code as tra
 float32 otherwise) by :func:`quantize` (with :func:`quant_params` and :func:`dequantize`, verbatim
 copies of ``kdskin.export.litert``'s). ``tests/test_tflite_runtime.py`` checks that the copies
 give identical output. Output: 7 class probabilities in ``labels.txt`` order.
+
+Decision rules: when ``decision.json`` (written by kdskin beside the files) is found, each image
+also gets the referral decision (refer when P(mel)+P(bcc)+P(akiec) reaches the threshold fitted
+on validation for 90% sensitivity) and an out-of-scope warning from the image's statistics
+(:func:`image_features` / :func:`image_score`, verbatim copies of ``kdskin.trust.image_stats``'s).
+The exported probabilities are already calibrated (the temperature is folded into the file).
+Research and education only: not a medical device, not for diagnosis.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -174,6 +182,80 @@ class Model:
         return dequantize(y, *quant_params(self.out)).astype(np.float32)
 
 
+# ---------------------------------------------------------------- copy of kdskin.trust.image_stats
+
+
+def image_features(images: Any) -> np.ndarray:
+    """``(N, 13)`` statistics of uint8 RGB images ``(N, S, S, 3)`` (see :data:`FEATURES`)."""
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] < 4 or x.shape[2] < 4:
+        raise UsageError(f"images must be (N, S, S, 3) RGB, got shape {x.shape}")
+    x = x.astype(np.float64) / 255.0
+    n = x.shape[0]
+    flat = x.reshape(n, -1, 3)
+    mean, std = flat.mean(axis=1), flat.std(axis=1)
+    hi, lo = x.max(axis=-1), x.min(axis=-1)
+    sat = (hi - lo) / np.maximum(hi, 1e-6)
+    gray = x @ np.array([0.299, 0.587, 0.114])
+    gx, gy = np.diff(gray, axis=2), np.diff(gray, axis=1)
+    gradient = 0.5 * (np.abs(gx).mean(axis=(1, 2)) + np.abs(gy).mean(axis=(1, 2)))
+    lap = (4 * gray[:, 1:-1, 1:-1] - gray[:, :-2, 1:-1] - gray[:, 2:, 1:-1]
+           - gray[:, 1:-1, :-2] - gray[:, 1:-1, 2:])
+    h, w = gray.shape[1:]
+    centre = gray[:, h // 4: h - h // 4, w // 4: w - w // 4].mean(axis=(1, 2))
+    border = (gray.sum(axis=(1, 2)) - centre * (h - 2 * (h // 4)) * (w - 2 * (w // 4))) / max(
+        h * w - (h - 2 * (h // 4)) * (w - 2 * (w // 4)), 1)
+    return np.column_stack([
+        mean, std, sat.mean(axis=(1, 2)), sat.std(axis=(1, 2)),
+        np.log(gradient + 1e-4), np.log(lap.var(axis=(1, 2)) + 1e-6),
+        (gray > 0.98).mean(axis=(1, 2)), (gray < 0.02).mean(axis=(1, 2)), centre - border])
+
+
+def image_score(features: Any, params: dict[str, Any]) -> np.ndarray:
+    """Minus the squared Mahalanobis distance ``(N,)`` of ``features`` ``(N, F)`` to the fitted
+    Gaussian (higher = more like the training images)."""
+    f = np.asarray(features, dtype=np.float64)
+    mean = np.asarray(params["mean"], dtype=np.float64)
+    precision = np.asarray(params["precision"], dtype=np.float64)
+    if f.ndim != 2 or f.shape[1] != mean.size or precision.shape != (mean.size, mean.size):
+        raise UsageError(f"features {f.shape} do not match the fitted check ({mean.size} "
+                        f"statistics); refit it")
+    d = f - mean
+    return -np.einsum("ni,ij,nj->n", d, precision, d)
+
+
+# ---------------------------------------------------------------- decision rules
+
+
+def read_rules(model_path: Path) -> dict[str, Any] | None:
+    """``decision.json`` beside the model (None when there is none)."""
+    path = model_path.with_name("decision.json")
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UsageError(f"{path}: not a kdskin decision file; re-export the model") from None
+
+
+def decide(rules: dict[str, Any], names: list[str], probs: np.ndarray, image: np.ndarray
+           ) -> dict[str, Any]:
+    """Referral and out-of-scope decisions for one image (probabilities ``(7,)``, the model's
+    input ``(S, S, 3)`` uint8), as ``kdskin predict --json`` reports them."""
+    malignant = float(sum(probs[names.index(c)] for c in rules["malignant_classes"]))
+    threshold = rules.get("referral_threshold")
+    out: dict[str, Any] = {"malignant_probability": malignant,
+                           "refer": None if threshold is None else malignant >= threshold,
+                           "referral_threshold": threshold, "out_of_scope": None}
+    if rules.get("ood_score") == "image_stats" and rules.get("ood_params"):
+        score = float(image_score(image_features(image[None]), rules["ood_params"])[0])
+        out["in_scope_score"] = score
+        out["out_of_scope"] = score < rules["ood_threshold"]
+    elif rules.get("ood_score") == "max_softmax" and rules.get("ood_threshold") is not None:
+        out["out_of_scope"] = float(probs.max()) < rules["ood_threshold"]
+    return out
+
+
 def read_labels(model_path: Path, labels: str | None, num_classes: int) -> list[str]:
     path = Path(labels) if labels else model_path.with_name("labels.txt")
     if path.is_file():
@@ -203,11 +285,24 @@ def main(argv: list[str] | None = None) -> int:
         model_path = Path(args.model)
         model = Model(model_path, args.threads)
         names = read_labels(model_path, args.labels, model.num_classes)
+        rules = read_rules(model_path)
         for image_path in args.images:
-            probs = model.predict(load_image(Path(image_path), model.size))
+            pixels = load_image(Path(image_path), model.size)
+            probs = model.predict(pixels)
             order = np.argsort(-probs, kind="stable")[: args.top]
-            ranked = ", ".join(f"{names[k]} {probs[k]:.3f}" for k in order)
-            print(f"{image_path}: {ranked}")
+            line = f"{image_path}: " + ", ".join(f"{names[k]} {probs[k]:.3f}" for k in order)
+            if rules is not None:
+                d = decide(rules, names, probs, pixels)
+                if d["refer"] is not None:
+                    line += (f" | {'REFER' if d['refer'] else 'no referral'} (malignant "
+                             f"probability {d['malignant_probability']:.3f}, threshold "
+                             f"{d['referral_threshold']:.3f})")
+                if d["out_of_scope"]:
+                    line += (" | WARNING: outside what the model was trained on; the classes "
+                             "above are unreliable")
+            print(line)
+        if rules is not None:
+            print("(Research and education only: not a medical device, not for diagnosis.)")
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

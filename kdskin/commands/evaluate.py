@@ -225,7 +225,7 @@ def predict_command(model: str, images: list[str], top: int = 3,
             print(f"kdskin: {exc}; skipped", file=sys.stderr)
             failed += 1
             continue
-        entry = describe_prediction(classifier.predict(x)[0], rules, top)
+        entry = describe_prediction(classifier.predict(x)[0], rules, top, image=x[0])
         entry = {"image": str(path), **entry}
         results.append(entry)
         if not as_json:

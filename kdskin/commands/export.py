@@ -57,15 +57,18 @@ def _previous_int8(export: dict[str, Any]) -> dict[str, Any]:
 
 
 def reexport_run(run_dir: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Re-export a finished run's final student with the current exporter.
+    """Re-export a finished run's final student with the current code.
 
-    Uses the run's config (plus ``overrides``), split and data; rewrites ``RUN/tflite``, the
-    ``export`` entry of ``metrics.json`` (the previous int8 figures are kept under
-    ``export.previous``) and ``report.md``. Training results and wall time are not touched.
+    Uses the run's config (plus ``overrides``), split and data; refits the decision rules
+    (calibration, referral, out-of-scope check), rewrites ``RUN/tflite``, the ``trust``,
+    ``export`` (the previous int8 figures kept under ``export.previous``) and ``external``
+    entries of ``metrics.json``, ``report.md`` and the model cards. Training results and wall
+    time are not touched.
     """
     from kdskin.config import load_config
+    from kdskin.pipeline.card import write_model_cards
     from kdskin.pipeline.data import data_of_run
-    from kdskin.pipeline.run import export_stage
+    from kdskin.pipeline.run import after_training
     from kdskin.report import write_run_report
 
     run = RunDir(Path(run_dir)).require_finished()
@@ -75,17 +78,15 @@ def reexport_run(run_dir: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if final is None or not run.model(final).is_file():
         raise KdskinError(f"{run.root}: no final student model ({final}.keras); finish the run "
                           f"with kdskin run --resume first")
+    if not cfg.export.enabled:
+        raise KdskinError(f"{run.config}: export.enabled is false in this run's config; pass "
+                          f"--set export.enabled=true to export it")
     rd = data_of_run(run, cfg)
     extra = {**_previous_int8(state.export),
              "reexported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    rules = None
-    if state.trust.get("rules"):
-        from kdskin.decision import DecisionRules
-
-        rules = DecisionRules.from_dict(state.trust["rules"], str(run.metrics))
-    state.export = export_stage(cfg, rd, run, final, extra=extra, rules=rules)
-    run.save_metrics(state)
+    after_training(cfg, rd, run, state, final, refit_trust=True, export_extra=extra)
     write_run_report(run)
+    write_model_cards(run, state, cfg)
     print(f"wrote {run.tflite} and updated metrics.json, report.md")
     _print_int8_check(state.export)
     return state.export

@@ -168,28 +168,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                       fusion=fusion), student)
 
     final = final_student_name(cfg.distill.stages)
-    rules = None
-    if cfg.trust.enabled and final:
-        from kdskin.decision import DecisionRules
-        from kdskin.models.contract import load_keras
-        from kdskin.pipeline.trust import trust_stage
-
-        if not state.trust:
-            for name in (final, student_name("baseline")):
-                if name in state.models and name not in test_probs:
-                    test_probs[name] = evaluate_model(load_keras(run.model(name)), data)[2]
-            state.trust = trust_stage(cfg, data, run, final, load_keras(run.model(final)),
-                                      test_probs)
-            run.save_metrics(state)
-        rules = DecisionRules.from_dict(state.trust["rules"])
-    if cfg.export.enabled and final:
-        state.export = export_stage(cfg, data, run, final, rules=rules)
-        run.save_metrics(state)
-    if cfg.data.external:
-        from kdskin.pipeline.external import external_stage
-
-        state.external = external_stage(cfg, run, state, final, rules)
-        run.save_metrics(state)
+    after_training(cfg, data, run, state, final, test_probs)
     if cfg.bench.enabled:
         state.bench = bench_stage(cfg, run)
         run.save_metrics(state)
@@ -205,6 +184,43 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     write_model_cards(run, state, cfg)
     log(f"done in {state.wall_seconds / 60:.1f} min; report: {run.report}")
     return run.root
+
+
+# --------------------------------------------------------------------------- after training
+
+
+def after_training(cfg: Config, data: RunData, run: RunDir, state: RunMetrics,
+                   final: str | None, test_probs: dict[str, Any] | None = None,
+                   refit_trust: bool = False, export_extra: dict[str, Any] | None = None
+                   ) -> Any:
+    """Trust (decision rules of the final student; kept when the run has them unless
+    ``refit_trust``) -> export with the rules folded in -> external evaluation; each result
+    saved in ``metrics.json`` at once. Returns the :class:`~kdskin.decision.DecisionRules`."""
+    from kdskin.models.contract import load_keras
+
+    test_probs = dict(test_probs or {})
+    rules = None
+    if cfg.trust.enabled and final:
+        from kdskin.decision import DecisionRules
+        from kdskin.pipeline.trust import trust_stage
+
+        if refit_trust or not state.trust:
+            for name in (final, student_name("baseline")):
+                if name in state.models and name not in test_probs:
+                    test_probs[name] = evaluate_model(load_keras(run.model(name)), data)[2]
+            state.trust = trust_stage(cfg, data, run, final, load_keras(run.model(final)),
+                                      test_probs)
+            run.save_metrics(state)
+        rules = DecisionRules.from_dict(state.trust["rules"])
+    if cfg.export.enabled and final:
+        state.export = export_stage(cfg, data, run, final, extra=export_extra, rules=rules)
+        run.save_metrics(state)
+    if cfg.data.external:
+        from kdskin.pipeline.external import external_stage
+
+        state.external = external_stage(cfg, run, state, final, rules)
+        run.save_metrics(state)
+    return rules
 
 
 # --------------------------------------------------------------------------- export/bench/explain

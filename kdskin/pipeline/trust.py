@@ -36,25 +36,29 @@ def paired_difference(cfg: Config, labels: np.ndarray, probs_a: np.ndarray,
                                  seed=cfg.trust.bootstrap_seed)
 
 
-def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray) -> DecisionRules:
-    """Temperature (NLL), referral threshold (target sensitivity) and out-of-scope threshold
-    (pass rate), fitted in that order on the validation split; thresholds on calibrated
-    probabilities."""
+def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray,
+              train_images: np.ndarray, val_images: np.ndarray) -> DecisionRules:
+    """Temperature (NLL on validation), referral threshold (target sensitivity on calibrated
+    validation probabilities), and the out-of-scope check: the image-statistics Gaussian of the
+    training images, its threshold passing ``cfg.trust.ood_pass_rate`` of validation images."""
     from kdskin.trust.calibration import apply_temperature_to_probs, fit_temperature_from_probs
-    from kdskin.trust.ood import fit_ood_threshold, ood_score
+    from kdskin.trust.image_stats import fit_image_gaussian, image_features, image_score
+    from kdskin.trust.ood import fit_ood_threshold
     from kdskin.trust.referral import fit_referral_threshold
 
     t = cfg.trust
     temperature = fit_temperature_from_probs(val_probs, val_labels) if t.calibrate else 1.0
     calibrated = apply_temperature_to_probs(val_probs, temperature)
     classes = tuple(t.malignant_classes)
+    params = fit_image_gaussian(image_features(train_images))
     return DecisionRules(
         temperature=float(temperature), malignant_classes=classes,
         referral_threshold=fit_referral_threshold(val_labels, calibrated, t.target_sensitivity,
                                                   classes),
         target_sensitivity=t.target_sensitivity, ood_score=OOD_SCORE,
-        ood_threshold=fit_ood_threshold(ood_score(calibrated, OOD_SCORE), t.ood_pass_rate),
-        ood_pass_rate=t.ood_pass_rate)
+        ood_threshold=fit_ood_threshold(image_score(image_features(val_images), params),
+                                        t.ood_pass_rate),
+        ood_pass_rate=t.ood_pass_rate, ood_params=params)
 
 
 def score_with_rules(rules: DecisionRules, labels: np.ndarray, probs: np.ndarray
@@ -87,11 +91,11 @@ def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
     clf = KerasClassifier(model)
     val_probs = clf.predict(data.val.images)
     test = test_probs[name]
-    rules = fit_rules(cfg, data.val.labels, val_probs)
+    rules = fit_rules(cfg, data.val.labels, val_probs, data.train.images, data.val.images)
     log(f"trust: temperature {rules.temperature:.3f}; refer at malignant probability >= "
         f"{rules.referral_threshold:.3f} (validation sensitivity target "
-        f"{rules.target_sensitivity:.2f}); out of scope below max probability "
-        f"{rules.ood_threshold:.3f}")
+        f"{rules.target_sensitivity:.2f}); out-of-scope check on image statistics, "
+        f"{rules.ood_pass_rate:.0%} of validation images pass")
     result: dict[str, Any] = {"model": name, "rules": rules.to_dict(),
                               "fitted_on": "validation split",
                               "val": score_with_rules(rules, data.val.labels, val_probs),
@@ -104,12 +108,21 @@ def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
                                          replace=False)]
     images, kinds = generate_out_of_scope(cfg.trust.ood_images, cfg.data.image_size,
                                           seed=cfg.trust.bootstrap_seed, lesion_images=lesions)
-    out_scores = ood_score(rules.calibrate(clf.predict(images)), OOD_SCORE)
-    in_scores = ood_score(rules.calibrate(test), OOD_SCORE)
+    out_probs = rules.calibrate(clf.predict(images))
     result["out_of_scope"] = {
         "score": OOD_SCORE, "threshold": rules.ood_threshold, "pass_rate": rules.ood_pass_rate,
         "n_generated": len(images), "kinds": sorted(set(kinds)),
-        "metrics": ood_metrics(in_scores, out_scores, rules.ood_threshold, kinds_out=kinds)}
+        "metrics": ood_metrics(rules.in_scope_scores(rules.calibrate(test), data.test.images),
+                               rules.in_scope_scores(out_probs, images), rules.ood_threshold,
+                               kinds_out=kinds)}
+    # The model's own confidence as the score, for comparison (not used by the rules).
+    from kdskin.trust.ood import fit_ood_threshold
+
+    val_msp = ood_score(rules.calibrate(val_probs), "max_softmax")
+    msp_threshold = fit_ood_threshold(val_msp, rules.ood_pass_rate or 0.95)
+    result["out_of_scope"]["compared"] = {"max_softmax": ood_metrics(
+        ood_score(rules.calibrate(test), "max_softmax"), ood_score(out_probs, "max_softmax"),
+        msp_threshold, kinds_out=kinds)}
     m = result["out_of_scope"]["metrics"]
     log(f"trust: out-of-scope check AUROC {m['auroc']:.3f}, generated images passing "
         f"{m['false_pass_rate']:.3f}, test images passing {m['in_pass_rate']:.3f}")

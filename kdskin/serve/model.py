@@ -178,7 +178,8 @@ class ServedModel:
         """``kdskin predict --json``'s entry for one image ``(S, S, 3)`` uint8."""
         if not 1 <= top <= NUM_CLASSES:
             raise KdskinError(f"top {top}: must be between 1 and {NUM_CLASSES}")
-        return {"image": name, **describe_prediction(self.probs(image[None])[0], self.rules, top)}
+        return {"image": name, **describe_prediction(self.probs(image[None])[0], self.rules, top,
+                                                     image=image)}
 
     def warm_up(self) -> None:
         """Load the Keras model and trace the CAMs once, so the first request is not slow."""
