@@ -372,6 +372,9 @@ def _check_rules(cfg: Config) -> None:
     for key in UNIT_AUGMENTATIONS:
         check_unit_interval(f"augment.{key}", getattr(cfg.augment, key))
 
+    if not cfg.teacher.enabled and any(s != "baseline" for s in cfg.distill.stages):
+        raise ConfigError(f"teacher.enabled is false but distill.stages {cfg.distill.stages} "
+                          f"need a teacher; enable it or keep only the 'baseline' stage")
     validate_baseline(size, NUM_CLASSES)
     validate_teacher(cfg.teacher, size, NUM_CLASSES)
     if cfg.distill.stages:

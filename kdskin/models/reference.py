@@ -1,4 +1,4 @@
-"""A strong plain reference: a VGG-style CNN, trained like any kdskin model (issue 13).
+"""A strong plain reference: a VGG-style CNN, trained like any kdskin model.
 
 Four stages of two 3x3 convolutions + BatchNorm + ReLU (32-64-128-256 filters), 2x2
 max-pooling after each stage, global average pooling, dropout 0.3, a dense logits layer:

@@ -53,6 +53,9 @@ def choice_field(default: str, choices: tuple[str, ...]) -> Any:
 class TeacherConfig:
     """Hybrid ViT + ConvNeXt/ConvMixer teacher. paper.yaml holds the paper's sizes."""
 
+    #: train (or reuse with --teacher) a teacher; false only for runs whose stages need none
+    #: (``baseline`` alone), e.g. the teacher-free part of an ablation
+    enabled: bool = True
     patch_size: int = 4
     projection_dim: int = 64
     num_heads: int = 4

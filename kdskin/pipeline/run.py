@@ -136,14 +136,14 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         finish(record(run, REFERENCE_CNN, model, hist, secs,
                       "strong plain reference: VGG-style CNN, cross-entropy"), model)
 
-    teacher_model = _load_existing(run, TEACHER, state)
+    teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
     if teacher_model is None and teacher_file is not None:
         teacher_model = _reuse_teacher(cfg, run, teacher_file)
         state.teacher_from = str(teacher_file)
         log(f"teacher: reusing {teacher_file} (not retrained)")
         finish(record(run, TEACHER, teacher_model, None, 0.0,
                       f"teacher reused from {teacher_file}"), teacher_model)
-    if teacher_model is None:
+    if teacher_model is None and cfg.teacher.enabled:
         teacher_model, hist, secs = train_classifier(
             cfg, data, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.data.image_size),
             cfg.teacher.epochs, cfg.teacher.learning_rate,

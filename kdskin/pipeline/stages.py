@@ -109,8 +109,10 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels), epochs=epochs,
                                learning_rate=lr)
+    balance = ("class-weighted CE" if data.class_weight else "CE") + (
+        " on class-balanced resampled batches" if data.oversample else "")
     log(f"training {name}: {model.count_params():,} parameters, up to {epochs} epochs, "
-        f"loss = class-weighted CE" + (" on every output" if len(names) > 1 else ""))
+        f"loss = {balance}" + (" on every output" if len(names) > 1 else ""))
     t0 = time.time()
     history = fit_model(model, train_ds, val_ds, epochs, callbacks, verbose=cfg.train.verbose)
     seconds = time.time() - t0
