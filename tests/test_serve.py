@@ -76,9 +76,14 @@ def build_run(root: Path) -> Path:
     model.fit(images.astype(np.float32), {"logits": labels}, epochs=8, batch_size=35, verbose=0)
     model.save(run.model(final_student_name(load_config(run.config).distill.stages)))
     export_tflite(model, run.tflite, images[::4], kinds=("int8",))
+    from kdskin.trust.image_stats import fit_image_gaussian, image_features, image_score
+    from kdskin.trust.ood import fit_ood_threshold
+
+    params = fit_image_gaussian(image_features(images))
     DecisionRules(temperature=1.3, temperature_folded=True, referral_threshold=0.5,
-                  target_sensitivity=0.9, ood_threshold=0.6, ood_pass_rate=0.95
-                  ).save(run.tflite / "decision.json")
+                  target_sensitivity=0.9, ood_params=params, ood_pass_rate=0.95,
+                  ood_threshold=fit_ood_threshold(image_score(image_features(images), params),
+                                                  0.95)).save(run.tflite / "decision.json")
     write_model_card({"model_name": "colour"}, run.tflite / "MODEL_CARD.md")
     return root
 
