@@ -343,33 +343,36 @@ def _iter_batches(data: Any) -> Iterable[tuple[Any, np.ndarray]]:
                      "or an (images, labels) pair of arrays")
 
 
-def check_teacher_trained(teacher: keras.Model, data: Any,
-                          majority_accuracy: float | None = None) -> float:
-    """Refuse to distil from an untrained teacher; return its accuracy on ``data``.
+def check_teacher_trained(teacher: keras.Model, data: Any) -> float:
+    """Refuse to distil from an untrained teacher; return its balanced accuracy on ``data``.
 
     ``data``: a ``tf.data.Dataset`` of ``(image, label)`` batches or ``(images, labels)`` arrays
-    (labels ``(N,)`` indices or one-hot). Raises :class:`ModelError` (one line) if the teacher was
-    never trained (:func:`kdskin.models.contract.is_trained`) or if its accuracy on ``"logits"`` is
-    not above ``majority_accuracy`` (default: the majority-class share of ``data``'s labels).
+    (labels ``(N,)`` indices or one-hot); pass the validation split (a decision, not a report).
+    Raises :class:`ModelError` (one line) if the teacher was never trained
+    (:func:`kdskin.models.contract.is_trained`) or if its balanced accuracy on ``"logits"`` is
+    not above that of always predicting one class (``1 / classes present``). Balanced accuracy,
+    not plain accuracy: a teacher trained on class-balanced batches trades plain accuracy for
+    recall of the rare classes, and can sit below the majority share while being far better
+    than it on every other measure.
     """
     if teacher is None or not is_trained(teacher):
         raise ModelError(_UNTRAINED)
-    correct, labels_seen = 0, []
+    preds, labels_seen = [], []
     for x, y in _iter_batches(data):
         out = teacher(x, training=False)
         logits = out["logits"] if isinstance(out, Mapping) else out
         y = y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
-        pred = np.asarray(ops.convert_to_numpy(ops.argmax(logits, axis=-1)))
-        correct += int((pred == y).sum())
+        preds.append(np.asarray(ops.convert_to_numpy(ops.argmax(logits, axis=-1))))
         labels_seen.append(y.astype("int64"))
     if not labels_seen:
         raise ModelError("check_teacher_trained got no examples; pass the validation split")
-    labels = np.concatenate(labels_seen)
-    accuracy = correct / len(labels)
-    if majority_accuracy is None:
-        majority_accuracy = float(np.bincount(labels).max() / len(labels))
-    if accuracy <= majority_accuracy:
-        raise ModelError(f"the teacher's accuracy {accuracy:.3f} is not better than always "
-                         f"predicting the majority class ({majority_accuracy:.3f}); train it "
-                         f"longer or check the data before distilling")
-    return float(accuracy)
+    labels, pred = np.concatenate(labels_seen), np.concatenate(preds)
+    present = np.unique(labels)
+    balanced = float(np.mean([(pred[labels == c] == c).mean() for c in present]))
+    chance = 1.0 / len(present)
+    if balanced <= chance + 1e-9:
+        accuracy = float((pred == labels).mean())
+        raise ModelError(f"the teacher's balanced accuracy {balanced:.3f} (accuracy "
+                         f"{accuracy:.3f}) is not better than always predicting one class "
+                         f"({chance:.3f}); train it longer or check the data before distilling")
+    return balanced
