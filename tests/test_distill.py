@@ -301,24 +301,36 @@ def test_untrained_teacher_is_refused():
         make_stage_model("single", fresh, tiny_student(), Config())
     with pytest.raises(ModelError, match="no trained weights"):
         check_teacher_trained(fresh, (x, y))
-    # Marked trained, but it always predicts class 0 while the data is mostly class 5.
+    # Marked trained, but it always predicts class 0: no better than one class, whatever the
+    # class mix (its balanced accuracy is 1 / classes present).
     teacher = mark_trained(tiny_teacher())
     bias = np.zeros(7, "float32")
     bias[0] = 100.0
     kernel, _ = teacher.get_layer("logits").get_weights()
     teacher.get_layer("logits").set_weights([kernel * 0, bias])
     labels = np.full(32, 5, "int32")
-    labels[:4] = 0
-    with pytest.raises(ModelError, match=r"accuracy 0\.125 is not better.*majority class"):
+    labels[:28] = 0  # 88% class 0: plain accuracy 0.875 would have passed a majority check
+    with pytest.raises(ModelError, match=r"balanced accuracy 0\.500 \(accuracy 0\.875\) is "
+                                         r"not better than always predicting one class"):
         check_teacher_trained(teacher, (x, labels))
-    # The same teacher passes when it beats the given majority share (a dataset this time).
-    labels[:20] = 0
+    # A teacher that tells dark from bright images passes on a dataset, whatever its accuracy.
+    image = keras.Input((S, S, 3), name="image")
+    mean = keras.layers.GlobalAveragePooling2D()(image)
+    logits = keras.layers.Dense(7, name="logits")(mean)
+    sorter = mark_trained(keras.Model(image, {"logits": logits}))
+    weights = np.zeros((3, 7), "float32")
+    weights[:, 5] = 1.0
+    bias = np.zeros(7, "float32")
+    bias[0] = 3 * 127.0
+    sorter.get_layer("logits").set_weights([weights, bias])
+    bright = np.full((16, S, S, 3), 250.0, "float32")
+    dark = np.full((16, S, S, 3), 5.0, "float32")
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
-    assert check_teacher_trained(teacher, ds, majority_accuracy=0.5) == pytest.approx(20 / 32)
-    with pytest.raises(ModelError, match="not better"):
-        check_teacher_trained(teacher, ds, majority_accuracy=0.7)
+    ds = tf.data.Dataset.from_tensor_slices((np.concatenate([bright, dark]),
+                                             np.r_[np.full(16, 5), np.zeros(16)].astype(
+                                                 "int32"))).batch(8)
+    assert check_teacher_trained(sorter, ds) == pytest.approx(1.0)
 
 
 def test_student_is_saved_not_the_distiller(tmp_path):
