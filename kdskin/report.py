@@ -249,6 +249,25 @@ def external_table(metrics: RunMetrics) -> str:
     return "\n".join(lines)
 
 
+def intervals_table(metrics: RunMetrics) -> str:
+    """Stratified bootstrap 95% intervals of every model (and the int8 file on the external
+    set) of one run: ``value [low, high]`` per headline metric ("" when none were computed)."""
+    rows = [(LABELS.get(name, name), set_name, iv) for name, record in metrics.models.items()
+            for set_name, iv in record.intervals.items()]
+    int8_ext = metrics.external.get("tflite", {}).get(INT8, {}).get("intervals")
+    if int8_ext:
+        rows.append((LABELS[INT8], "external", int8_ext))
+    if not rows:
+        return ""
+    lines = ["| model | set | " + " | ".join(METRIC_HEADS) + " |",
+             "|---|---|" + "---|" * len(METRICS)]
+    for label, set_name, iv in rows:
+        lines.append(f"| {label} | {set_name} | " + " | ".join(
+            (_f(iv[m]["value"]) + _interval_text(iv[m])) if m in iv else "n/a"
+            for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
 def trust_section(metrics: RunMetrics) -> list[str]:
     """Markdown lines: calibration before/after, the referral operating point, the out-of-scope
     check and the paired KD-gain interval of the run's final model ([] without a trust stage)."""
@@ -277,16 +296,23 @@ def trust_section(metrics: RunMetrics) -> list[str]:
     oos = trust.get("out_of_scope")
     if oos:
         m = oos["metrics"]
-        lines.append(f"Out of scope: warn when the maximum calibrated probability is below "
-                     f"{oos['threshold']:.4f} ({oos['pass_rate']:.0%} of validation images "
-                     f"pass). On {oos['n_generated']} generated images the model was not made "
-                     f"for ({', '.join(oos['kinds'])}): AUROC {_f(m['auroc'])}, "
-                     f"false-pass rate {_f(m['false_pass_rate'])}; test images passing "
-                     f"{_f(m['in_pass_rate'])}.")
+        what = ("the image's statistics (colour, saturation, texture, sharpness, exposure, "
+                "centring) are further from the training images' than"
+                if oos["score"] == "image_stats"
+                else f"its {oos['score']} score is below")
+        lines.append(f"Out of scope: warn when {what} the threshold {oos['threshold']:.4f} "
+                     f"that {oos['pass_rate']:.0%} of validation images pass. On "
+                     f"{oos['n_generated']} generated images the model was not made for "
+                     f"({', '.join(oos['kinds'])}): AUROC {_f(m['auroc'])}, false-pass rate "
+                     f"{_f(m['false_pass_rate'])}; test images passing {_f(m['in_pass_rate'])}.")
         by_kind = m.get("false_pass_rate_by_kind") or {}
         if by_kind:
             lines.append("False-pass rate by kind: " + ", ".join(
                 f"{k} {_f(v, 2)}" for k, v in sorted(by_kind.items())) + ".")
+        for score, cm in oos.get("compared", {}).items():
+            lines.append(f"For comparison, the model's own {score} as the score (threshold "
+                         f"passing {oos['pass_rate']:.0%} of validation): AUROC "
+                         f"{_f(cm['auroc'])}, false-pass rate {_f(cm['false_pass_rate'])}.")
     for name, diff in trust.get("comparisons", {}).items():
         cells = [f"{METRIC_HEADS[i]} {_f(diff[m]['value'])}{_interval_text(diff[m])}"
                  for i, m in enumerate(METRICS) if m in diff]
@@ -328,6 +354,9 @@ def run_report(run_dir: str | Path | RunDir) -> str:
     if metrics.external:
         parts += ["", f"## External set ({metrics.external.get('data')}, "
                   f"{metrics.external.get('n_images')} images)", "", external_table(metrics)]
+    if intervals_table(metrics):
+        parts += ["", "## 95% intervals (stratified bootstrap, 1,000 resamples)", "",
+                  intervals_table(metrics)]
     if metrics.trust:
         parts += ["", "## Calibration, operating point, out-of-scope check", "",
                   *trust_section(metrics), "", "Model card: `MODEL_CARD.md`."]
@@ -690,6 +719,9 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
                 parts += [f"External set of `{name}` ({member.external.get('data')}, "
                           f"{member.external.get('n_images')} images):", "",
                           external_table(member), ""]
+            if intervals_table(member):
+                parts += [f"95% intervals of `{name}` (stratified bootstrap):", "",
+                          intervals_table(member), ""]
             if member.trust:
                 parts += [f"Calibration, operating point and out-of-scope check of `{name}`:",
                           "", *trust_section(member), ""]
