@@ -52,7 +52,8 @@ def _data_args(parser: argparse.ArgumentParser, positional: bool = False) -> Non
     else:
         parser.add_argument("--data", required=True, metavar="DIR", help="dataset folder")
     parser.add_argument("--format", choices=("ham10000", "isic2018"), default=None,
-                        help="dataset layout (default: data.format from the config)")
+                        help="dataset layout (default: data.format from the config; "
+                        "kdskin evaluate detects it)")
     parser.add_argument("--strict", action="store_true", default=None,
                         help="a metadata row without an image file is an error")
 

@@ -133,6 +133,7 @@ def test_evaluate_tflite_does_not_import_tensorflow(run_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "INFO" not in proc.stderr  # LiteRT's delegate line stays off the terminal
     result = json.loads((tmp_path / "e.json").read_text())
     sizes = json.loads((run_dir / "metrics.json").read_text())["sizes"]
     assert result["split"] == "test" and result["n_images"] == sizes["test"]

@@ -91,7 +91,9 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
     if not Path(data).is_dir():
         raise DataError(f"{data}: dataset folder not found; pass --data DIR")
     classifier = load_classifier(model)
-    dataset = read_dataset(data, fmt or cfg.data.format,
+    from kdskin.pipeline.external import detect_format
+
+    dataset = read_dataset(data, fmt or detect_format(data),
                            strict=cfg.data.strict if strict is None else strict)
     table, name, source = choose_split(model, data, split, split_file, cfg, dataset.table)
     table = table[table["split"] == name]

@@ -163,18 +163,26 @@ class TFLiteClassifier:
             return images
         return quantize(images, self.input_dtype, scale, zero)
 
-    def _set_batch(self, n: int) -> None:
-        if n != self._batch:
+    def _set_batch(self, n: int) -> bool:
+        """Resize for batches of ``n``; True when the interpreter was (re)allocated."""
+        if n == self._batch:
+            return False
+        with native_stderr():
             self._interp.resize_tensor_input(self._in["index"],
                                              [n, self.input_size, self.input_size, 3])
             self._interp.allocate_tensors()
-            self._batch = n
+        self._batch = n
+        return True
 
     def invoke(self, batch: np.ndarray) -> np.ndarray:
         """Run one prepared batch (already in the input dtype); return the raw output."""
-        self._set_batch(len(batch))
+        fresh = self._set_batch(len(batch))
         self._interp.set_tensor(self._in["index"], batch)
-        self._interp.invoke()
+        if fresh:  # LiteRT applies the XNNPACK delegate (and logs INFO about it) on first use
+            with native_stderr():
+                self._interp.invoke()
+        else:
+            self._interp.invoke()
         return self._interp.get_tensor(self._out["index"])
 
     def predict(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
