@@ -130,7 +130,9 @@ def test_page_shows_classes_referral_and_both_overlays(page, server, served, les
     expect(pg.locator("#classes li")).to_have_count(7, timeout=30_000)
     expect(pg.locator("#classes li.top .name")).to_have_text(
         pg.locator("#classes li .name").first.inner_text())
-    expect(pg.locator("#referral")).to_contain_text("referral", ignore_case=True)
+    # "REFER: ..." or "No referral: ..." (both name the malignant probability and threshold)
+    expect(pg.locator("#referral")).to_contain_text("refer", ignore_case=True)
+    expect(pg.locator("#referral")).to_contain_text("threshold")
     threshold = served.rules.referral_threshold
     expect(pg.locator("#referral")).to_contain_text(f"threshold {threshold:.3f}")
     expect(pg.locator("#oos")).not_to_be_empty()
