@@ -65,7 +65,10 @@ def test_trust_outputs_and_model_card(run_dir):
     rules = trust["rules"]
     # the referral threshold reaches its target sensitivity on the split it was fitted on
     assert trust["val"]["referral"]["sensitivity"] >= rules["target_sensitivity"]
-    assert 0 < rules["temperature"] and rules["ood_threshold"] > 0
+    assert 0 < rules["temperature"]
+    # the image-statistics score is minus a squared Mahalanobis distance: thresholds are < 0
+    assert rules["ood_score"] == "image_stats" and rules["ood_threshold"] < 0
+    assert len(rules["ood_params"]["mean"]) == 13
     cal = trust["val"]["calibration"]
     assert cal["after"]["nll"] <= cal["before"]["nll"] + 1e-9  # fitted by NLL on validation
     # generated images the model was not made for (uniform colours, noise, text, landscapes,
