@@ -405,6 +405,7 @@ def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, RunM
 #: Settings that do not define an experiment: runs differing only in these are its repeats.
 NOT_EXPERIMENT = ("name", "data.dir", "data.strict", "data.external", "data.external_format",
                   "train.seed", "train.verbose", "distill.stages", "baseline", "reference",
+                  "teacher.enabled",
                   "bench", "explain", "export", "trust")
 
 

@@ -11,7 +11,7 @@ from kdskin.io import atomic_write_text
 HEADER = """\
 # quickstart: the default configuration (identical to the defaults in kdskin/config.py; regenerate
 # with `python tools/write_quickstart_config.py`). Runs on the built-in generated dataset and
-# finishes the whole pipeline within 10 minutes on 2 CPU cores. Small models, few epochs.
+# finishes the whole pipeline in about 20 minutes on 2 CPU cores. Small models, few epochs.
 """
 
 if __name__ == "__main__":
