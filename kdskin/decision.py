@@ -204,3 +204,22 @@ def describe_prediction(probs: np.ndarray, rules: DecisionRules | None, top: int
         entry.update(decision)
         entry["referral_threshold"] = rules.referral_threshold
     return entry
+
+
+def score_with_rules(rules: DecisionRules, labels: np.ndarray, probs: np.ndarray
+                     ) -> dict[str, Any]:
+    """Calibration before/after and the operating point on one labelled set.
+
+    ``probs`` ``(N, 7)``: what the model returns (a file with the temperature folded in, or a
+    Keras model's own probabilities; :meth:`DecisionRules.before_after` tells them apart).
+    Returns ``{"calibration": calibration_report, "referral": referral_metrics or {}}``.
+    """
+    from kdskin.trust.calibration import calibration_report
+    from kdskin.trust.referral import referral_metrics
+
+    raw, calibrated = rules.before_after(probs)
+    report = calibration_report(labels, raw, calibrated, temperature=rules.temperature)
+    referral = (referral_metrics(labels, calibrated, rules.referral_threshold,
+                                 rules.malignant_classes)
+                if rules.referral_threshold is not None else {})
+    return {"calibration": report, "referral": referral}

@@ -128,25 +128,20 @@ def trust_figures(model: str | Path, labels: np.ndarray, probs: np.ndarray,
     """Intervals, calibration before/after and the operating point of a model's ``probs`` on
     labelled images, with the model's decision rules (``decision.json`` or its run); the
     calibrated probabilities are returned under ``"_calibrated"``."""
-    from kdskin.decision import rules_for_model
+    from kdskin.decision import rules_for_model, score_with_rules
     from kdskin.trust.calibration import calibration_report
-    from kdskin.trust.referral import referral_metrics
     from kdskin.trust.uncertainty import bootstrap_ci
 
     rules = rules_for_model(model)
     out: dict[str, Any] = {}
     if rules is None:
-        raw = calibrated = np.asarray(probs, dtype=np.float64)
-        out["calibration"] = calibration_report(labels, raw, calibrated, temperature=1.0)
+        calibrated = np.asarray(probs, dtype=np.float64)
+        out["calibration"] = calibration_report(labels, calibrated, calibrated, temperature=1.0)
         out["decision_rules"] = None
     else:
-        raw, calibrated = rules.before_after(probs)
-        out["calibration"] = calibration_report(labels, raw, calibrated,
-                                                temperature=rules.temperature)
+        calibrated = rules.before_after(probs)[1]
+        out.update(score_with_rules(rules, labels, probs))
         out["decision_rules"] = rules.to_dict()
-        if rules.referral_threshold is not None:
-            out["referral"] = referral_metrics(labels, calibrated, rules.referral_threshold,
-                                               rules.malignant_classes)
     out["intervals"] = bootstrap_ci(labels, calibrated, n_resamples=resamples, seed=0)
     out["bootstrap"] = {"n_resamples": resamples, "seed": 0, "stratified": True}
     out["_calibrated"] = calibrated

@@ -53,10 +53,11 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
                    rules: DecisionRules | None) -> dict[str, Any]:
     """Score every Keras model of the run (updating ``state.models[...].external``) and every
     ``.tflite`` file on the external set; returns ``state.external``."""
+    from kdskin.decision import score_with_rules
     from kdskin.evaluate import KerasClassifier, evaluate_arrays
     from kdskin.export.litert import TFLiteClassifier
     from kdskin.models.contract import load_keras
-    from kdskin.pipeline.trust import intervals, score_with_rules
+    from kdskin.pipeline.trust import intervals
 
     part, fmt, errors = load_external(cfg, run)
     counts = np.bincount(part.labels, minlength=7)
@@ -82,9 +83,8 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
         metrics, probs = evaluate_arrays(clf, part.images, part.labels)
         result["tflite"][kind] = {**metrics, "intervals": intervals(cfg, part.labels, probs)}
         if rules is not None:
-            # exported files apply T in their softmax: undo it for the "before" figures
-            result["trust"][path.name] = score_with_rules(rules, part.labels,
-                                                          rules.folded().uncalibrated(probs))
+            # exported files apply T in their softmax (folded rules undo it for "before")
+            result["trust"][path.name] = score_with_rules(rules.folded(), part.labels, probs)
         log(f"external {path.name}: accuracy {metrics['accuracy']:.4f}, balanced "
             f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}")
     return result

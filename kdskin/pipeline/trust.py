@@ -13,7 +13,7 @@ import numpy as np
 
 from kdskin.config import Config
 from kdskin.console import log
-from kdskin.decision import OOD_SCORE, DecisionRules
+from kdskin.decision import OOD_SCORE, DecisionRules, score_with_rules
 from kdskin.pipeline.data import RunData
 from kdskin.rundir import RunDir
 
@@ -59,21 +59,6 @@ def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray,
         ood_threshold=fit_ood_threshold(image_score(image_features(val_images), params),
                                         t.ood_pass_rate),
         ood_pass_rate=t.ood_pass_rate, ood_params=params)
-
-
-def score_with_rules(rules: DecisionRules, labels: np.ndarray, probs: np.ndarray
-                     ) -> dict[str, Any]:
-    """Calibration before/after and the operating point of ``probs`` (the model's own,
-    uncalibrated) on one labelled set."""
-    from kdskin.trust.calibration import calibration_report
-    from kdskin.trust.referral import referral_metrics
-
-    calibrated = rules.calibrate(probs)
-    report = calibration_report(labels, probs, calibrated, temperature=rules.temperature)
-    referral = (referral_metrics(labels, calibrated, rules.referral_threshold,
-                                 rules.malignant_classes)
-                if rules.referral_threshold is not None else {})
-    return {"calibration": report, "referral": referral}
 
 
 def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
