@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from kdskin.cli import main
-from kdskin.report import model_rows, results_document, results_table
+from kdskin.report import model_rows, recipe_table, results_document, results_table
 from kdskin.rundir import RunMetrics
 
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "melanoma_recall")
@@ -89,6 +89,31 @@ def test_reused_teacher_counts_once_and_sizes_are_float_weights():
                 if line.startswith("| Teacher")).split("|")[-3].strip() == "2"
 
 
+def test_recipe_table_lists_every_trained_model_with_its_settings_and_sets():
+    shipped, other = _metrics(42, 0.8), _metrics(1, 0.7)
+    shipped["config_values"] = {"student": {"l2": 0.01, "epochs": 18}, "train": {"seed": 42}}
+    other["config_values"] = {"student": {"l2": 0.0005, "epochs": 18}, "train": {"seed": 1}}
+    for metrics, teacher_from in ((shipped, None), (other, "runs/cpu/models/teacher.keras")):
+        metrics["teacher_from"] = teacher_from
+        metrics["models"]["teacher"] = {"params": 5, "test": {}, "epochs": 15,
+                                        "train_seconds": 600.0,
+                                        "val": {"balanced_accuracy": 0.61, "macro_auc": 0.92}}
+        metrics["models"]["student_multi_fusion"]["val"] = {"balanced_accuracy": 0.55,
+                                                            "macro_auc": 0.9}
+    table = recipe_table([("cpu", RunMetrics.from_dict(shipped)),
+                          ("x1", RunMetrics.from_dict(other))]).splitlines()
+    rows = [line.split(" | ") for line in table[2:]]
+    assert [(r[0], r[3]) for r in rows if "Teacher" in r[3]] == [("| cpu", "Teacher (ViT + "
+                                                                  "conv hybrid)")]
+    teacher = next(r for r in rows if "Teacher" in r[3])
+    assert teacher[4:6] == ["0.6100", "0.9200"] and teacher[-2:] == ["15", "10.0 |"]
+    fused = [r for r in rows if r[3] == "Multi-stage KD + layer fusion"]
+    # the seed has its own column, not a setting
+    assert [r[1] for r in fused] == ["as the first run", "student.l2=0.0005"]
+    assert fused[1][2] == "1" and fused[1][6] == "0.7000" and fused[1][8] == "0.6000"
+    assert fused[0][4] == "0.5500" and fused[0][-1] == "– |"  # no train time recorded
+
+
 def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     paths = []
     for name, metrics in (("cpu", _metrics(42, 0.8)), ("cpu_seed1", _metrics(1, 0.84, bench=False)),
@@ -109,6 +134,9 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     assert "training seeds 42, 1" in text and "Test CPU, 2 cores" in text
     assert "0.8200 ± " in text  # the two lesion-grouped runs averaged
     assert "## Headline" in text and "LEAKY protocol" in text
+    assert "## Recipe study" in text
+    assert ("| leaky | as the first run | 42 | Multi-stage KD + layer fusion | n/a | n/a | "
+            "0.9500 |") in text
     assert "Majority-class accuracy of the test split: leaky 0.7000, honest 0.7000" in text
     # external int8 balanced accuracy 0.71 (mean of 0.69, 0.73): above 0.62, met; macro AUC
     # 0.71 < 0.92: not met; the reference's external 0.50: both above -- computed, not typed
