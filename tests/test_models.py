@@ -170,6 +170,18 @@ def test_student_lite_is_relu6_and_fusion_defaults_to_config() -> None:
     np.testing.assert_allclose(pre, (x - 127.0) / 128.0, atol=1e-5)
 
 
+def test_student_stem_stride_one_doubles_effnet_resolution(tmp_path) -> None:
+    cfg = dataclasses.replace(TINY_STUDENT, efficientnet_variant="lite", effnet_stem_stride=1)
+    model = build_student(cfg, 64)
+    assert shape_of(model, "stem_conv") == (None, 64, 64, 32)
+    assert shape_of(model, "effnet_features") == (None, 4, 4, 1280)  # 64 / 16, not 64 / 32
+    published = build_student(dataclasses.replace(cfg, effnet_stem_stride=2), 64)
+    assert shape_of(published, "effnet_features") == (None, 2, 2, 1280)
+    assert model.count_params() == published.count_params()  # same weights, finer maps
+    loaded = assert_reload_equal(model, tmp_path / "stride1.keras", images(2, 64))
+    assert shape_of(loaded, "effnet_features") == (None, 4, 4, 1280)
+
+
 def test_student_effnet_gets_raw_pixels_and_rescales_once(student_concat) -> None:
     x = images(2, 32)
     # EfficientNet's own Rescaling(1/255) + (identity, unadapted) Normalization; then padding
@@ -227,6 +239,9 @@ def test_student_loads_weights_file(student_concat, tmp_path) -> None:
     ({"cnn_filters": []}, 32, ConfigError, "student.cnn_filters"),
     ({"efficientnet": "B7"}, 32, ConfigError, "student.efficientnet"),
     ({"fusion": "sum"}, 32, ConfigError, "student.fusion"),
+    ({"effnet_stem_stride": 4}, 32, ConfigError, "student.effnet_stem_stride must be 1 or 2"),
+    ({"effnet_stem_stride": 1, "efficientnet_variant": "standard"}, 32, ConfigError,
+     "needs student.efficientnet_variant=lite"),
 ])
 def test_student_invalid_config(change: dict, size: int, error: type, match: str) -> None:
     with pytest.raises(error, match=match) as info:

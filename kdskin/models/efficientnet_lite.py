@@ -93,16 +93,19 @@ def lite_block(filters_out: int, kernel: int, strides: int, expand_ratio: int,
     return apply
 
 
-def efficientnet_lite(image: Any, variant: str = "B0") -> Any:
+def efficientnet_lite(image: Any, variant: str = "B0", stem_stride: int = 2) -> Any:
     """Build EfficientNet-Lite ``variant`` on ``image`` (0..255, ``(b, S, S, 3)``).
 
-    Returns the last feature map ``(b, ceil(S/32), ceil(S/32), 1280)`` (layer ``top_activation``).
+    Returns the last feature map ``(b, ceil(S/32), ceil(S/32), 1280)`` (layer ``top_activation``);
+    ``stem_stride`` 1 (instead of the published 2) makes it ``(b, ceil(S/16), ceil(S/16), 1280)``.
     """
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
     check_choice("student.efficientnet", variant, EFFICIENTNETS)
     width, depth, _ = LITE_COEFFICIENTS[variant]
     x = layers.Rescaling(1.0 / PIXEL_STD, offset=-PIXEL_MEAN / PIXEL_STD,
                          name="effnet_lite_rescale")(image)
-    x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False,
+    x = layers.Conv2D(STEM_FILTERS, 3, strides=stem_stride, padding="same", use_bias=False,
                       name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = _relu6("stem_activation")(x)

@@ -83,6 +83,10 @@ class StudentConfig:
     l2: float = 0.01
     efficientnet: str = choice_field("B0", EFFICIENTNETS)
     efficientnet_variant: str = choice_field("lite", EFFICIENTNET_VARIANTS)
+    #: stride of the EfficientNet stem convolution: 2 as published (a 2x2 last map at 64 px);
+    #: 1 keeps twice the resolution in every stage (4x4 at 64 px) for about twice the compute.
+    #: Lite variant only (Keras' EfficientNet has a fixed stem).
+    effnet_stem_stride: int = 2
     weights: str = "none"  # none | imagenet | path to a weights file
     #: layer fusion head: concat (the paper's MLP on the concatenated branch features),
     #: residual (that MLP added to the average of the exits) or none (exits averaged)
@@ -205,6 +209,13 @@ def validate_student(cfg: StudentConfig, image_size: int, num_classes: int,
     check_choice("student.fusion", cfg.fusion if fusion is None else fusion, FUSIONS)
     check_choice("student.efficientnet", cfg.efficientnet, EFFICIENTNETS)
     check_choice("student.efficientnet_variant", cfg.efficientnet_variant, EFFICIENTNET_VARIANTS)
+    if cfg.effnet_stem_stride not in (1, 2) or isinstance(cfg.effnet_stem_stride, bool):
+        raise ConfigError(f"student.effnet_stem_stride must be 1 or 2, got "
+                          f"{cfg.effnet_stem_stride!r}")
+    if cfg.effnet_stem_stride != 2 and cfg.efficientnet_variant != "lite":
+        raise ConfigError(f"student.effnet_stem_stride={cfg.effnet_stem_stride} needs "
+                          f"student.efficientnet_variant=lite (Keras' EfficientNet has a fixed "
+                          f"stem); set it to 2 or use the lite variant")
     if not cfg.cnn_filters or any(f < 1 for f in cfg.cnn_filters):
         raise ConfigError(f"student.cnn_filters must be a non-empty list of positive sizes, "
                           f"got {cfg.cnn_filters}")

@@ -16,7 +16,8 @@ Input ``"image"``: ``(batch, S, S, 3)`` float32, 0..255. Outputs (a dict of LOGI
 - fusion ``"none"``: ``logits`` = the average of the two exits' logits (no fusion head).
 
 Stable layer names: ``cnn_features`` (CNN branch's last feature map, ``(S/2^n, S/2^n, f_n)``),
-``effnet_features`` (EfficientNet's last feature map, ``(ceil(S/32), ceil(S/32), C)``),
+``effnet_features`` (EfficientNet's last feature map, ``(ceil(S/32), ceil(S/32), C)``, or
+``S/16`` with ``student.effnet_stem_stride: 1``),
 ``cnn_block_{i}_*``, ``cnn_exit``, ``effnet_exit``, ``fusion_*``, ``logits``.
 
 The EfficientNet layers are built INTO this model's graph (``input_tensor=``), not nested as one
@@ -95,7 +96,7 @@ def effnet_branch(image: Any, cfg: StudentConfig, image_size: int, weights: str 
     end (``load_effnet_weights``).
     """
     if cfg.efficientnet_variant == "lite":
-        return efficientnet_lite(image, cfg.efficientnet)
+        return efficientnet_lite(image, cfg.efficientnet, cfg.effnet_stem_stride)
     try:
         base = KERAS_EFFICIENTNETS[cfg.efficientnet](
             include_top=False, weights="imagenet" if weights == "imagenet" else None,
