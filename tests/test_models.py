@@ -182,6 +182,21 @@ def test_student_stem_stride_one_doubles_effnet_resolution(tmp_path) -> None:
     assert shape_of(loaded, "effnet_features") == (None, 4, 4, 1280)
 
 
+def test_student_vgg_style_cnn_branch(tmp_path) -> None:
+    cfg = dataclasses.replace(TINY_STUDENT, efficientnet_variant="lite", cnn_filters=[8, 16],
+                              cnn_convs=2)
+    model = build_student(cfg, 32)
+    one = build_student(dataclasses.replace(cfg, cnn_convs=1), 32)
+    assert shape_of(model, "cnn_features") == shape_of(one, "cnn_features") == (None, 8, 8, 16)
+    assert shape_of(model, "cnn_block_2_conv2") == (None, 16, 16, 16)  # before the pooling
+    with pytest.raises(ValueError):
+        one.get_layer("cnn_block_1_conv2")
+    # the second convolution of each block: 8*8*9+8 and 16*16*9+16 weights, + 2 BN of 4 each
+    assert model.count_params() - one.count_params() == (8 * 8 * 9 + 8 + 4 * 8) + (
+        16 * 16 * 9 + 16 + 4 * 16)
+    assert_reload_equal(model, tmp_path / "vgg_branch.keras", images(2, 32))
+
+
 def test_student_effnet_gets_raw_pixels_and_rescales_once(student_concat) -> None:
     x = images(2, 32)
     # EfficientNet's own Rescaling(1/255) + (identity, unadapted) Normalization; then padding
@@ -239,6 +254,7 @@ def test_student_loads_weights_file(student_concat, tmp_path) -> None:
     ({"cnn_filters": []}, 32, ConfigError, "student.cnn_filters"),
     ({"efficientnet": "B7"}, 32, ConfigError, "student.efficientnet"),
     ({"fusion": "sum"}, 32, ConfigError, "student.fusion"),
+    ({"cnn_convs": 0}, 32, ConfigError, "student.cnn_convs must be 1, 2 or 3"),
     ({"effnet_stem_stride": 4}, 32, ConfigError, "student.effnet_stem_stride must be 1 or 2"),
     ({"effnet_stem_stride": 1, "efficientnet_variant": "standard"}, 32, ConfigError,
      "needs student.efficientnet_variant=lite"),

@@ -80,6 +80,9 @@ class StudentConfig:
     """Small CNN branch + EfficientNet branch, fused into one head ('layer fusion')."""
 
     cnn_filters: list[int] = field(default_factory=lambda: [32, 64])
+    #: 3x3 convolutions (+ BN + ReLU) per CNN block before its pooling: 1 as published, 2 for a
+    #: VGG-style branch like the strong plain reference
+    cnn_convs: int = 1
     l2: float = 0.01
     efficientnet: str = choice_field("B0", EFFICIENTNETS)
     efficientnet_variant: str = choice_field("lite", EFFICIENTNET_VARIANTS)
@@ -219,6 +222,9 @@ def validate_student(cfg: StudentConfig, image_size: int, num_classes: int,
     if not cfg.cnn_filters or any(f < 1 for f in cfg.cnn_filters):
         raise ConfigError(f"student.cnn_filters must be a non-empty list of positive sizes, "
                           f"got {cfg.cnn_filters}")
+    if isinstance(cfg.cnn_convs, bool) or cfg.cnn_convs not in (1, 2, 3):
+        raise ConfigError(f"student.cnn_convs must be 1, 2 or 3 convolutions per CNN block, "
+                          f"got {cfg.cnn_convs!r}")
     if image_size // 2 ** len(cfg.cnn_filters) < 1:
         raise ConfigError(f"student.cnn_filters: {len(cfg.cnn_filters)} pooled blocks shrink a "
                           f"{image_size}px image (data.image_size) below 1px; use fewer blocks")

@@ -66,16 +66,20 @@ def resolve_weights(cfg: StudentConfig) -> str | None:
     return student_weights(cfg)
 
 
-def cnn_block(filters: int, l2: float, index: int) -> Any:
-    """Conv 3x3 (L2) + BN + ReLU + MaxPool 2: ``(b, h, w, c) -> (b, h/2, w/2, filters)``."""
+def cnn_block(filters: int, l2: float, index: int, convs: int = 1) -> Any:
+    """``convs`` x (Conv 3x3 (L2) + BN + ReLU), then MaxPool 2:
+    ``(b, h, w, c) -> (b, h/2, w/2, filters)``. The first convolution is ``cnn_block_{i}_conv``,
+    the next ones ``cnn_block_{i}_conv{k}`` (k = 2, 3)."""
     name = f"cnn_block_{index}"
 
     def apply(x: Any) -> Any:
-        x = layers.Conv2D(filters, 3, padding="same",
-                          kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
-                          name=f"{name}_conv")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
-        x = layers.ReLU(name=f"{name}_relu")(x)
+        for k in range(1, convs + 1):
+            suffix = "" if k == 1 else str(k)
+            x = layers.Conv2D(filters, 3, padding="same",
+                              kernel_regularizer=keras.regularizers.L2(l2) if l2 else None,
+                              name=f"{name}_conv{suffix}")(x)
+            x = layers.BatchNormalization(name=f"{name}_bn{suffix}")(x)
+            x = layers.ReLU(name=f"{name}_relu{suffix}")(x)
         return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
     return apply
@@ -85,7 +89,7 @@ def cnn_branch(image: Any, cfg: StudentConfig) -> Any:
     """0..255 ``(b, S, S, 3)`` -> ``cnn_features`` ``(b, S/2^n, S/2^n, cnn_filters[-1])``."""
     x = layers.Rescaling(1.0 / 255.0, name="cnn_rescale")(image)
     for i, filters in enumerate(cfg.cnn_filters, start=1):
-        x = cnn_block(filters, cfg.l2, i)(x)
+        x = cnn_block(filters, cfg.l2, i, cfg.cnn_convs)(x)
     return layers.Identity(name="cnn_features")(x)
 
 
