@@ -152,6 +152,8 @@ class TrainConfig:
     #: ``val_accuracy``/``val_loss``, or balanced accuracy / macro AUC computed on the
     #: validation split each epoch (the ISIC metric: accuracy rewards ignoring rare classes).
     monitor: str = choice_field("val_macro_auc", MONITORS)
+    #: epochs without a better ``monitor`` before a stage stops (its best epoch restored);
+    #: 0: never stop early (the stage runs its schedule to the end and keeps the last epoch)
     early_stopping_patience: int = 10
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
@@ -392,6 +394,9 @@ def _check_rules(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    if cfg.train.early_stopping_patience < 0:
+        raise ConfigError(f"train.early_stopping_patience must be at least 1, or 0 for no early "
+                          f"stopping, got {cfg.train.early_stopping_patience}")
     if cfg.export.int8_head == "float" and cfg.export.int8_output == "uint8":
         raise ConfigError("export.int8_head is 'float', which gives float32 probabilities; with "
                           "export.int8_output=uint8 set export.int8_head=int8")

@@ -212,7 +212,8 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
 
     :class:`StepTimer`, ``ValidationMetrics`` (when ``validation=(images, labels)`` is given),
     ``BackupAndRestore`` (so a rerun of the same ``fit`` resumes from the last finished epoch:
-    weights, optimizer and epoch number), ``EarlyStopping`` (restores the best weights), the
+    weights, optimizer and epoch number), ``EarlyStopping`` (restores the best weights; left out
+    when ``cfg.train.early_stopping_patience`` is 0, so the last epoch is kept), the
     learning-rate schedule (``ReduceLROnPlateau``, or a cosine ``LearningRateScheduler`` from
     ``learning_rate`` over ``epochs`` when ``cfg.train.lr_schedule`` is ``cosine``),
     :class:`StudentCheckpoint` (best ``monitor``), ``CSVLogger`` (appends when resuming) and
@@ -237,11 +238,11 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     callbacks: list[keras.callbacks.Callback] = [StepTimer()]
     if validation is not None:
         callbacks.append(ValidationMetrics(*validation))
-    callbacks += [
-        keras.callbacks.BackupAndRestore(backup_dir=str(backup)),
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=t.early_stopping_patience,
-                                      mode=mode, restore_best_weights=True, verbose=1),
-    ]
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(backup)))
+    if t.early_stopping_patience > 0:  # 0: the whole schedule, the last epoch kept
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=t.early_stopping_patience, mode=mode,
+            restore_best_weights=True, verbose=1))
     if t.lr_schedule == "cosine":
         if epochs is None or learning_rate is None:
             raise ConfigError("train.lr_schedule 'cosine' needs the stage's epochs and "

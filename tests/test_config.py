@@ -169,6 +169,9 @@ def test_image_size_too_small_for_the_student_fails_at_load_without_keras(tmp_pa
     (["explain.methods=[gradcam, shap]"], r"explain\.methods.*shap"),
     (["augment.hue=1.0"], r"augment\.hue"),
     (["data.class_weight_power=3"], r"data\.class_weight_power"),
+    (["train.early_stopping_patience=-1"], r"train\.early_stopping_patience.*0 for no early"),
+    (["student.effnet_stem_stride=3"], r"student\.effnet_stem_stride must be 1 or 2"),
+    (["student.cnn_convs=4"], r"student\.cnn_convs"),
 ])
 def test_every_builder_rule_is_checked_at_load(overrides, match):
     with pytest.raises(ConfigError, match=match) as info:

@@ -245,6 +245,10 @@ def test_cosine_schedule_and_validation_metrics_drive_the_callbacks(tmp_path):
     assert "LearningRateScheduler" in kinds and "ReduceLROnPlateau" not in kinds
     history = _distiller().fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
                                callbacks=callbacks)
+    cfg.train.early_stopping_patience = 0  # no early stopping: the whole schedule
+    kinds = [type(c).__name__ for c in make_callbacks(tmp_path, "none", cfg, validation=(x, y),
+                                                      epochs=3, learning_rate=1e-3)]
+    assert "EarlyStopping" not in kinds and "LearningRateScheduler" in kinds
     np.testing.assert_allclose(history.history["learning_rate"],
                                [cosine_schedule(1e-3, 3, cfg.train.min_learning_rate)(e)
                                 for e in range(3)], rtol=1e-5)
