@@ -12,10 +12,29 @@ def test_defaults_are_the_quickstart_config():
     assert load_config(CONFIGS / "quickstart.yaml").to_dict() == Config().to_dict()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "cpu", "paper"])
+@pytest.mark.parametrize("name", ["quickstart", "cpu", "paper", "cpu_ablation"])
 def test_shipped_configs_load(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
-    assert cfg.name == name
+    assert cfg.name == name.removesuffix("_ablation")
+
+
+def test_cpu_ablation_config_is_the_cpu_config_but_for_what_it_trains():
+    """`kdskin report runs/cpu runs/cpu_ablation` puts both runs in one table only when every
+    experiment setting is equal (kdskin.report.NOT_EXPERIMENT lists the ones that may differ)."""
+    from kdskin.report import NOT_EXPERIMENT
+
+    def settings(name: str) -> dict:
+        flat = {}
+        for section, values in load_config(CONFIGS / f"{name}.yaml").to_dict().items():
+            for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
+                full = f"{section}.{key}" if key else section
+                if not any(full == n or full.startswith(f"{n}.") for n in NOT_EXPERIMENT):
+                    flat[full] = value
+        return flat
+
+    cpu, ablation = settings("cpu"), settings("cpu_ablation")
+    assert {k for k in cpu if cpu[k] != ablation.get(k)} == set()
+    assert load_config(CONFIGS / "cpu_ablation.yaml").reference.enabled
 
 
 def test_paper_config_holds_the_papers_settings():
