@@ -5,7 +5,8 @@
 # (defaults: ../shared/data/ham10000 and ../shared/data/isic2018_dev, the external set that is
 # scored whole and never trained on). Each step is skipped when its run directory already has a
 # report.md, so an interrupted reproduction continues where it stopped (an interrupted run
-# itself: kdskin run --resume). 2 CPU cores: about 1 h for the cpu run, 1.5 h for the ablation.
+# itself: kdskin run --resume). 2 CPU cores: about 1 h for the cpu run, 1.5 h for the ablation,
+# 2.5 h for the recipe study.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
@@ -27,12 +28,34 @@ run cpu --config configs/cpu.yaml
 # 2. The ablation with the same budget and the cpu run's teacher: the paper's CNN, the strong
 #    plain reference, the student alone, single- and multi-stage KD.
 run cpu_ablation --config configs/cpu_ablation.yaml --teacher "$RUNS/cpu/models/teacher.keras"
-# 3. The document, from both runs (they share the config name, so one table), followed by the
-#    runs of the previous recipe (sqrt class weights, every stage in one run; kept as saved
-#    metrics.json files: the leaky-protocol inflation, seeds, fusion-head and EfficientNet
-#    comparisons). They were made by the previous version of this script.
+# 3. The recipe study (docs/RESULTS.md, "Recipe study"): the previous recipe as the control
+#    (it trains its own teacher), then one change at a time for the student with that teacher,
+#    so only the student's settings differ. No export, benchmark, explanations or decision rules:
+#    validation, test and external figures only. About 25 min each after the control.
+previous_recipe=(--set "student.cnn_filters=[32,64]" --set student.l2=0.01
+                 --set train.early_stopping_patience=6 --set teacher.epochs=22)
+run recipe_control --config configs/cpu.yaml "${previous_recipe[@]}"
+study=(--config configs/cpu.yaml "${previous_recipe[@]}"
+       --teacher "$RUNS/recipe_control/models/teacher.keras"
+       --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
+       --set trust.enabled=false)
+cnn4=(--set "student.cnn_filters=[32,64,128,256]" --set student.l2=0.0005)
+strong_augment=(--set augment.rotation=0.5 --set augment.zoom=0.2 --set augment.brightness=0.2
+                --set augment.contrast=0.2 --set augment.hue=0.06 --set augment.saturation=0.3)
+run recipe_cnn4 "${study[@]}" "${cnn4[@]}"
+run recipe_cnn4_fullcos "${study[@]}" "${cnn4[@]}" --set train.early_stopping_patience=100
+run recipe_cnn4_fullcos_aug "${study[@]}" "${cnn4[@]}" --set train.early_stopping_patience=100 \
+  "${strong_augment[@]}"
+# Measured for its cost only (stopped after 4 epochs: 2.5x the student's time per epoch, so 18
+# epochs alone would take the whole 60-minute budget):
+#   run recipe_cnn4_stem1 "${study[@]}" "${cnn4[@]}" --set student.effnet_stem_stride=1
+# 4. The document, from all the runs (cpu and cpu_ablation share the config name, so one table),
+#    followed by the runs of the recipe before the previous one (sqrt class weights, every stage
+#    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
+#    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu cpu_ablation; do
+for name in cpu cpu_ablation recipe_control recipe_cnn4 recipe_cnn4_fullcos \
+            recipe_cnn4_fullcos_aug; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
