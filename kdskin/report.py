@@ -438,8 +438,10 @@ def experiment_key(metrics: RunMetrics) -> tuple:
 
 
 def _differences(group: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
-    """``key=value`` settings where ``group`` differs from ``reference`` (both flattened)."""
-    diff = [f"{k}={group[k]}" for k in sorted(group) if group.get(k) != reference.get(k)]
+    """``key=value`` settings where ``group`` differs from ``reference`` (both flattened); a key
+    only one of them has (a setting added after the other run was made) is left out."""
+    diff = [f"{k}={group[k]}" for k in sorted(group)
+            if k in reference and group[k] != reference[k]]
     return ", ".join(diff)
 
 

@@ -92,7 +92,8 @@ def test_reused_teacher_counts_once_and_sizes_are_float_weights():
 def test_recipe_table_lists_every_trained_model_with_its_settings_and_sets():
     shipped, other = _metrics(42, 0.8), _metrics(1, 0.7)
     shipped["config_values"] = {"student": {"l2": 0.01, "epochs": 18}, "train": {"seed": 42}}
-    other["config_values"] = {"student": {"l2": 0.0005, "epochs": 18}, "train": {"seed": 1}}
+    other["config_values"] = {"student": {"l2": 0.0005, "epochs": 18, "new_key": 2},
+                              "train": {"seed": 1}}  # new_key: a setting the first run predates
     for metrics, teacher_from in ((shipped, None), (other, "runs/cpu/models/teacher.keras")):
         metrics["teacher_from"] = teacher_from
         metrics["models"]["teacher"] = {"params": 5, "test": {}, "epochs": 15,

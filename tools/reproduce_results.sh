@@ -40,12 +40,15 @@ study=(--config configs/cpu.yaml "${previous_recipe[@]}"
        --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
        --set trust.enabled=false)
 cnn4=(--set "student.cnn_filters=[32,64,128,256]" --set student.l2=0.0005)
+# shellcheck disable=SC2034  # used by the commented-out run below
 strong_augment=(--set augment.rotation=0.5 --set augment.zoom=0.2 --set augment.brightness=0.2
                 --set augment.contrast=0.2 --set augment.hue=0.06 --set augment.saturation=0.3)
 run recipe_cnn4 "${study[@]}" "${cnn4[@]}"
 run recipe_cnn4_fullcos "${study[@]}" "${cnn4[@]}" --set train.early_stopping_patience=100
-run recipe_cnn4_fullcos_aug "${study[@]}" "${cnn4[@]}" --set train.early_stopping_patience=100 \
-  "${strong_augment[@]}"
+# Stronger augmentation (stopped after 11 of 18 epochs for time in the measured study, so not
+# in the document; validation at epoch 11 level with the run above):
+#   run recipe_cnn4_fullcos_aug "${study[@]}" "${cnn4[@]}" \
+#     --set train.early_stopping_patience=100 "${strong_augment[@]}"
 # Measured for its cost only (stopped after 4 epochs: 2.5x the student's time per epoch, so 18
 # epochs alone would take the whole 60-minute budget):
 #   run recipe_cnn4_stem1 "${study[@]}" "${cnn4[@]}" --set student.effnet_stem_stride=1
@@ -54,8 +57,7 @@ run recipe_cnn4_fullcos_aug "${study[@]}" "${cnn4[@]}" --set train.early_stoppin
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu cpu_ablation recipe_control recipe_cnn4 recipe_cnn4_fullcos \
-            recipe_cnn4_fullcos_aug; do
+for name in cpu cpu_ablation recipe_control recipe_cnn4 recipe_cnn4_fullcos; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
