@@ -420,11 +420,16 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def settings_of(config_values: Mapping[str, Any]) -> dict[str, Any]:
+    """The config values (``Config.to_dict()``) that define an experiment, flattened
+    ``section.key``: everything but :data:`NOT_EXPERIMENT`."""
+    return {k: v for k, v in _flat(config_values).items()
+            if not any(k == n or k.startswith(f"{n}.") for n in NOT_EXPERIMENT)}
+
+
 def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
     """The run's config values that define its experiment (flattened ``section.key``)."""
-    values = _flat(metrics.config_values)
-    return {k: v for k, v in values.items()
-            if not any(k == n or k.startswith(f"{n}.") for n in NOT_EXPERIMENT)}
+    return settings_of(metrics.config_values)
 
 
 def experiment_key(metrics: RunMetrics) -> tuple:

@@ -20,17 +20,11 @@ def test_shipped_configs_load(name):
 
 def test_cpu_ablation_config_is_the_cpu_config_but_for_what_it_trains():
     """`kdskin report runs/cpu runs/cpu_ablation` puts both runs in one table only when every
-    experiment setting is equal (kdskin.report.NOT_EXPERIMENT lists the ones that may differ)."""
-    from kdskin.report import NOT_EXPERIMENT
+    experiment setting is equal (the ones kdskin.report.NOT_EXPERIMENT lists may differ)."""
+    from kdskin.report import settings_of
 
     def settings(name: str) -> dict:
-        flat = {}
-        for section, values in load_config(CONFIGS / f"{name}.yaml").to_dict().items():
-            for key, value in (values.items() if isinstance(values, dict) else [("", values)]):
-                full = f"{section}.{key}" if key else section
-                if not any(full == n or full.startswith(f"{n}.") for n in NOT_EXPERIMENT):
-                    flat[full] = value
-        return flat
+        return settings_of(load_config(CONFIGS / f"{name}.yaml").to_dict())
 
     cpu, ablation = settings("cpu"), settings("cpu_ablation")
     assert {k for k in cpu if cpu[k] != ablation.get(k)} == set()
