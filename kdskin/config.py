@@ -27,6 +27,7 @@ from kdskin.data.specs import (
     PROTOCOLS,
     UNIT_AUGMENTATIONS,
     check_class_weight_power,
+    check_logit_adjust_tau,
     check_split_fractions,
     check_unit_interval,
 )
@@ -82,6 +83,8 @@ class DataConfig:
     balance: str = choice_field("class_weight", BALANCE_MODES)
     #: class_weight: weights (n / (k * count_c)) ** power; 1 balanced, 0.5 tempered (sqrt)
     class_weight_power: float = 0.5
+    #: logit_adjusted: training logits + tau * log(class prior of the training split)
+    logit_adjust_tau: float = 1.0
     paper_per_class: int = 600  # 'paper' protocol: augment every class to this count, then split
     synth: SynthConfig = field(default_factory=SynthConfig)
     #: An external labelled set (e.g. ISIC 2018 Task 3 test) on which every model and every
@@ -371,6 +374,7 @@ def _check_rules(cfg: Config) -> None:
     if size < MIN_IMAGE_SIZE:
         raise ConfigError(f"data.image_size must be at least {MIN_IMAGE_SIZE}, got {size}")
     check_class_weight_power(cfg.data.class_weight_power)
+    check_logit_adjust_tau(cfg.data.logit_adjust_tau)
     for key in UNIT_AUGMENTATIONS:
         check_unit_interval(f"augment.{key}", getattr(cfg.augment, key))
 

@@ -18,7 +18,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +79,17 @@ def accuracy_key(model: keras.Model) -> str:
 
 def compile_classifier(model: keras.Model, lr: float,
                        class_weight: Mapping[int, float] | None = None,
-                       exit_weight: float = 0.3) -> keras.Model:
+                       exit_weight: float = 0.3,
+                       logit_adjustment: Sequence[float] | None = None) -> keras.Model:
     """Compile a logits model for cross-entropy training on integer labels; returns ``model``.
 
-    Every output is trained with (class-weighted) cross-entropy from logits: ``"logits"`` with
-    weight 1, every other output (the teacher's exit heads) with ``exit_weight``. Accuracy is
-    tracked on ``"logits"`` (history key: :func:`accuracy_key`). Optimizer: Adam(``lr``).
+    Every output is trained with (class-weighted, or logit-adjusted: ``logits +
+    logit_adjustment``, shape ``(7,)``) cross-entropy from logits: ``"logits"`` with weight 1,
+    every other output (the teacher's exit heads) with ``exit_weight``. Accuracy is tracked on
+    ``"logits"`` (history key: :func:`accuracy_key`). Optimizer: Adam(``lr``).
     """
     names = output_names(model)
-    loss = ClassWeightedCrossEntropy(class_weight)
+    loss = ClassWeightedCrossEntropy(class_weight, logit_adjustment=logit_adjustment)
     if len(names) <= 1:
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
         return model

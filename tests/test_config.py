@@ -182,6 +182,7 @@ def test_image_size_too_small_for_the_student_fails_at_load_without_keras(tmp_pa
     (["explain.methods=[gradcam, shap]"], r"explain\.methods.*shap"),
     (["augment.hue=1.0"], r"augment\.hue"),
     (["data.class_weight_power=3"], r"data\.class_weight_power"),
+    (["data.logit_adjust_tau=5"], r"data\.logit_adjust_tau must be in \[0, 4\]"),
     (["train.early_stopping_patience=-1"], r"train\.early_stopping_patience.*0 for no early"),
     (["student.effnet_stem_stride=3"], r"student\.effnet_stem_stride must be 1 or 2"),
     (["student.cnn_convs=4"], r"student\.cnn_convs"),
@@ -191,6 +192,11 @@ def test_every_builder_rule_is_checked_at_load(overrides, match):
         load_config(None, overrides)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith("defaults with --set ")
+
+
+def test_logit_adjusted_balance_loads_with_its_tau():
+    cfg = load_config(None, ["data.balance=logit_adjusted", "data.logit_adjust_tau=0.5"])
+    assert cfg.data.balance == "logit_adjusted" and cfg.data.logit_adjust_tau == 0.5
 
 
 def test_rules_that_depend_on_the_stages():

@@ -9,7 +9,7 @@ from kdskin.config import AugmentConfig
 from kdskin.constants import CLASSES, NUM_CLASSES
 from kdskin.data.datasets import read_dataset, read_ham10000, read_isic2018
 from kdskin.data.images import load_image, load_images
-from kdskin.data.pipeline import class_weights, decode_split, make_tf_dataset
+from kdskin.data.pipeline import class_weights, decode_split, logit_adjustment, make_tf_dataset
 from kdskin.data.split import (
     lesion_grouped_split,
     lesions_in_several_splits,
@@ -267,6 +267,18 @@ def test_class_weights_balance_the_training_labels():
     assert w[0] * 6 == pytest.approx(w[1] * 2) and w[3] == 0.0
 
 
+def test_logit_adjustment_is_tau_log_prior_of_the_training_labels():
+    labels = np.array([0] * 6 + [1] * 3 + [5])
+    adjust = logit_adjustment(labels, tau=1.0)
+    assert adjust.shape == (7,) and adjust.dtype == np.float32
+    # Present classes: log(count / total) with every absent class counted as one image.
+    total = 6 + 3 + 1 + 4
+    np.testing.assert_allclose(adjust[[0, 1, 5]], np.log(np.array([6, 3, 1]) / total), rtol=1e-6)
+    np.testing.assert_allclose(adjust[[2, 3, 4, 6]], np.log(1 / total), rtol=1e-6)
+    np.testing.assert_allclose(logit_adjustment(labels, tau=0.5), 0.5 * adjust, rtol=1e-6)
+    assert not np.any(logit_adjustment(labels, tau=0.0))
+
+
 # --------------------------------------------------------------------------- rules, selection
 
 
@@ -283,6 +295,8 @@ def test_bad_split_values_are_config_errors_naming_the_key(ham_dir):
         read_dataset(ham_dir, "csv")
     with pytest.raises(ConfigError, match=r"data\.class_weight_power"):
         class_weights(np.array([0, 1]), power=-1)
+    with pytest.raises(ConfigError, match=r"data\.logit_adjust_tau"):
+        logit_adjustment(np.array([0, 1]), tau=-1)
 
 
 def test_collect_images_walks_folders_in_order_and_names_missing_paths(tmp_path):
@@ -326,3 +340,20 @@ def test_decoding_progress_never_writes_to_stdout(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "\x1b[" not in captured.err  # stderr is not a terminal here: no bar, no ANSI codes
+
+
+@pytest.mark.parametrize("balance", ["class_weight", "oversample", "logit_adjusted"])
+def test_prepare_data_derives_the_balance_from_the_training_split(ham_dir, tmp_path, balance):
+    from kdskin.config import load_config
+    from kdskin.pipeline.data import prepare_data
+    from kdskin.rundir import RunDir
+
+    cfg = load_config(None, [f"data.balance={balance}", "data.image_size=32"])
+    data = prepare_data(cfg, RunDir(tmp_path / "run"), str(ham_dir))
+    assert (data.class_weight is not None) == (balance == "class_weight")
+    assert data.oversample == (balance == "oversample")
+    if balance == "logit_adjusted":
+        np.testing.assert_allclose(data.logit_adjustment,
+                                   logit_adjustment(data.train.labels, cfg.data.logit_adjust_tau))
+    else:
+        assert data.logit_adjustment is None

@@ -132,6 +132,30 @@ def test_cross_entropy_matches_numpy_and_class_weights_change_it():
         cross_entropy(y, logits, {9: 1.0})
 
 
+def test_logit_adjusted_cross_entropy_is_ce_of_shifted_logits_and_reloads():
+    rng = np.random.RandomState(6)
+    logits, y = rng.randn(8, 7).astype("float32"), np.array([0, 1, 2, 3, 4, 5, 6, 5])
+    prior = np.array([0.1, 0.05, 0.1, 0.01, 0.1, 0.6, 0.04], "float32")
+    adjust = np.log(prior)
+    expected = -np.log(np_softmax(logits + adjust)[np.arange(8), y])
+    got = keras.ops.convert_to_numpy(cross_entropy(y, logits, logit_adjustment=adjust))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    # The frequent class (5) is cheaper to miss, the rare one (3) dearer, than with plain CE.
+    plain = -np.log(np_softmax(logits)[np.arange(8), y])
+    assert got[3] > plain[3] and got[5] < plain[5]
+    # A constant offset is a no-op (softmax is shift-invariant).
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(cross_entropy(y, logits, logit_adjustment=np.full(7, 2.0))),
+        plain, rtol=1e-5)
+    loss = ClassWeightedCrossEntropy(logit_adjustment=adjust)
+    again = ClassWeightedCrossEntropy.from_config(loss.get_config())
+    np.testing.assert_allclose(float(again(y, logits)), expected.mean(), rtol=1e-5)
+    with pytest.raises(ConfigError, match="logit_adjustment must be 7 finite values"):
+        cross_entropy(y, logits, logit_adjustment=[0.0, np.inf, 0, 0, 0, 0, 0])
+    with pytest.raises(ConfigError, match="logit_adjustment must be 7 finite values"):
+        cross_entropy(y, logits, logit_adjustment=[0.0, 1.0])
+
+
 def test_exit_map_resolution_last_and_errors():
     names = TEACHER_NAMES + ["conv_exit_10"]
     resolved = resolve_exit_map({"cnn_exit": "conv_exit_last", "effnet_exit": "vit_exit_last"},
@@ -275,6 +299,27 @@ def test_class_weight_changes_distiller_loss_and_fit_class_weight_is_refused():
     weighted.compile(optimizer="adam")
     with pytest.raises(ModelError, match="class_weight"):
         weighted.fit(x, y, class_weight={0: 2.0}, verbose=0)
+
+
+def test_logit_adjustment_changes_the_training_ce_only():
+    x, y = batch()
+    teacher = mark_trained(tiny_teacher())
+    student = tiny_student()
+    plain = KdskinDistiller(teacher, student, "single")
+    adjust = np.zeros(7, "float32")
+    adjust[int(y[0])] = -3.0  # the first sample's class is made rare: its CE grows
+    adjusted = KdskinDistiller(teacher, student, "single", logit_adjustment=adjust)
+    plain.compute_loss(x, y, training=True)
+    adjusted.compute_loss(x, y, training=True)
+    a = float(plain.term_trackers["loss_ce"].result())
+    b = float(adjusted.term_trackers["loss_ce"].result())
+    assert b > a + 1e-3
+    # The KD term compares raw logits: unchanged.
+    np.testing.assert_allclose(float(adjusted.term_trackers["loss_kd"].result()),
+                               float(plain.term_trackers["loss_kd"].result()), rtol=1e-6)
+    np.testing.assert_allclose(float(adjusted.compute_loss(x, y, training=False)),
+                               float(plain.compute_loss(x, y, training=False)), rtol=1e-6)
+    assert "logit-adjusted" in adjusted.describe()
 
 
 def test_distiller_construction_errors():

@@ -174,6 +174,20 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> dict[int, float]:
     return {c: float(raw[c]) for c in range(NUM_CLASSES)}
 
 
+def logit_adjustment(labels: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """``tau * log(prior_c)`` from the TRAINING labels, shape ``(NUM_CLASSES,)`` float32.
+
+    Added to the logits inside the training cross-entropy only (the logit-adjusted loss of
+    Menon et al. 2021; ``tau`` 1 is the balanced softmax of Ren et al. 2020): the model learns
+    logits whose argmax is balanced over classes, and predicts with its raw logits. A class
+    absent from the training labels counts as one image (a finite offset).
+    """
+    if not tau >= 0:
+        raise ConfigError(f"data.logit_adjust_tau must be non-negative, got {tau}")
+    counts = np.maximum(np.bincount(np.asarray(labels, int), minlength=NUM_CLASSES), 1)
+    return (float(tau) * np.log(counts / counts.sum())).astype("float32")
+
+
 # --------------------------------------------------------------------------- tf.data
 
 

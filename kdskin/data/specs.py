@@ -17,12 +17,15 @@ FORMATS: tuple[str, ...] = ("ham10000", "isic2018")
 #: Split protocols (``data.protocol``, ``--protocol``): the honest default and the LEAKY paper's.
 PROTOCOLS: tuple[str, ...] = ("lesion_grouped", "paper")
 #: Class balance on the training split (``data.balance``).
-BALANCE_MODES: tuple[str, ...] = ("none", "class_weight", "oversample")
+#: ``logit_adjusted``: the logit-adjusted (Menon et al. 2021) cross-entropy, ``tau`` 1 = balanced
+#: softmax (Ren et al. 2020): training logits shifted by ``tau * log(prior)``.
+BALANCE_MODES: tuple[str, ...] = ("none", "class_weight", "oversample", "logit_adjusted")
 #: Augmentation strengths that must lie in [0, 1) (``augment.*``).
 UNIT_AUGMENTATIONS: tuple[str, ...] = ("brightness", "contrast", "hue", "saturation")
 #: Smallest image size a dataset is generated or decoded at.
 MIN_IMAGE_SIZE = 16
 MAX_CLASS_WEIGHT_POWER = 2.0
+MAX_LOGIT_ADJUST_TAU = 4.0
 
 
 def check_split_fractions(fractions: Sequence[float], key: str = "data.split") -> list[float]:
@@ -50,6 +53,14 @@ def check_class_weight_power(power: float) -> float:
         raise ConfigError(f"data.class_weight_power must be in [0, {MAX_CLASS_WEIGHT_POWER:g}], "
                           f"got {power}")
     return power
+
+
+def check_logit_adjust_tau(tau: float) -> float:
+    """``data.logit_adjust_tau`` in [0, 4] (1: balanced softmax, 0: plain cross-entropy)."""
+    if not 0.0 <= tau <= MAX_LOGIT_ADJUST_TAU:
+        raise ConfigError(f"data.logit_adjust_tau must be in [0, {MAX_LOGIT_ADJUST_TAU:g}], "
+                          f"got {tau}")
+    return tau
 
 
 def check_choice(key: str, value: str, choices: tuple[str, ...]) -> str:

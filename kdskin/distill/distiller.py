@@ -34,7 +34,7 @@ Overriding all of that would leave only ``call`` inherited. The loss terms thems
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -48,6 +48,7 @@ from kdskin.distill.losses import (
     ExitDistillation,
     class_weight_vector,
     cross_entropy,
+    logit_adjustment_vector,
     logit_distillation,
     sparse_labels,
 )
@@ -98,6 +99,9 @@ class KdskinDistiller(keras.Model):
             (as Keras does). Not to the KD terms: they match the teacher's soft targets, and the
             teacher was itself trained with the same class weights, so weighting them again
             would count the imbalance twice. ``fit(class_weight=...)`` is refused.
+        logit_adjustment: ``(C,)`` offsets (``tau * log(prior)``) added to the student's logits
+            in the CE term during training only (the logit-adjusted loss); the KD terms compare
+            raw logits, and validation and prediction use raw logits.
 
     ``call`` runs the student only; the teacher runs only inside the training loss, never in
     ``evaluate``/``predict``. Inputs: ``(B, S, S, 3)`` pixels 0..255 (or ``{"image": ...}``);
@@ -115,6 +119,7 @@ class KdskinDistiller(keras.Model):
                  gamma: float = 0.4, temperature: float = 10.0,
                  exit_map: Mapping[str, str] | None = None,
                  class_weight: Mapping[int, float] | None = None,
+                 logit_adjustment: Sequence[float] | np.ndarray | None = None,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name or f"distiller_{stage}", **kwargs)
         if stage not in STAGE_TERMS:
@@ -135,6 +140,7 @@ class KdskinDistiller(keras.Model):
             student.output, dict) else int(student.outputs[0].shape[-1])
         self.class_weight = None if class_weight is None else dict(class_weight)
         self._class_weights = class_weight_vector(class_weight, num_classes)
+        self._logit_adjustment = logit_adjustment_vector(logit_adjustment, num_classes)
 
         # Loss terms: name -> (DistillationLoss or None for CE, weight).
         self.distillation_losses: list[ExitDistillation] = []
@@ -203,6 +209,8 @@ class KdskinDistiller(keras.Model):
                 parts.append(f"{weight:g} x logit KD (T={self.temperature:g}, T^2-scaled)")
             else:
                 cw = ", class-weighted" if self._class_weights is not None else ""
+                if self._logit_adjustment is not None:
+                    cw += ", logit-adjusted"
                 parts.append(f"{weight:g} x CE on labels{cw}")
         reg = " + student regularisation" if self.has_regularization else ""
         teacher = ("no teacher" if self.teacher is None
@@ -252,7 +260,8 @@ class KdskinDistiller(keras.Model):
             return ops.mean(per_sample)
 
         values = {"loss_ce": reduce(cross_entropy(
-            y, y_pred["logits"], self._class_weights if training else None))}
+            y, y_pred["logits"], self._class_weights if training else None,
+            self._logit_adjustment if training else None))}
         if training and self.teacher is not None:
             teacher_out = self.teacher(x, training=False)
             teacher_out = {k: ops.stop_gradient(v) for k, v in teacher_out.items()}
@@ -301,7 +310,9 @@ class KdskinDistiller(keras.Model):
 
 def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Model, cfg: Config,
                      class_weight: Mapping[int, float] | None = None,
-                     learning_rate: float | None = None) -> KdskinDistiller:
+                     learning_rate: float | None = None,
+                     logit_adjustment: Sequence[float] | np.ndarray | None = None
+                     ) -> KdskinDistiller:
     """A compiled :class:`KdskinDistiller` for ``stage`` with weights from ``cfg.distill``.
 
     Refuses (``ModelError``) a teacher that has not been trained (see
@@ -316,7 +327,7 @@ def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Mod
     d = cfg.distill
     distiller = KdskinDistiller(teacher, student, stage, alpha=d.alpha, beta=d.beta,
                                 gamma=d.gamma, temperature=d.temperature, exit_map=d.exit_map,
-                                class_weight=class_weight)
+                                class_weight=class_weight, logit_adjustment=logit_adjustment)
     lr = cfg.student.learning_rate if learning_rate is None else learning_rate
     distiller.compile(optimizer=keras.optimizers.Adam(lr))
     return distiller

@@ -6,7 +6,9 @@ softmax outputs to ``from_logits=True`` losses).
 
 * :func:`softened_kl` -- Hinton et al. soft-target loss, ``KL(softmax(t/T) || softmax(s/T)) * T^2``
   per sample, computed with ``log_softmax`` (no probability clipping).
-* :func:`cross_entropy` -- cross-entropy from logits with optional per-class weights, per sample.
+* :func:`cross_entropy` -- cross-entropy from logits with optional per-class weights and
+  logit adjustment (``logits + tau * log(prior)``: the logit-adjusted / balanced-softmax loss),
+  per sample.
 * :func:`resolve_exit_map` -- student exit -> teacher exit names, ``*_last`` resolved (declared
   in :mod:`kdskin.distill.stages`, re-exported here).
 * :class:`ExitDistillation` -- a ``keras.distillation.DistillationLoss`` that averages
@@ -39,8 +41,8 @@ from kdskin.errors import ConfigError
 from kdskin.models.contract import output_names
 
 __all__ = ["ClassWeightedCrossEntropy", "ExitDistillation", "class_weight_vector",
-           "cross_entropy", "logit_distillation", "output_names", "resolve_exit_map",
-           "softened_kl", "sparse_labels"]
+           "cross_entropy", "logit_adjustment_vector", "logit_distillation", "output_names",
+           "resolve_exit_map", "softened_kl", "sparse_labels"]
 
 Tensor = Any
 
@@ -89,19 +91,37 @@ def class_weight_vector(class_weight: Mapping[int, float] | Sequence[float] | No
     return vec
 
 
+def logit_adjustment_vector(adjustment: Sequence[float] | np.ndarray | None,
+                            num_classes: int = NUM_CLASSES) -> np.ndarray | None:
+    """Per-class logit offsets (e.g. ``tau * log(prior)``) -> finite ``(num_classes,)`` float32."""
+    if adjustment is None:
+        return None
+    vec = np.asarray(adjustment, dtype="float32").reshape(-1)
+    if vec.shape != (num_classes,) or not np.all(np.isfinite(vec)):
+        raise ConfigError(f"logit_adjustment must be {num_classes} finite values, got "
+                          f"{np.asarray(adjustment).tolist()}")
+    return vec
+
+
 def cross_entropy(labels: Tensor, logits: Tensor,
-                  class_weight: Mapping[int, float] | Sequence[float] | np.ndarray | None = None
-                  ) -> Tensor:
+                  class_weight: Mapping[int, float] | Sequence[float] | np.ndarray | None = None,
+                  logit_adjustment: Sequence[float] | np.ndarray | None = None) -> Tensor:
     """Cross-entropy from logits per sample, times the weight of each sample's class.
 
     ``labels``: ``(B,)`` or ``(B, 1)`` integer class indices, or ``(B, C)`` one-hot / soft labels
     (then the sample's weight is ``sum_c labels[c] * w[c]``); ``logits``: ``(B, C)`` -> ``(B,)``.
     The batch reduction (as Keras does with ``class_weight``) is ``mean(w * ce)``.
+    ``logit_adjustment`` ``(C,)`` is added to every row of ``logits`` first: with
+    ``tau * log(prior)`` it is the logit-adjusted loss (Menon et al. 2021), whose raw logits
+    rank classes as if they were balanced; a constant vector changes nothing.
     """
     logits = ops.cast(logits, "float32")
     num_classes = int(logits.shape[-1])
     weights = (class_weight if isinstance(class_weight, np.ndarray) or class_weight is None
                else class_weight_vector(class_weight, num_classes))
+    adjust = logit_adjustment_vector(logit_adjustment, num_classes)
+    if adjust is not None:
+        logits = logits + ops.convert_to_tensor(adjust, "float32")
     log_probs = ops.log_softmax(logits, axis=-1)
     if _is_dense_labels(labels, num_classes):
         dense = ops.cast(labels, "float32")
@@ -202,20 +222,29 @@ class ClassWeightedCrossEntropy(keras.losses.Loss):
     Keras' ``fit(class_weight=...)`` raises for models with more than one output, so class
     balance for the multi-exit teacher lives in the loss. ``class_weight``: ``{index: weight}``
     or a list of ``num_classes`` weights, or None. Reduction: ``mean(w * ce)`` like Keras.
+    ``logit_adjustment``: ``num_classes`` offsets added to the logits (logit-adjusted loss);
+    a compiled loss is also the validation loss, so ``val_loss`` is the adjusted one too.
     """
 
     def __init__(self, class_weight: Mapping[int, float] | Sequence[float] | None = None,
-                 name: str = "class_weighted_cross_entropy", **kwargs: Any) -> None:
+                 name: str = "class_weighted_cross_entropy",
+                 logit_adjustment: Sequence[float] | np.ndarray | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         vec = class_weight_vector(class_weight, len(class_weight)
                                   if isinstance(class_weight, Sequence) else NUM_CLASSES)
         self.class_weight = None if vec is None else [float(v) for v in vec]
         self._weights = vec
+        adjust = (None if logit_adjustment is None else logit_adjustment_vector(
+            logit_adjustment, len(vec) if vec is not None else np.size(logit_adjustment)))
+        self.logit_adjustment = None if adjust is None else [float(v) for v in adjust]
+        self._adjust = adjust
 
     def call(self, y_true: Tensor, y_pred: Tensor) -> Tensor:
-        return cross_entropy(y_true, y_pred, self._weights)
+        return cross_entropy(y_true, y_pred, self._weights, self._adjust)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"class_weight": self.class_weight})
+        config.update({"class_weight": self.class_weight,
+                       "logit_adjustment": self.logit_adjustment})
         return config

@@ -33,6 +33,8 @@ class RunData:
     source: str
     unreadable: list[str] = field(default_factory=list)
     rows_without_image: int = 0
+    #: ``(7,)`` training-only logit offsets ``tau * log(prior)`` (balance ``logit_adjusted``)
+    logit_adjustment: np.ndarray | None = None
 
 
 def _resolve_source(cfg: Config, run: RunDir, data_dir: str | None) -> str:
@@ -62,7 +64,7 @@ def prepare_data(cfg: Config, run: RunDir, data_dir: str | None = None,
     to ``run.split``. Decoded arrays are cached in ``run.cache``.
     """
     from kdskin.data.datasets import read_dataset
-    from kdskin.data.pipeline import class_weights, decode_split
+    from kdskin.data.pipeline import class_weights, decode_split, logit_adjustment
     from kdskin.data.split import make_split, protocol_label, read_split, write_split
 
     source = _resolve_source(cfg, run, data_dir)
@@ -92,8 +94,10 @@ def prepare_data(cfg: Config, run: RunDir, data_dir: str | None = None,
     train = arrays["train"]
     cw = (class_weights(train.labels, cfg.data.class_weight_power)
           if cfg.data.balance == "class_weight" else None)
+    adjust = (logit_adjustment(train.labels, cfg.data.logit_adjust_tau)
+              if cfg.data.balance == "logit_adjusted" else None)
     return RunData(train, arrays["val"], arrays["test"], cw, cfg.data.balance == "oversample",
-                   cfg.data.protocol, source, errors, len(dataset.missing))
+                   cfg.data.protocol, source, errors, len(dataset.missing), adjust)
 
 
 def data_of_run(run: RunDir, cfg: Config, data: str | None = None,

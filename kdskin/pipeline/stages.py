@@ -101,7 +101,8 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
     strategy = strategy_scope(cfg.train.distribution)
     with strategy.scope():
         model = build()
-        compile_classifier(model, lr, class_weight=data.class_weight, exit_weight=exit_weight)
+        compile_classifier(model, lr, class_weight=data.class_weight, exit_weight=exit_weight,
+                           logit_adjustment=data.logit_adjustment)
     names = list(model.output_names)
     batch = global_batch_size(cfg, strategy)
     train_ds, val_ds = datasets(cfg, data, batch, targets=names if len(names) > 1 else None)
@@ -109,7 +110,8 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels), epochs=epochs,
                                learning_rate=lr)
-    balance = ("class-weighted CE" if data.class_weight else "CE") + (
+    balance = ("class-weighted CE" if data.class_weight else
+               "logit-adjusted CE" if data.logit_adjustment is not None else "CE") + (
         " on class-balanced resampled batches" if data.oversample else "")
     log(f"training {name}: {model.count_params():,} parameters, up to {epochs} epochs, "
         f"loss = {balance}" + (" on every output" if len(names) > 1 else ""))
@@ -141,7 +143,8 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
     with strategy.scope():
         student = build_student(cfg.student, cfg.data.image_size, fusion=fusion)
         distiller = make_stage_model(stage, teacher if stage != "baseline" else None, student,
-                                     cfg, class_weight=data.class_weight)
+                                     cfg, class_weight=data.class_weight,
+                                     logit_adjustment=data.logit_adjustment)
     batch = global_batch_size(cfg, strategy)
     train_ds, val_ds = datasets(cfg, data, batch)
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, distiller),
