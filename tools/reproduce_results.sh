@@ -6,7 +6,7 @@
 # scored whole and never trained on). Each step is skipped when its run directory already has a
 # report.md, so an interrupted reproduction continues where it stopped (an interrupted run
 # itself: kdskin run --resume). 2 CPU cores: about 1 h for the cpu run, 1.5 h for the ablation,
-# 2.5 h for the recipe study.
+# 2.5 h for the recipe study of the previous recipe, 2.2 h for the study of the shipped one.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
@@ -40,7 +40,6 @@ study=(--config configs/cpu.yaml "${previous_recipe[@]}"
        --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
        --set trust.enabled=false)
 cnn4=(--set "student.cnn_filters=[32,64,128,256]" --set student.l2=0.0005)
-# shellcheck disable=SC2034  # used by the commented-out run below
 strong_augment=(--set augment.rotation=0.5 --set augment.zoom=0.2 --set augment.brightness=0.2
                 --set augment.contrast=0.2 --set augment.hue=0.06 --set augment.saturation=0.3)
 run recipe_cnn4 "${study[@]}" "${cnn4[@]}"
@@ -52,12 +51,35 @@ run recipe_cnn4_fullcos "${study[@]}" "${cnn4[@]}" --set train.early_stopping_pa
 # Measured for its cost only (stopped after 4 epochs: 2.5x the student's time per epoch, so 18
 # epochs alone would take the whole 60-minute budget):
 #   run recipe_cnn4_stem1 "${study[@]}" "${cnn4[@]}" --set student.effnet_stem_stride=1
+# 3b. The study of the shipped recipe (this session's): the cpu run's teacher reused, one change
+#    at a time for the student; training seeds 43 and 44 of the shipped recipe itself, and seed 43
+#    of the strong plain reference alone, to see how large one seed's noise is (the seed runs
+#    join the cpu group in the document: mean +- std). About 22 min each (reference: 15).
+shipped=(--config configs/cpu.yaml --teacher "$RUNS/cpu/models/teacher.keras"
+         --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
+         --set trust.enabled=false)
+run study_seed43 "${shipped[@]}" --set train.seed=43
+run study_t4 "${shipped[@]}" --set distill.temperature=4
+run study_logit_adjusted "${shipped[@]}" --set data.balance=logit_adjusted
+run study_seed44 "${shipped[@]}" --set train.seed=44
+run ref_seed43 --config configs/cpu_ablation.yaml --set teacher.enabled=false \
+  --set "distill.stages=[]" --set baseline.enabled=false --set export.enabled=false \
+  --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false \
+  --set train.seed=43
+run study_strong_augment "${shipped[@]}" "${strong_augment[@]}"
+# Explanation faithfulness of the shipped student on 49 test images (deletion / insertion).
+if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
+  kdskin explain --config configs/cpu.yaml --evaluate --method all \
+    --model "$RUNS/cpu/models/student_multi_fusion.keras" --out "$RUNS/explain_cpu" \
+    > "$RUNS/explain_cpu.log" 2>&1
+fi
 # 4. The document, from all the runs (cpu and cpu_ablation share the config name, so one table),
 #    followed by the runs of the recipe before the previous one (sqrt class weights, every stage
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu cpu_ablation recipe_control recipe_cnn4 recipe_cnn4_fullcos; do
+for name in cpu cpu_ablation study_seed43 study_seed44 ref_seed43 study_t4 \
+    study_logit_adjusted study_strong_augment recipe_control recipe_cnn4 recipe_cnn4_fullcos; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
@@ -65,4 +87,4 @@ previous=(docs/results/prev_cpu.json docs/results/prev_cpu_seed1.json
           docs/results/prev_cpu_seed2.json docs/results/prev_cpu_concat.json
           docs/results/prev_cpu_effnet_standard.json docs/results/prev_cpu_leaky.json)
 kdskin report "${report[@]}" "${previous[@]}" --out docs/RESULTS.md --results-dir docs/results \
-  --explain docs/results/explain/explain_cpu.json
+  --explain "$RUNS/explain_cpu"
