@@ -432,14 +432,23 @@ def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
     return settings_of(metrics.config_values)
 
 
+def data_name(metrics: RunMetrics) -> str:
+    """The run's data folder by name (``../shared/data/ham10000`` and
+    ``/work/shared/data/ham10000`` are one dataset: a path as typed is not an identity)."""
+    name = Path(str(metrics.data).rstrip("/\\")).name
+    return name or str(metrics.data)
+
+
 def experiment_key(metrics: RunMetrics) -> tuple:
-    """Runs with the same key are seeds of one experiment: same config name, protocol, data,
-    input size and experiment-defining settings (everything but the seed, the stages run and
-    the export/bench/explain settings)."""
+    """Runs with the same key are seeds of one experiment: same config name, protocol, data
+    (folder name and split sizes), input size and experiment-defining settings (everything but
+    the seed, the stages run and the export/bench/explain settings)."""
     import json
 
     settings = json.dumps(experiment_settings(metrics), sort_keys=True, default=str)
-    return (metrics.config, metrics.protocol, metrics.data, metrics.image_size, settings)
+    sizes = tuple(sorted((metrics.sizes or {}).items()))
+    return (metrics.config, metrics.protocol, data_name(metrics), sizes, metrics.image_size,
+            settings)
 
 
 def _differences(group: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
@@ -533,8 +542,11 @@ def _seed_comparison(rows: Sequence[Mapping[str, Mapping[str, Any]]]) -> list[st
     parts = [f"{name} {statistics.mean(a) - statistics.mean(b):+.4f} (std of one seed: student "
              f"{spread(a)}, reference {spread(b)})"
              for name, (a, b) in zip(("balanced accuracy", "AUC"), pairs.values(), strict=True)]
-    return [f"- over training seeds, the Keras distilled student ({n_student} runs) minus the "
-            f"strong plain reference ({n_ref} runs), external means: " + "; ".join(parts)]
+    def runs(n: int) -> str:
+        return f"{n} run" + ("s" if n != 1 else "")
+
+    return [f"- over training seeds, the Keras distilled student ({runs(n_student)}) minus the "
+            f"strong plain reference ({runs(n_ref)}), external means: " + "; ".join(parts)]
 
 
 def headline(honest: Sequence[RunMetrics], leaky: Sequence[RunMetrics] = ()
@@ -543,8 +555,8 @@ def headline(honest: Sequence[RunMetrics], leaky: Sequence[RunMetrics] = ()
     the student alone and the paper's CNN, on the lesion-grouped test split and on the external
     set; the targets; the leaky protocol's inflation."""
     lines = ["## Headline", ""]
-    honest_rows = [model_rows(m) for m in honest]
-    leaky_rows = [model_rows(m) for m in leaky]
+    honest_rows = _experiment_rows(honest)  # a reused teacher counted once
+    leaky_rows = _experiment_rows(leaky)
     columns = [(k, label) for k, label in HEADLINE_COLUMNS if any(k in r for r in honest_rows)]
     if not any(k == INT8 for k, _ in columns):
         return lines + ["No int8 model in the lesion-grouped runs: nothing to compare.", ""]
@@ -713,8 +725,8 @@ def _twins(leaky: RunMetrics, honest: RunMetrics) -> bool:
     def settings(m: RunMetrics) -> dict[str, Any]:
         return {k: v for k, v in experiment_settings(m).items() if k not in PROTOCOL_SETTINGS}
 
-    return (leaky.config, leaky.data, leaky.image_size) == (
-        honest.config, honest.data, honest.image_size) and settings(leaky) == settings(honest)
+    return (leaky.config, data_name(leaky), leaky.image_size) == (
+        honest.config, data_name(honest), honest.image_size) and settings(leaky) == settings(honest)
 
 
 def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULTS.md",
@@ -758,8 +770,9 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
         parts += ["## Recipe study: every run, validation and external", "", RECIPE_NOTE, "",
                   recipe_table([(name, metrics) for name, _dir, metrics in runs]), ""]
     parts += [TABLE_NOTE, ""]
-    for (config, protocol, data, size, _), members in groups.items():
+    for (config, protocol, _name, _sizes, size, _), members in groups.items():
         first_name, first_dir, first = members[0]
+        data = first.data
         seeds = [m[2].seed for m in members]
         walls = [m[2].wall_seconds for m in members if m[2].wall_seconds]
         leaky = protocol == "paper"

@@ -81,6 +81,15 @@ def test_reused_teacher_counts_once_and_sizes_are_float_weights():
     table = results_table(_typed(runs))
     teacher = next(line for line in table.splitlines() if line.startswith("| Teacher"))
     assert teacher.split("|")[-3].strip() == "1"  # runs column: trained once
+    from kdskin.report import headline
+
+    runs[0]["models"]["teacher"]["external"] = {k: 0.6 for k in METRIC_KEYS}
+    runs[1]["models"]["teacher"]["external"] = {k: 0.6 for k in METRIC_KEYS}
+    lines = headline(_typed(runs))
+    head = next(line for line in lines if line.startswith("| metric |")).split(" | ")
+    column = head.index("teacher")
+    auc = next(line for line in lines if line.startswith("| macro AUC | test |")).split(" | ")
+    assert auc[column] == "0.7000"  # once, not "0.7000 ± 0.0000" over the reusing runs
     assert "| 500 | 0.00 MB |" in teacher  # params, params x 4 bytes (not the 9000-byte file)
     assert model_rows(_typed(runs)[0])["teacher"]["size_bytes"] == 2000  # params x 4, not the file
     # a group where every run reused a teacher still shows it
@@ -227,3 +236,17 @@ def test_export_table_shows_ties_head_and_previous_export():
     export["int8"] = {"head": "int8", "float_ops": []}
     del export["previous"]
     assert "all-integer" in export_table(export) and "Re-exported" not in export_table(export)
+
+
+def test_runs_group_by_data_folder_name_and_split_sizes_not_the_typed_path():
+    from kdskin.report import experiment_key
+
+    relative, absolute, other = _metrics(42, 0.8), _metrics(43, 0.8), _metrics(44, 0.8)
+    relative["data"], absolute["data"] = "../shared/data/ham10000", "/work/shared/data/ham10000/"
+    other["data"] = "/work/shared/data/ham10000"
+    other["sizes"] = {"train": 11, "val": 2, "test": 2}  # another split of it: another experiment
+    keys = [experiment_key(m) for m in _typed([relative, absolute, other])]
+    assert keys[0] == keys[1] and keys[2] != keys[0]
+    elsewhere = _metrics(45, 0.8)
+    elsewhere["data"] = "/data/isic2019"
+    assert experiment_key(_typed([elsewhere])[0]) != keys[0]
