@@ -427,9 +427,19 @@ def settings_of(config_values: Mapping[str, Any]) -> dict[str, Any]:
             if not any(k == n or k.startswith(f"{n}.") for n in NOT_EXPERIMENT)}
 
 
+def _default_settings() -> dict[str, Any]:
+    from kdskin.config import Config
+
+    return settings_of(Config().to_dict())
+
+
 def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
-    """The run's config values that define its experiment (flattened ``section.key``)."""
-    return settings_of(metrics.config_values)
+    """The run's config values that define its experiment (flattened ``section.key``). A setting
+    the run predates (added to kdskin after it was made) takes today's default, which keeps the
+    behaviour from before the setting existed, so such a run still groups with its repeats."""
+    if not metrics.config_values:
+        return {}
+    return {**_default_settings(), **settings_of(metrics.config_values)}
 
 
 def data_name(metrics: RunMetrics) -> str:

@@ -250,3 +250,17 @@ def test_runs_group_by_data_folder_name_and_split_sizes_not_the_typed_path():
     elsewhere = _metrics(45, 0.8)
     elsewhere["data"] = "/data/isic2019"
     assert experiment_key(_typed([elsewhere])[0]) != keys[0]
+
+
+def test_a_setting_a_run_predates_takes_the_default_when_grouping():
+    from kdskin.config import Config
+    from kdskin.report import experiment_key
+
+    old, new, changed = _metrics(42, 0.8), _metrics(43, 0.8), _metrics(44, 0.8)
+    values = Config().to_dict()
+    new["config_values"] = values
+    old["config_values"] = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    del old["config_values"]["data"]["logit_adjust_tau"]  # made before the setting existed
+    changed["config_values"] = {**values, "data": {**values["data"], "logit_adjust_tau": 0.5}}
+    keys = [experiment_key(m) for m in _typed([old, new, changed])]
+    assert keys[0] == keys[1] and keys[2] != keys[0]
