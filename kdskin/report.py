@@ -12,6 +12,7 @@ them (they do not depend on the seed).
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import statistics
@@ -427,7 +428,9 @@ def settings_of(config_values: Mapping[str, Any]) -> dict[str, Any]:
             if not any(k == n or k.startswith(f"{n}.") for n in NOT_EXPERIMENT)}
 
 
+@functools.cache
 def _default_settings() -> dict[str, Any]:
+    """Today's defaults as :func:`settings_of` (computed once; callers merge, never mutate)."""
     from kdskin.config import Config
 
     return settings_of(Config().to_dict())
@@ -541,20 +544,20 @@ def _seed_comparison(rows: Sequence[Mapping[str, Mapping[str, Any]]]) -> list[st
     pairs = {m: (_values(rows, student, f"external_{m}"), _values(rows, REFERENCE_CNN,
                                                                   f"external_{m}"))
              for m in ("balanced_accuracy", "macro_auc")}
-    counts = {len(a) for a, _ in pairs.values()} | {len(b) for _, b in pairs.values()}
-    if min(counts) == 0 or max(counts) < 2:
+    lengths = [len(values) for pair in pairs.values() for values in pair]
+    if min(lengths) == 0 or max(lengths) < 2:  # a model missing, or one run of each
         return []
     n_student, n_ref = len(pairs["macro_auc"][0]), len(pairs["macro_auc"][1])
 
     def spread(values: Sequence[float]) -> str:
         return _f(statistics.stdev(values)) if len(values) > 1 else "n/a"
 
-    parts = [f"{name} {statistics.mean(a) - statistics.mean(b):+.4f} (std of one seed: student "
-             f"{spread(a)}, reference {spread(b)})"
-             for name, (a, b) in zip(("balanced accuracy", "AUC"), pairs.values(), strict=True)]
     def runs(n: int) -> str:
         return f"{n} run" + ("s" if n != 1 else "")
 
+    parts = [f"{name} {statistics.mean(a) - statistics.mean(b):+.4f} (std of one seed: student "
+             f"{spread(a)}, reference {spread(b)})"
+             for name, (a, b) in zip(("balanced accuracy", "AUC"), pairs.values(), strict=True)]
     return [f"- over training seeds, the Keras distilled student ({runs(n_student)}) minus the "
             f"strong plain reference ({runs(n_ref)}), external means: " + "; ".join(parts)]
 

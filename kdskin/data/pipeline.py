@@ -19,8 +19,12 @@ from kdskin.config import AugmentConfig
 from kdskin.constants import NUM_CLASSES, SPLITS
 from kdskin.data.datasets import LabelledImages
 from kdskin.data.images import load_images
-from kdskin.data.specs import check_unit_interval
-from kdskin.errors import ConfigError, DataError
+from kdskin.data.specs import (
+    check_class_weight_power,
+    check_logit_adjust_tau,
+    check_unit_interval,
+)
+from kdskin.errors import DataError
 from kdskin.io import atomic_write
 
 
@@ -163,8 +167,7 @@ def class_weights(labels: np.ndarray, power: float = 1.0) -> dict[int, float]:
     weighs every image the same. The weights are rescaled so the average weight per training
     image is 1, keeping the loss (and so the learning rate) on the scale of plain CE.
     """
-    if not power >= 0:
-        raise ConfigError(f"data.class_weight_power must be non-negative, got {power}")
+    check_class_weight_power(power)
     counts = np.bincount(np.asarray(labels, int), minlength=NUM_CLASSES)
     present = counts > 0
     n, k = counts.sum(), present.sum()
@@ -182,8 +185,7 @@ def logit_adjustment(labels: np.ndarray, tau: float = 1.0) -> np.ndarray:
     logits whose argmax is balanced over classes, and predicts with its raw logits. A class
     absent from the training labels counts as one image (a finite offset).
     """
-    if not tau >= 0:
-        raise ConfigError(f"data.logit_adjust_tau must be non-negative, got {tau}")
+    check_logit_adjust_tau(tau)
     counts = np.maximum(np.bincount(np.asarray(labels, int), minlength=NUM_CLASSES), 1)
     return (float(tau) * np.log(counts / counts.sum())).astype("float32")
 

@@ -235,8 +235,8 @@ class ClassWeightedCrossEntropy(keras.losses.Loss):
                                   if isinstance(class_weight, Sequence) else NUM_CLASSES)
         self.class_weight = None if vec is None else [float(v) for v in vec]
         self._weights = vec
-        adjust = (None if logit_adjustment is None else logit_adjustment_vector(
-            logit_adjustment, len(vec) if vec is not None else np.size(logit_adjustment)))
+        adjust = logit_adjustment_vector(
+            logit_adjustment, len(vec) if vec is not None else np.size(logit_adjustment))
         self.logit_adjustment = None if adjust is None else [float(v) for v in adjust]
         self._adjust = adjust
 
