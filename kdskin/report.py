@@ -436,13 +436,29 @@ def _default_settings() -> dict[str, Any]:
     return settings_of(Config().to_dict())
 
 
+#: The setting that stands for a reused teacher whose training settings are unknown.
+TEACHER_SOURCE = "teacher.source"
+
+
 def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
     """The run's config values that define its experiment (flattened ``section.key``). A setting
     the run predates (added to kdskin after it was made) takes today's default, which keeps the
-    behaviour from before the setting existed, so such a run still groups with its repeats."""
+    behaviour from before the setting existed, so such a run still groups with its repeats.
+
+    A run that reused a teacher (``--teacher``) has the ``teacher.*`` settings that trained that
+    teacher where the run recorded them, not its own config's: a student of a longer-trained
+    teacher is another experiment, not a seed of the run whose config it shares. A teacher of
+    unknown origin (a file outside a run) shows as :data:`TEACHER_SOURCE` ``=PATH``."""
     if not metrics.config_values:
         return {}
-    return {**_default_settings(), **settings_of(metrics.config_values)}
+    settings = {**_default_settings(), **settings_of(metrics.config_values)}
+    recorded = metrics.teacher_settings if metrics.teacher_from else None
+    if recorded:
+        settings = {k: v for k, v in settings.items() if not k.startswith("teacher.")}
+        if "source" not in recorded:
+            settings |= {k: v for k, v in _default_settings().items() if k.startswith("teacher.")}
+        settings |= settings_of({"teacher": recorded})
+    return settings
 
 
 def data_name(metrics: RunMetrics) -> str:
@@ -466,9 +482,11 @@ def experiment_key(metrics: RunMetrics) -> tuple:
 
 def _differences(group: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
     """``key=value`` settings where ``group`` differs from ``reference`` (both flattened); a key
-    only one of them has (a setting added after the other run was made) is left out."""
+    only one of them has (a setting added after the other run was made) is left out, but for a
+    teacher of unknown origin (``teacher.source``), which is always shown."""
     diff = [f"{k}={group[k]}" for k in sorted(group)
-            if k in reference and group[k] != reference[k]]
+            if (k in reference and group[k] != reference[k])
+            or (k == TEACHER_SOURCE and k not in reference)]
     return ", ".join(diff)
 
 

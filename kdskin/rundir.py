@@ -231,6 +231,9 @@ class RunMetrics:
     external: dict[str, Any] = field(default_factory=dict)
     trust: dict[str, Any] = field(default_factory=dict)
     teacher_from: str | None = None
+    #: With ``teacher_from``: the ``teacher`` config section that trained the reused teacher
+    #: (:func:`reused_teacher_settings`); empty in runs made before it was recorded.
+    teacher_settings: dict[str, Any] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
     wall_seconds: float | None = None
     resumed: int = 0
@@ -264,6 +267,24 @@ class RunMetrics:
     def int8_result(self) -> dict[str, Any]:
         """The int8 file's test-split metrics from the export check ({} if not exported)."""
         return dict(self.export.get("evaluation", {}).get("tflite", {}).get("int8", {}))
+
+
+def reused_teacher_settings(model_path: str | Path) -> dict[str, Any]:
+    """The ``teacher`` config section that trained the teacher ``model_path`` (its run's
+    ``config_values``, or the settings that run itself recorded for a teacher it reused);
+    ``{"source": path}`` for a file outside a run or a run that does not say."""
+    run = RunDir.of_model(model_path)
+    if run is not None and run.metrics.is_file():
+        try:
+            metrics = run.load_metrics()
+        except KdskinError:
+            metrics = None
+        if metrics is not None and metrics.teacher_from:
+            if metrics.teacher_settings:
+                return dict(metrics.teacher_settings)
+        elif metrics is not None and isinstance(metrics.config_values.get("teacher"), Mapping):
+            return dict(metrics.config_values["teacher"])
+    return {"source": str(model_path)}
 
 
 def load_metrics(path: str | Path, config_file: str | Path | None = None) -> RunMetrics:

@@ -264,3 +264,26 @@ def test_a_setting_a_run_predates_takes_the_default_when_grouping():
     changed["config_values"] = {**values, "data": {**values["data"], "logit_adjust_tau": 0.5}}
     keys = [experiment_key(m) for m in _typed([old, new, changed])]
     assert keys[0] == keys[1] and keys[2] != keys[0]
+
+
+def test_a_student_of_another_teacher_is_another_experiment():
+    from kdskin.config import Config
+    from kdskin.report import experiment_key
+
+    values = Config().to_dict()
+    trained, seed, longer, loose = (_metrics(s, 0.8) for s in (42, 43, 42, 42))
+    for m in (trained, seed, longer, loose):
+        m["config_values"] = values  # one config file, as typed: the teacher section says 20
+    seed["teacher_from"] = longer["teacher_from"] = "runs/x/models/teacher.keras"
+    seed["teacher_settings"] = dict(values["teacher"])  # the first run's own teacher
+    longer["teacher_settings"] = {**values["teacher"], "epochs": 40}
+    loose["teacher_from"] = "teacher.keras"
+    loose["teacher_settings"] = {"source": "teacher.keras"}
+    keys = [experiment_key(m) for m in _typed([trained, seed, longer, loose])]
+    assert keys[0] == keys[1] and len({keys[0], keys[2], keys[3]}) == 3
+    table = recipe_table([(f"r{i}", m) for i, m in
+                          enumerate(_typed([trained, seed, longer, loose]))])
+    settings = [line.split(" | ")[1] for line in table.splitlines()[2:]
+                if "Multi-stage KD + layer fusion" in line]
+    assert settings[:2] == ["as the first run"] * 2
+    assert settings[2] == "teacher.epochs=40" and settings[3].startswith("teacher.source=")

@@ -212,6 +212,27 @@ def test_resume_reuses_finished_models_and_adds_up_wall_time(run_dir, tmp_path):
     assert after["wall_seconds"] >= before["wall_seconds"] > 0
 
 
+def test_a_reused_teacher_is_copied_scored_and_its_settings_recorded(run_dir, tmp_path):
+    teacher = run_dir / "models" / "teacher.keras"
+    out = tmp_path / "reuse"
+    assert main(["run", "--config", str(TINY), "--teacher", str(teacher), "--out", str(out),
+                 "--set", "teacher.epochs=3", "--set", "distill.stages=[single]",
+                 "--set", "baseline.enabled=false", "--set", "reference.enabled=false",
+                 "--set", "export.enabled=false",
+                 "--set", "bench.enabled=false", "--set", "explain.enabled=false",
+                 "--set", "trust.enabled=false"]) == 0
+    before = json.loads((run_dir / "metrics.json").read_text())
+    after = json.loads((out / "metrics.json").read_text())
+    assert (out / "models" / "teacher.keras").read_bytes() == teacher.read_bytes()
+    assert after["teacher_from"] == str(teacher)
+    # the settings that trained it (10 epochs), not this run's teacher section (3)
+    assert after["teacher_settings"] == before["config_values"]["teacher"]
+    assert after["teacher_settings"]["epochs"] == 10
+    assert after["models"]["teacher"]["test"] == before["models"]["teacher"]["test"]
+    assert after["models"]["teacher"]["train_seconds"] == 0.0
+    assert set(after["models"]) == {"teacher", "student_single"}
+
+
 def test_reexport_updates_the_run_only(run_dir, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

@@ -13,6 +13,7 @@ from kdskin.rundir import (
     RunMetrics,
     final_student_name,
     load_metrics,
+    reused_teacher_settings,
     student_name,
 )
 
@@ -69,3 +70,29 @@ def test_old_metrics_files_load_with_every_section(tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(KdskinError, match="no 'models'"):
         load_metrics(tmp_path / "other.json")
+
+
+def test_reused_teacher_settings_follow_the_run_that_trained_it(tmp_path):
+    trainer = RunDir(tmp_path / "long")
+    trainer.models.mkdir(parents=True)
+    trainer.config.write_text("name: long\n")
+    trainer.save_metrics(RunMetrics(config="long", config_values={
+        "teacher": {"epochs": 40, "vit_depth": 2}, "train": {"seed": 42}}))
+    teacher = trainer.model("teacher")
+    assert reused_teacher_settings(teacher) == {"epochs": 40, "vit_depth": 2}
+    # a run that itself reused that teacher passes on what it recorded, not its own config
+    student = RunDir(tmp_path / "student")
+    student.models.mkdir(parents=True)
+    student.config.write_text("name: s\n")
+    student.save_metrics(RunMetrics(config="s", config_values={"teacher": {"epochs": 20}},
+                                    teacher_from=str(teacher),
+                                    teacher_settings={"epochs": 40, "vit_depth": 2}))
+    assert reused_teacher_settings(student.model("teacher")) == {"epochs": 40, "vit_depth": 2}
+    # origin unknown: a file outside a run, or a reusing run that did not record it
+    loose = tmp_path / "teacher.keras"
+    assert reused_teacher_settings(loose) == {"source": str(loose)}
+    student.save_metrics(RunMetrics(config="s", teacher_from="elsewhere/teacher.keras"))
+    assert reused_teacher_settings(student.model("teacher")) == {
+        "source": str(student.model("teacher"))}
+    back = student.load_metrics()
+    assert back.teacher_settings == {}

@@ -34,6 +34,7 @@ from kdskin.rundir import (
     RunDir,
     RunMetrics,
     final_student_name,
+    reused_teacher_settings,
     student_name,
 )
 
@@ -140,6 +141,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     if teacher_model is None and teacher_file is not None:
         teacher_model = _reuse_teacher(cfg, run, teacher_file)
         state.teacher_from = str(teacher_file)
+        state.teacher_settings = reused_teacher_settings(teacher_file)
         log(f"teacher: reusing {teacher_file} (not retrained)")
         finish(record(run, TEACHER, teacher_model, None, 0.0,
                       f"teacher reused from {teacher_file}"), teacher_model)
