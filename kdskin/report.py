@@ -322,6 +322,20 @@ def trust_section(metrics: RunMetrics) -> list[str]:
     return lines
 
 
+def _teacher_origin(metrics: RunMetrics) -> str:
+    """How a reused teacher was trained, where that differs from this run's config."""
+    recorded = metrics.teacher_settings
+    if not recorded:
+        return ""
+    if TEACHER_SOURCE in settings_of({"teacher": recorded}):
+        return "; its training settings are unknown (a file from outside a run)"
+    own = settings_of({"teacher": metrics.config_values.get("teacher") or {}})
+    theirs = settings_of({"teacher": recorded})
+    diff = _differences(theirs, own)
+    return (f"; trained with {diff} (this run's config: {_differences(own, theirs)})" if diff
+            else "; trained with this run's teacher settings")
+
+
 def run_report(run_dir: str | Path | RunDir) -> str:
     """The ``report.md`` text of one run directory."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
@@ -343,7 +357,8 @@ def run_report(run_dir: str | Path | RunDir) -> str:
            "interruption not counted)" if metrics.resumed else ""),
     ]
     if metrics.teacher_from:
-        parts.append(f"- teacher reused from {metrics.teacher_from} (not retrained)")
+        parts.append(f"- teacher reused from {metrics.teacher_from} (not retrained)"
+                     + _teacher_origin(metrics))
     parts += [
         "",
         "## Results (test split)",

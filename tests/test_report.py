@@ -287,3 +287,24 @@ def test_a_student_of_another_teacher_is_another_experiment():
                 if "Multi-stage KD + layer fusion" in line]
     assert settings[:2] == ["as the first run"] * 2
     assert settings[2] == "teacher.epochs=40" and settings[3].startswith("teacher.source=")
+
+
+def test_run_report_says_how_a_reused_teacher_was_trained(tmp_path):
+    from kdskin.report import run_report
+
+    metrics = _metrics(43, 0.8)
+    metrics["config_values"] = {"teacher": {"epochs": 20, "vit_depth": 2}}
+    metrics["teacher_from"] = "runs/long/models/teacher.keras"
+    lines = {}
+    for case, recorded in (("longer", {"epochs": 40, "vit_depth": 2}),
+                           ("same", {"epochs": 20, "vit_depth": 2}),
+                           ("loose", {"source": "t.keras"}), ("old", {})):
+        metrics["teacher_settings"] = recorded
+        (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+        lines[case] = next(line for line in run_report(tmp_path).splitlines()
+                           if line.startswith("- teacher reused from"))
+    assert lines["longer"].endswith("(not retrained); trained with teacher.epochs=40 (this "
+                                    "run's config: teacher.epochs=20)")
+    assert lines["same"].endswith("; trained with this run's teacher settings")
+    assert lines["loose"].endswith("its training settings are unknown (a file from outside a run)")
+    assert lines["old"].endswith("(not retrained)")

@@ -231,6 +231,8 @@ def test_a_reused_teacher_is_copied_scored_and_its_settings_recorded(run_dir, tm
     assert after["models"]["teacher"]["test"] == before["models"]["teacher"]["test"]
     assert after["models"]["teacher"]["train_seconds"] == 0.0
     assert set(after["models"]) == {"teacher", "student_single"}
+    assert "; trained with teacher.epochs=10 (this run's config: teacher.epochs=3)" in \
+        (out / "report.md").read_text()
 
 
 def test_reexport_updates_the_run_only(run_dir, tmp_path, capsys):
