@@ -6,7 +6,8 @@
 # scored whole and never trained on). Each step is skipped when its run directory already has a
 # report.md, so an interrupted reproduction continues where it stopped (an interrupted run
 # itself: kdskin run --resume). 2 CPU cores: about 1 h for the cpu run, 1.5 h for the ablation,
-# 2.5 h for the recipe study of the previous recipe, 2 h for the study of the shipped one.
+# 2.5 h for the recipe study of the previous recipe, 2 h for the study of the shipped one,
+# 2 h for the teacher study.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
@@ -66,6 +67,15 @@ run ref_seed43 --config configs/cpu_ablation.yaml --set teacher.enabled=false \
   --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false \
   --set train.seed=43
 run study_strong_augment "${shipped[@]}" "${strong_augment[@]}"
+# 3c. The teacher's training length and capacity: the cpu recipe's teacher alone (no student),
+#    trained for 40 epochs instead of 20 (about 45 min), and twice as deep (4 transformer and 4
+#    conv blocks, 20 epochs, about 45 min); chosen on validation against the cpu run's teacher.
+teacher_only=(--config configs/cpu.yaml --set "distill.stages=[]" --set export.enabled=false
+              --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false)
+run teacher_e40 "${teacher_only[@]}" --set teacher.epochs=40
+run teacher_deep "${teacher_only[@]}" --set teacher.vit_depth=4 --set teacher.conv_depth=4
+# The shipped student distilled from the deep teacher (best validation AUC of the three).
+run study_teacher_deep "${shipped[@]/$RUNS\/cpu\/models\/teacher.keras/$RUNS/teacher_deep/models/teacher.keras}"
 # Explanation faithfulness of the shipped student on 49 test images (deletion / insertion).
 if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
   kdskin explain --config configs/cpu.yaml --evaluate --method all \
@@ -78,7 +88,7 @@ fi
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
 for name in cpu cpu_ablation study_seed43 ref_seed43 study_t4 \
-    study_logit_adjusted study_strong_augment recipe_control recipe_cnn4 recipe_cnn4_fullcos; do
+    study_logit_adjusted study_strong_augment teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
