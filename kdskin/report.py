@@ -27,6 +27,7 @@ from kdskin.rundir import (
     BASELINE_CNN,
     REFERENCE_CNN,
     TEACHER,
+    UNKNOWN_TEACHER,
     RunDir,
     RunMetrics,
     load_metrics,
@@ -327,7 +328,7 @@ def _teacher_origin(metrics: RunMetrics) -> str:
     recorded = metrics.teacher_settings
     if not recorded:
         return ""
-    if TEACHER_SOURCE in settings_of({"teacher": recorded}):
+    if UNKNOWN_TEACHER in recorded:
         return "; its training settings are unknown (a file from outside a run)"
     own = settings_of({"teacher": metrics.config_values.get("teacher") or {}})
     theirs = settings_of({"teacher": recorded})
@@ -452,7 +453,7 @@ def _default_settings() -> dict[str, Any]:
 
 
 #: The setting that stands for a reused teacher whose training settings are unknown.
-TEACHER_SOURCE = "teacher.source"
+TEACHER_SOURCE = f"teacher.{UNKNOWN_TEACHER}"
 
 
 def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
@@ -470,7 +471,7 @@ def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
     recorded = metrics.teacher_settings if metrics.teacher_from else None
     if recorded:
         settings = {k: v for k, v in settings.items() if not k.startswith("teacher.")}
-        if "source" not in recorded:
+        if UNKNOWN_TEACHER not in recorded:
             settings |= {k: v for k, v in _default_settings().items() if k.startswith("teacher.")}
         settings |= settings_of({"teacher": recorded})
     return settings

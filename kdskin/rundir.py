@@ -269,22 +269,28 @@ class RunMetrics:
         return dict(self.export.get("evaluation", {}).get("tflite", {}).get("int8", {}))
 
 
+#: The key of ``teacher_settings`` for a reused teacher whose training settings are unknown.
+UNKNOWN_TEACHER = "source"
+
+
 def reused_teacher_settings(model_path: str | Path) -> dict[str, Any]:
     """The ``teacher`` config section that trained the teacher ``model_path`` (its run's
     ``config_values``, or the settings that run itself recorded for a teacher it reused);
-    ``{"source": path}`` for a file outside a run or a run that does not say."""
+    ``{UNKNOWN_TEACHER: path}`` for a file outside a run or a run that does not say."""
     run = RunDir.of_model(model_path)
-    if run is not None and run.metrics.is_file():
-        try:
-            metrics = run.load_metrics()
-        except KdskinError:
-            metrics = None
-        if metrics is not None and metrics.teacher_from:
-            if metrics.teacher_settings:
-                return dict(metrics.teacher_settings)
-        elif metrics is not None and isinstance(metrics.config_values.get("teacher"), Mapping):
-            return dict(metrics.config_values["teacher"])
-    return {"source": str(model_path)}
+    try:
+        metrics = run.load_metrics() if run is not None else None
+    except KdskinError:  # no or unreadable metrics.json
+        metrics = None
+    if metrics is None:
+        recorded = None
+    elif metrics.teacher_from:
+        recorded = metrics.teacher_settings
+    else:
+        recorded = metrics.config_values.get("teacher")
+    if isinstance(recorded, Mapping) and recorded:
+        return dict(recorded)
+    return {UNKNOWN_TEACHER: str(model_path)}
 
 
 def load_metrics(path: str | Path, config_file: str | Path | None = None) -> RunMetrics:

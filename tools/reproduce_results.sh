@@ -56,9 +56,9 @@ run recipe_cnn4_fullcos "${study[@]}" "${cnn4[@]}" --set train.early_stopping_pa
 #    at a time for the student; training seed 43 of the shipped recipe itself, and seed 43
 #    of the strong plain reference alone, to see how large one seed's noise is (the seed runs
 #    join the cpu group in the document: mean +- std). About 22 min each (reference: 15).
-shipped=(--config configs/cpu.yaml --teacher "$RUNS/cpu/models/teacher.keras"
-         --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
-         --set trust.enabled=false)
+student_only=(--config configs/cpu.yaml --set export.enabled=false --set bench.enabled=false
+              --set explain.enabled=false --set trust.enabled=false)
+shipped=("${student_only[@]}" --teacher "$RUNS/cpu/models/teacher.keras")
 run study_seed43 "${shipped[@]}" --set train.seed=43
 run study_t4 "${shipped[@]}" --set distill.temperature=4
 run study_logit_adjusted "${shipped[@]}" --set data.balance=logit_adjusted
@@ -75,7 +75,7 @@ teacher_only=(--config configs/cpu.yaml --set "distill.stages=[]" --set export.e
 run teacher_e40 "${teacher_only[@]}" --set teacher.epochs=40
 run teacher_deep "${teacher_only[@]}" --set teacher.vit_depth=4 --set teacher.conv_depth=4
 # The shipped student distilled from the deep teacher (best validation AUC of the three).
-run study_teacher_deep "${shipped[@]/$RUNS\/cpu\/models\/teacher.keras/$RUNS/teacher_deep/models/teacher.keras}"
+run study_teacher_deep "${student_only[@]}" --teacher "$RUNS/teacher_deep/models/teacher.keras"
 # Explanation faithfulness of the shipped student on 49 test images (deletion / insertion).
 if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
   kdskin explain --config configs/cpu.yaml --evaluate --method all \
