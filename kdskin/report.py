@@ -410,7 +410,7 @@ def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, RunM
     for run in paths:
         path = Path(run)
         if path.is_dir():
-            metrics = load_metrics(RunDir(path).metrics, config_file=RunDir(path).config)
+            metrics = RunDir(path).load_metrics()
             runs.append((path.name, path, metrics))
         else:
             runs.append((path.stem, None, load_metrics(path)))
@@ -486,14 +486,15 @@ def data_name(metrics: RunMetrics) -> str:
 
 def experiment_key(metrics: RunMetrics) -> tuple:
     """Runs with the same key are seeds of one experiment: same config name, protocol, data
-    (folder name and split sizes), input size and experiment-defining settings (everything but
-    the seed, the stages run and the export/bench/explain settings)."""
+    (the split's digest: which image is in which split; for a saved metrics file that lacks
+    it, the data folder's name and the split sizes), input size and experiment-defining
+    settings (everything but the seed, the stages run and the export/bench/explain settings)."""
     import json
 
     settings = json.dumps(experiment_settings(metrics), sort_keys=True, default=str)
     sizes = tuple(sorted((metrics.sizes or {}).items()))
-    return (metrics.config, metrics.protocol, data_name(metrics), sizes, metrics.image_size,
-            settings)
+    data = (metrics.split_digest,) if metrics.split_digest else (data_name(metrics), sizes)
+    return (metrics.config, metrics.protocol, data, metrics.image_size, settings)
 
 
 def _differences(group: Mapping[str, Any], reference: Mapping[str, Any]) -> str:
@@ -817,7 +818,7 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
         parts += ["## Recipe study: every run, validation and external", "", RECIPE_NOTE, "",
                   recipe_table([(name, metrics) for name, _dir, metrics in runs]), ""]
     parts += [TABLE_NOTE, ""]
-    for (config, protocol, _name, _sizes, size, _), members in groups.items():
+    for (config, protocol, _data, size, _), members in groups.items():
         first_name, first_dir, first = members[0]
         data = first.data
         seeds = [m[2].seed for m in members]
@@ -829,7 +830,8 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
             + (f" ({differs})" if differs else ""),
             "",
             f"- data: {data}; input {size}x{size} RGB; split sizes: "
-            + ", ".join(f"{k} {v}" for k, v in first.sizes.items()),
+            + ", ".join(f"{k} {v}" for k, v in first.sizes.items())
+            + (f" (split digest {first.split_digest})" if first.split_digest else ""),
             f"- protocol: **{protocol_label(protocol)}**",
             f"- runs: {', '.join(m[0] for m in members)} (training seeds "
             f"{', '.join(str(s) for s in seeds)})",

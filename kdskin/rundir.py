@@ -147,7 +147,12 @@ class RunDir:
         return self
 
     def load_metrics(self) -> RunMetrics:
-        return load_metrics(self.metrics, config_file=self.config)
+        """The run's metrics; a run made before ``split_digest`` was recorded gets it from its
+        ``split.csv``."""
+        metrics = load_metrics(self.metrics, config_file=self.config)
+        if not metrics.split_digest:
+            metrics.split_digest = split_digest(self.split)
+        return metrics
 
     def save_metrics(self, metrics: RunMetrics) -> Path:
         return write_json(self.metrics, metrics.to_dict())
@@ -218,6 +223,8 @@ class RunMetrics:
     protocol: str = "lesion_grouped"
     image_size: int = 0
     sizes: dict[str, int] = field(default_factory=dict)
+    #: :func:`split_digest` of the run's ``split.csv``: runs on one split share it
+    split_digest: str = ""
     rows_without_image: int = 0
     unreadable_images: list[str] = field(default_factory=list)
     majority_class_accuracy: float | None = None
@@ -291,6 +298,24 @@ def reused_teacher_settings(model_path: str | Path) -> dict[str, Any]:
     if isinstance(recorded, Mapping) and recorded:
         return dict(recorded)
     return {UNKNOWN_TEACHER: str(model_path)}
+
+
+def split_digest(path: str | Path) -> str:
+    """A fingerprint of a split CSV: which image is in which split (16 hex digits of SHA-256
+    over the sorted ``image_id,split`` pairs; row order and other columns do not count).
+    ``""`` when the file is absent or lacks those columns."""
+    import csv
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"image_id", "split"} <= set(reader.fieldnames or ()):
+            return ""
+        pairs = sorted(f"{row['image_id']},{row['split']}" for row in reader)
+    return hashlib.sha256("\n".join(pairs).encode()).hexdigest()[:16]
 
 
 def load_metrics(path: str | Path, config_file: str | Path | None = None) -> RunMetrics:

@@ -252,6 +252,18 @@ def test_runs_group_by_data_folder_name_and_split_sizes_not_the_typed_path():
     assert experiment_key(_typed([elsewhere])[0]) != keys[0]
 
 
+def test_runs_on_one_split_group_and_runs_on_another_split_of_one_folder_do_not():
+    from kdskin.report import experiment_key
+
+    here, there, resplit = _metrics(42, 0.8), _metrics(43, 0.8), _metrics(44, 0.8)
+    here["data"], there["data"] = "../shared/data/ham10000", "/mnt/copy/of/it"
+    resplit["data"] = here["data"]  # same folder and split sizes, other images per split
+    here["split_digest"] = there["split_digest"] = "e87549be94b36396"
+    resplit["split_digest"] = "0123456789abcdef"
+    keys = [experiment_key(m) for m in _typed([here, there, resplit])]
+    assert keys[0] == keys[1] and keys[2] != keys[0]
+
+
 def test_a_setting_a_run_predates_takes_the_default_when_grouping():
     from kdskin.config import Config
     from kdskin.report import experiment_key

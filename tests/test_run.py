@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kdskin.cli import main
+from kdskin.rundir import split_digest
 from tests.conftest import write_isic
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
@@ -228,6 +229,9 @@ def test_a_reused_teacher_is_copied_scored_and_its_settings_recorded(run_dir, tm
     # the settings that trained it (10 epochs), not this run's teacher section (3)
     assert after["teacher_settings"] == before["config_values"]["teacher"]
     assert after["teacher_settings"]["epochs"] == 10
+    # the same built-in data, split alike: the report counts the two as one split
+    assert after["split_digest"] == before["split_digest"] == split_digest(out / "split.csv")
+    assert len(after["split_digest"]) == 16
     assert after["models"]["teacher"]["test"] == before["models"]["teacher"]["test"]
     assert after["models"]["teacher"]["train_seconds"] == 0.0
     assert set(after["models"]) == {"teacher", "student_single"}

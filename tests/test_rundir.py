@@ -14,6 +14,7 @@ from kdskin.rundir import (
     final_student_name,
     load_metrics,
     reused_teacher_settings,
+    split_digest,
     student_name,
 )
 
@@ -96,3 +97,27 @@ def test_reused_teacher_settings_follow_the_run_that_trained_it(tmp_path):
         "source": str(student.model("teacher"))}
     back = student.load_metrics()
     assert back.teacher_settings == {}
+
+
+def test_split_digest_is_which_image_is_in_which_split(tmp_path):
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    one.write_text("image_id,lesion_id,dx,split\nA,L1,nv,train\nB,L2,mel,val\nC,L3,bkl,test\n")
+    # row order and other columns do not count
+    two.write_text("split,image_id\ntest,C\ntrain,A\nval,B\n")
+    digest = split_digest(one)
+    assert len(digest) == 16 and digest == split_digest(two)
+    two.write_text("split,image_id\ntest,C\nval,A\ntrain,B\n")  # two images swapped
+    assert split_digest(two) != digest
+    two.write_text("image_id,dx\nA,nv\n")
+    assert split_digest(two) == "" and split_digest(tmp_path / "absent.csv") == ""
+
+
+def test_a_run_made_before_the_digest_was_recorded_gets_it_from_its_split(tmp_path):
+    run = RunDir(tmp_path / "old")
+    run.root.mkdir()
+    run.config.write_text("name: old\n")
+    run.save_metrics(RunMetrics(config="old"))
+    assert run.load_metrics().split_digest == ""  # no split.csv: nothing to fingerprint
+    run.split.write_text("image_id,split\nA,train\nB,test\n")
+    assert run.load_metrics().split_digest == split_digest(run.split) != ""
+    assert json.loads(run.metrics.read_text())["split_digest"] == ""  # the file is not touched

@@ -35,6 +35,7 @@ from kdskin.rundir import (
     RunMetrics,
     final_student_name,
     reused_teacher_settings,
+    split_digest,
     student_name,
 )
 
@@ -98,6 +99,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
     state.image_size = cfg.data.image_size
     state.sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    state.split_digest = split_digest(run.split)
     state.rows_without_image, state.unreadable_images = data.rows_without_image, data.unreadable
     state.majority_class_accuracy, state.seed = majority, cfg.train.seed
     state.config_values, state.machine = cfg.to_dict(), machine_info()
