@@ -83,11 +83,13 @@ run study_teacher_deep "${student_only[@]}" --teacher "$RUNS/teacher_deep/models
 # 3d. Class balance and loss weights on the shipped recipe (the cpu run's teacher reused):
 #    class weights (sklearn "balanced") instead of resampling the training split; the loss
 #    weights moved towards the labels (alpha 0.2, beta 0.2, gamma 0.6 instead of 0.3, 0.3,
-#    0.4); and training seed 44 of the strong plain reference (the
+#    0.4) and towards the teacher's logits (0.2, 0.5, 0.3); and training seed 44 of the strong plain reference (the
 #    third seed of the shipped recipe is cpu_seed44 above). About 25 min each (reference: 17).
 run study_class_weight "${shipped[@]}" --set data.balance=class_weight
 run study_loss_ce "${shipped[@]}" --set distill.alpha=0.2 --set distill.beta=0.2 \
   --set distill.gamma=0.6
+run study_loss_kd "${shipped[@]}" --set distill.alpha=0.2 --set distill.beta=0.5 \
+  --set distill.gamma=0.3
 run ref_seed44 "${reference_only[@]}" --set train.seed=44
 # Explanation faithfulness of the shipped student on 49 test images (deletion / insertion).
 if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
@@ -101,7 +103,7 @@ fi
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
 for name in cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 ref_seed44 study_t4 \
-    study_logit_adjusted study_strong_augment study_class_weight study_loss_ce \
+    study_logit_adjusted study_strong_augment study_class_weight study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
