@@ -7,8 +7,8 @@
 # report.md, so an interrupted reproduction continues where it stopped (an interrupted run
 # itself: kdskin run --resume). 2 CPU cores: about 1 h for the cpu run, 1.5 h for the ablation,
 # 2.5 h for the recipe study of the previous recipe, 2 h for the study of the shipped one,
-# 2 h for the teacher study, 2 h for class balance, loss weights and
-# the reference's third seed, 1 h for the second whole cpu run.
+# 2 h for the teacher study, 1.5 h for class balance, loss weights and the reference's third
+# seed, 1 h for the second whole cpu run.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
@@ -83,8 +83,9 @@ run study_teacher_deep "${student_only[@]}" --teacher "$RUNS/teacher_deep/models
 # 3d. Class balance and loss weights on the shipped recipe (the cpu run's teacher reused):
 #    class weights (sklearn "balanced") instead of resampling the training split; the loss
 #    weights moved towards the labels (alpha 0.2, beta 0.2, gamma 0.6 instead of 0.3, 0.3,
-#    0.4) and towards the teacher's logits (0.2, 0.5, 0.3); and training seed 44 of the strong plain reference (the
-#    third seed of the shipped recipe is cpu_seed44 above). About 25 min each (reference: 17).
+#    0.4) and towards the teacher's logits (0.2, 0.5, 0.3); and training seed 44 of the strong
+#    plain reference (the third seed of the shipped recipe is cpu_seed44 above). About 22 min
+#    each (reference: 14).
 run study_class_weight "${shipped[@]}" --set data.balance=class_weight
 run study_loss_ce "${shipped[@]}" --set distill.alpha=0.2 --set distill.beta=0.2 \
   --set distill.gamma=0.6
