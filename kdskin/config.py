@@ -36,18 +36,22 @@ from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
 from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.models.specs import (
+    CONV_WEIGHTS,
+    EFFICIENTNETS,
     StudentConfig,
     TeacherConfig,
     choice_field,
     teacher_output_names,
     validate_baseline,
     validate_reference,
+    validate_reference_effnet,
     validate_student,
     validate_teacher,
 )
 
 __all__ = ["STAGES", "AugmentConfig", "BaselineConfig", "BenchConfig", "Config", "DataConfig",
-           "DistillConfig", "ExplainConfig", "ExportConfig", "StudentConfig", "SynthConfig",
+           "DistillConfig", "ExplainConfig", "ExportConfig", "ReferenceEffnetConfig",
+           "StudentConfig", "SynthConfig",
            "TeacherConfig", "TrainConfig", "load_config"]
 
 # Allowed values of options whose code lives in modules that import TensorFlow (kdskin.train,
@@ -126,6 +130,21 @@ class ReferenceConfig:
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     dropout: float = 0.3
     epochs: int | None = None  # None: student.epochs (the same budget as the final student)
+    learning_rate: float | None = None  # None: student.learning_rate
+
+
+@dataclass
+class ReferenceEffnetConfig:
+    """The pretrained reference: EfficientNet-Lite from ImageNet fine-tuned alone
+    (:func:`kdskin.models.reference.build_reference_effnet`), at the student's input, with the
+    student's data pipeline and budget. Off by default (its ImageNet weights need the
+    ``pretrained`` extra); configs/cpu_ablation.yaml turns it on."""
+
+    enabled: bool = False
+    variant: str = choice_field("B0", EFFICIENTNETS)
+    weights: str = choice_field("imagenet", CONV_WEIGHTS)
+    dropout: float = 0.2
+    epochs: int | None = None  # None: student.epochs
     learning_rate: float | None = None  # None: student.learning_rate
 
 
@@ -250,6 +269,7 @@ class Config:
     student: StudentConfig = field(default_factory=StudentConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    reference_effnet: ReferenceEffnetConfig = field(default_factory=ReferenceEffnetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -259,6 +279,20 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def imagenet_starts(self) -> dict[str, str]:
+        """``{config section: EfficientNet-Lite variant}`` of every model this config starts
+        from kdskin's offline ImageNet weights (:mod:`kdskin.models.imagenet`)."""
+        out: dict[str, str] = {}
+        s, t, r = self.student, self.teacher, self.reference_effnet
+        if s.weights == "imagenet" and s.efficientnet_variant == "lite" and self.distill.stages:
+            out["student"] = s.efficientnet
+        if (self.teacher.enabled and t.conv_branch == "efficientnet_lite"
+                and t.conv_weights == "imagenet"):
+            out["teacher"] = t.conv_variant
+        if r.enabled and r.weights == "imagenet":
+            out["reference_effnet"] = r.variant
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -420,11 +454,15 @@ def _check_rules(cfg: Config) -> None:
                           f"null to detect it), got {cfg.data.external_format!r}")
     if cfg.reference.enabled:
         validate_reference(size, cfg.reference.filters, cfg.reference.dropout)
-    for key in ("epochs", "learning_rate"):
-        value = getattr(cfg.reference, key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"reference.{key} must be positive (or null for the student's), "
-                              f"got {value}")
+    if cfg.reference_effnet.enabled:
+        r = cfg.reference_effnet
+        validate_reference_effnet(size, r.variant, r.weights, r.dropout)
+    for section in ("reference", "reference_effnet"):
+        for key in ("epochs", "learning_rate"):
+            value = getattr(getattr(cfg, section), key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{section}.{key} must be positive (or null for the "
+                                  f"student's), got {value}")
     unknown = [c for c in cfg.trust.malignant_classes if c not in CLASSES]
     if unknown or not cfg.trust.malignant_classes:
         raise ConfigError(f"trust.malignant_classes must be a non-empty list of "

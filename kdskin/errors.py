@@ -18,3 +18,9 @@ class DataError(KdskinError, ValueError):
 
 class ModelError(KdskinError):
     """A model file that is not a kdskin classifier, or a model that cannot be used as asked."""
+
+
+class WeightsError(ModelError):
+    """A pretrained-weights file that cannot be read or used safely (a pickle that names code,
+    a truncated file, a tensor whose shape does not fit its layer), or a missing weights
+    package."""

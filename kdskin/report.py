@@ -26,6 +26,7 @@ from kdskin.io import atomic_write_text, read_json
 from kdskin.rundir import (
     BASELINE_CNN,
     REFERENCE_CNN,
+    REFERENCE_EFFNET,
     TEACHER,
     UNKNOWN_TEACHER,
     RunDir,
@@ -40,6 +41,7 @@ INT8 = "int8"
 ROWS: tuple[tuple[str, str, float | None], ...] = (
     (BASELINE_CNN, "Baseline CNN (paper's plain CNN)", 0.7382),
     (REFERENCE_CNN, "Strong plain reference (VGG-style CNN)", None),
+    (REFERENCE_EFFNET, "Pretrained reference (EfficientNet-Lite alone)", None),
     (TEACHER, "Teacher (ViT + conv hybrid)", None),
     (student_name("baseline"), "Student alone (fused, CE only)", None),
     (student_name("single"), "Single-stage KD", 0.9006),
@@ -524,13 +526,20 @@ def _copy_plots(run_dir: Path, dest: Path) -> list[str]:
 # --------------------------------------------------------------------------- headline
 
 #: The targets of the generalization issue, checked on the external set (int8 model).
-TARGET_EXTERNAL_BACC = 0.62
+TARGET_EXTERNAL_BACC = 0.65
 TARGET_EXTERNAL_AUC = 0.92
+TARGET_EXTERNAL_MEL = 0.70
+#: The references the shipped file must beat, with their labels in the targets.
+REFERENCES: tuple[tuple[str, str], ...] = (
+    (REFERENCE_CNN, "the strong plain reference"),
+    (REFERENCE_EFFNET, "the pretrained reference (EfficientNet-Lite alone)"),
+)
 #: Headline columns: (row key, label), the shipped file first.
 HEADLINE_COLUMNS: tuple[tuple[str, str], ...] = (
     (INT8, "int8 distilled student"),
     (student_name("multi_fusion"), "Keras distilled student"),
     (REFERENCE_CNN, "strong plain reference"),
+    (REFERENCE_EFFNET, "pretrained reference"),
     (TEACHER, "teacher"),
     (student_name("baseline"), "student alone"),
     (BASELINE_CNN, "paper's CNN"),
@@ -635,21 +644,24 @@ def headline(honest: Sequence[RunMetrics], leaky: Sequence[RunMetrics] = ()
     if has_external:
         bacc = _mean(_values(honest_rows, INT8, "external_balanced_accuracy"))
         auc = _mean(_values(honest_rows, INT8, "external_macro_auc"))
-        ref_bacc = _mean(_values(honest_rows, REFERENCE_CNN, "external_balanced_accuracy"))
-        ref_auc = _mean(_values(honest_rows, REFERENCE_CNN, "external_macro_auc"))
+        mel = _mean(_values(honest_rows, INT8, "external_melanoma_recall"))
         lines += ["", "Targets (int8 file, external set):", "",
                   check(bacc >= TARGET_EXTERNAL_BACC,
                         f"balanced accuracy at least {TARGET_EXTERNAL_BACC}: {bacc:.4f} "
                         f"({bacc - TARGET_EXTERNAL_BACC:+.4f})"),
                   check(auc >= TARGET_EXTERNAL_AUC,
                         f"macro AUC at least {TARGET_EXTERNAL_AUC}: {auc:.4f} "
-                        f"({auc - TARGET_EXTERNAL_AUC:+.4f})")]
-        if ref_bacc is not None and ref_auc is not None:
-            lines.append(check(bacc > ref_bacc and auc > ref_auc,
-                               f"both above the strong plain reference: balanced accuracy "
-                               f"{bacc - ref_bacc:+.4f}, AUC {auc - ref_auc:+.4f}"))
-        mel = _mean(_values(honest_rows, INT8, "external_melanoma_recall"))
-        lines.append(f"- melanoma recall on the external set: {_f(mel)}")
+                        f"({auc - TARGET_EXTERNAL_AUC:+.4f})"),
+                  check(None if mel is None else mel >= TARGET_EXTERNAL_MEL,
+                        f"melanoma recall at least {TARGET_EXTERNAL_MEL}: {_f(mel)}"
+                        + ("" if mel is None else f" ({mel - TARGET_EXTERNAL_MEL:+.4f})"))]
+        for ref, label in REFERENCES:
+            ref_bacc = _mean(_values(honest_rows, ref, "external_balanced_accuracy"))
+            ref_auc = _mean(_values(honest_rows, ref, "external_macro_auc"))
+            if ref_bacc is not None and ref_auc is not None:
+                lines.append(check(bacc > ref_bacc and auc > ref_auc,
+                                   f"both above {label}: balanced accuracy "
+                                   f"{bacc - ref_bacc:+.4f}, AUC {auc - ref_auc:+.4f}"))
         lines += _seed_comparison(honest_rows)
     lines.append("")
     if leaky:

@@ -28,6 +28,7 @@ from kdskin.io import read_json, write_json
 TEACHER = "teacher"
 BASELINE_CNN = "baseline_cnn"
 REFERENCE_CNN = "reference_cnn"
+REFERENCE_EFFNET = "reference_effnet"
 #: Version of the metrics.json layout written by this code.
 METRICS_SCHEMA = 2
 
@@ -241,6 +242,10 @@ class RunMetrics:
     #: With ``teacher_from``: the ``teacher`` config section that trained the reused teacher
     #: (:func:`reused_teacher_settings`); empty in runs made before it was recorded.
     teacher_settings: dict[str, Any] = field(default_factory=dict)
+    #: ImageNet weights the run's models started from, per config section (``student``,
+    #: ``teacher``, ``reference_effnet``): variant, package, version, file, sha256, licence
+    #: (:class:`kdskin.models.weights_source.WeightsSource`); empty for a start from scratch.
+    pretrained: dict[str, Any] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
     wall_seconds: float | None = None
     resumed: int = 0

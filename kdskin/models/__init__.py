@@ -19,6 +19,8 @@ _EXPORTS: dict[str, str] = {
     "build_baseline_cnn": "kdskin.models.baseline",
     "build_student": "kdskin.models.student",
     "build_teacher": "kdskin.models.teacher",
+    "build_reference_cnn": "kdskin.models.reference",
+    "build_reference_effnet": "kdskin.models.reference",
     **{name: "kdskin.models.contract" for name in (
         "check_classifier", "count_params", "deployable", "is_trained", "load_keras",
         "mark_trained", "named_outputs", "output_names", "to_deployable")},

@@ -93,11 +93,13 @@ def lite_block(filters_out: int, kernel: int, strides: int, expand_ratio: int,
     return apply
 
 
-def efficientnet_lite(image: Any, variant: str = "B0", stem_stride: int = 2) -> Any:
+def efficientnet_lite(image: Any, variant: str = "B0", stem_stride: int = 2,
+                      stage_outputs: list[Any] | None = None) -> Any:
     """Build EfficientNet-Lite ``variant`` on ``image`` (0..255, ``(b, S, S, 3)``).
 
     Returns the last feature map ``(b, ceil(S/32), ceil(S/32), 1280)`` (layer ``top_activation``);
     ``stem_stride`` 1 (instead of the published 2) makes it ``(b, ceil(S/16), ceil(S/16), 1280)``.
+    ``stage_outputs``, when given, receives the output of each of the 7 stages (for exits).
     """
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
@@ -121,7 +123,23 @@ def efficientnet_lite(image: Any, variant: str = "B0", stem_stride: int = 2) -> 
             x = lite_block(filters_out, kernel, strides if j == 0 else 1, expand,
                            DROP_CONNECT_RATE * b / total, name=f"block{i + 1}{chr(j + 97)}_")(x)
             b += 1
+        if stage_outputs is not None:
+            stage_outputs.append(x)
 
     x = layers.Conv2D(HEAD_FILTERS, 1, padding="same", use_bias=False, name="top_conv")(x)
     x = layers.BatchNormalization(name="top_bn")(x)
     return _relu6("top_activation")(x)
+
+
+def block_names(variant: str = "B0") -> list[str]:
+    """The name prefixes of the inverted-residual blocks of ``variant``, in build order
+    (``block1a_``, ``block2a_``, ``block2b_`` ...): the order of ``_blocks.N`` in the published
+    checkpoints."""
+    check_choice("student.efficientnet", variant, EFFICIENTNETS)
+    _, depth, _ = LITE_COEFFICIENTS[variant]
+    last = len(LITE_STAGES) - 1
+    names = []
+    for i, (_, r, _, _, _) in enumerate(LITE_STAGES):
+        repeats = r if i in (0, last) else round_repeats(r, depth)
+        names += [f"block{i + 1}{chr(j + 97)}_" for j in range(repeats)]
+    return names

@@ -1,4 +1,10 @@
-"""A strong plain reference: a VGG-style CNN, trained like any kdskin model.
+"""References a user would pick instead of kdskin's student, trained like any kdskin model.
+
+:func:`build_reference_effnet`: EfficientNet-Lite (B0 by default: the backbone MediaPipe Model
+Maker offers) from ImageNet weights, fine-tuned alone: global average pooling, dropout, a dense
+logits layer on the Lite branch kdskin's student uses.
+
+:func:`build_reference_cnn`, the strong plain reference: a VGG-style CNN.
 
 Four stages of two 3x3 convolutions + BatchNorm + ReLU (32-64-128-256 filters), 2x2
 max-pooling after each stage, global average pooling, dropout 0.3, a dense logits layer:
@@ -14,7 +20,9 @@ import keras
 from keras import layers
 
 from kdskin.constants import INPUT_NAME, NUM_CLASSES
-from kdskin.models.specs import REFERENCE_FILTERS, validate_reference
+from kdskin.models.efficientnet_lite import efficientnet_lite
+from kdskin.models.imagenet import load_imagenet_lite
+from kdskin.models.specs import REFERENCE_FILTERS, validate_reference, validate_reference_effnet
 
 
 def conv_stage(filters: int, index: int) -> layers.Layer:
@@ -47,3 +55,29 @@ def build_reference_cnn(image_size: int, filters: Sequence[int] = REFERENCE_FILT
     x = layers.Dropout(dropout, name="dropout")(x)
     logits = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(image, {"logits": logits}, name=name)
+
+
+def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = "imagenet",
+                           dropout: float = 0.2, bn_momentum: float = 0.9,
+                           num_classes: int = NUM_CLASSES,
+                           name: str = "reference_effnet") -> keras.Model:
+    """EfficientNet-Lite ``variant`` alone (``weights`` ``imagenet`` or ``none``).
+
+    ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``; layers keep
+    EfficientNet's names (``stem_conv`` ... ``top_activation``), then ``pool``, ``dropout``,
+    ``logits``. Raises :class:`~kdskin.errors.ConfigError` before building anything when it
+    cannot be built (the weights package missing included).
+    """
+    validate_reference_effnet(image_size, variant, weights, dropout)
+    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
+    x = efficientnet_lite(image, variant)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logits = layers.Dense(num_classes, name="logits")(x)
+    model = keras.Model(image, {"logits": logits}, name=name)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(bn_momentum)
+    if weights == "imagenet":  # weights loaded last
+        load_imagenet_lite(model, variant)
+    return model

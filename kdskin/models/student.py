@@ -36,6 +36,7 @@ from keras import layers
 from kdskin.constants import INPUT_NAME, NUM_CLASSES
 from kdskin.errors import ModelError
 from kdskin.models.efficientnet_lite import LITE_COEFFICIENTS, efficientnet_lite
+from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.specs import (
     EFFICIENTNET_VARIANTS,
     EFFICIENTNETS,
@@ -96,8 +97,9 @@ def cnn_branch(image: Any, cfg: StudentConfig) -> Any:
 def effnet_branch(image: Any, cfg: StudentConfig, image_size: int, weights: str | None) -> Any:
     """0..255 ``(b, S, S, 3)`` -> EfficientNet's last feature map (in this graph, not nested).
 
-    ImageNet weights are loaded here by Keras; a weights *file* is loaded by the caller at the
-    end (``load_effnet_weights``).
+    ImageNet weights of Keras' EfficientNet are loaded here by Keras; the Lite variant's
+    (:mod:`kdskin.models.imagenet`, offline) and a weights *file* are loaded by the caller at
+    the end.
     """
     if cfg.efficientnet_variant == "lite":
         return efficientnet_lite(image, cfg.efficientnet, cfg.effnet_stem_stride)
@@ -187,6 +189,8 @@ def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CL
     model = keras.Model(image, {"cnn_exit": cnn_exit, "effnet_exit": effnet_exit,
                                 "logits": logits}, name=name)
     set_bn_momentum(model, cfg.bn_momentum)
-    if weights not in (None, "imagenet"):  # weights loaded last
+    if weights == "imagenet" and cfg.efficientnet_variant == "lite":  # weights loaded last
+        load_imagenet_lite(model, cfg.efficientnet)
+    elif weights not in (None, "imagenet"):
         load_effnet_weights(image, raw_effnet, weights, label)
     return model

@@ -1,4 +1,5 @@
-"""The hybrid teacher: a ViT branch and a ConvNeXt (or ConvMixer) branch with an exit per block.
+"""The hybrid teacher: a ViT branch and a ConvNeXt (or ConvMixer, or EfficientNet-Lite) branch
+with an exit per block.
 
 Input ``"image"``: ``(batch, S, S, 3)`` float32, 0..255. Outputs (a dict of LOGITS, each
 ``(batch, num_classes)``): ``vit_exit_1..vit_exit_N``, ``conv_exit_1..conv_exit_M`` and ``logits``
@@ -8,7 +9,10 @@ Stable layer names (what CAMs and feature distillation address):
 
 - ``vit_token_grid``: the last ViT block's patch tokens, layer-normalised and reshaped to
   ``(S/p, S/p, D)`` (there is no CLS token). Both ``vit_exit_N`` and ``logits`` depend on it.
-- ``conv_features``: the conv branch's last feature map, ``(S/p, S/p, F)``.
+- ``conv_features``: the conv branch's last feature map, ``(S/p, S/p, F)``
+  (``efficientnet_lite``: ``(ceil(S/32), ceil(S/32), 1280)``, ImageNet weights with
+  ``teacher.conv_weights: imagenet``; its layers keep EfficientNet's names, ``stem_conv``,
+  ``block2a_dwconv`` ...).
 - blocks are ``vit_stage_1_block_{i}_*`` and ``conv_stage_1_block_{j}_*`` (1-based).
 
 ViT MLP: ``cfg.mlp_units`` are the hidden sizes of each transformer block's MLP; every Dense but
@@ -26,6 +30,8 @@ import keras
 from keras import layers
 
 from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.models.efficientnet_lite import efficientnet_lite
+from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.layers import LayerScale, PositionEmbedding
 from kdskin.models.specs import CONV_BRANCHES, TeacherConfig, validate_teacher
 
@@ -186,6 +192,23 @@ def conv_branch(x: Any, cfg: TeacherConfig, num_classes: int) -> tuple[Any, list
     return pooled, exits
 
 
+def lite_conv_branch(image: Any, cfg: TeacherConfig, num_classes: int
+                     ) -> tuple[Any, list[Any]]:
+    """EfficientNet-Lite ``cfg.conv_variant`` on 0..255 ``image`` (its own rescaling inside)
+    -> (pooled final features ``(batch, 1280)``, [exit logits on the last ``conv_depth - 1``
+    stages' outputs, then on the head's ``conv_features``])."""
+    stages: list[Any] = []
+    top = efficientnet_lite(image, cfg.conv_variant, stage_outputs=stages)
+    taps = stages[len(stages) - cfg.conv_depth + 1:] + [top]
+    exits, pooled = [], None
+    for j, x in enumerate(taps, start=1):
+        if j == len(taps):
+            x = layers.Identity(name="conv_features")(x)
+        pooled, logits = conv_exit(num_classes, j)(x)
+        exits.append(logits)
+    return pooled, exits
+
+
 # --------------------------------------------------------------------------- teacher
 
 
@@ -206,7 +229,10 @@ def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CL
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(image)
 
     vit_pooled, vit_exits = vit_branch(x, cfg, image_size, num_classes)
-    conv_pooled, conv_exits = conv_branch(x, cfg, num_classes)
+    if cfg.conv_branch == "efficientnet_lite":
+        conv_pooled, conv_exits = lite_conv_branch(image, cfg, num_classes)
+    else:
+        conv_pooled, conv_exits = conv_branch(x, cfg, num_classes)
 
     fused = layers.Concatenate(name="fusion_concat")([vit_pooled, conv_pooled])
     fused = layers.Dense(cfg.head_units, activation="relu", name="fusion_dense")(fused)
@@ -220,4 +246,6 @@ def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CL
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(cfg.bn_momentum)
+    if cfg.conv_branch == "efficientnet_lite" and cfg.conv_weights == "imagenet":
+        load_imagenet_lite(model, cfg.conv_variant)  # weights loaded last
     return model

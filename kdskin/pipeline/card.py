@@ -30,6 +30,7 @@ def card_info(run: RunDir, state: RunMetrics, cfg: Config) -> dict[str, Any]:
         "bootstrap": state.trust.get("bootstrap", {}),
         "comparisons": state.trust.get("comparisons", {}),
         "versions": package_versions(),
+        "pretrained": dict(state.pretrained),
     }
     results: dict[str, Any] = {}
     if record is not None and record.intervals.get("test"):

@@ -29,6 +29,7 @@ from kdskin.pipeline.stages import (
 from kdskin.rundir import (
     BASELINE_CNN,
     REFERENCE_CNN,
+    REFERENCE_EFFNET,
     TEACHER,
     ModelRecord,
     RunDir,
@@ -74,6 +75,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     from kdskin.bench import machine_info
     from kdskin.metrics import majority_accuracy
     from kdskin.models import build_baseline_cnn, build_teacher
+    from kdskin.models.weights_source import describe
 
     t_start = time.time()
     run = RunDir(Path(out or f"runs/{cfg.name}"))
@@ -103,6 +105,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     state.rows_without_image, state.unreadable_images = data.rows_without_image, data.unreadable
     state.majority_class_accuracy, state.seed = majority, cfg.train.seed
     state.config_values, state.machine = cfg.to_dict(), machine_info()
+    state.pretrained = {section: describe(variant).to_dict()
+                        for section, variant in cfg.imagenet_starts().items()}
 
     test_probs: dict[str, Any] = {}
 
@@ -138,6 +142,18 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             ref.epochs or cfg.student.epochs, ref.learning_rate or cfg.student.learning_rate)
         finish(record(run, REFERENCE_CNN, model, hist, secs,
                       "strong plain reference: VGG-style CNN, cross-entropy"), model)
+    if cfg.reference_effnet.enabled and _load_existing(run, REFERENCE_EFFNET, state) is None:
+        from kdskin.models.reference import build_reference_effnet
+
+        eff = cfg.reference_effnet
+        model, hist, secs = train_classifier(
+            cfg, data, run, REFERENCE_EFFNET,
+            lambda: build_reference_effnet(cfg.data.image_size, eff.variant, eff.weights,
+                                           eff.dropout, cfg.student.bn_momentum),
+            eff.epochs or cfg.student.epochs, eff.learning_rate or cfg.student.learning_rate)
+        finish(record(run, REFERENCE_EFFNET, model, hist, secs,
+                      f"pretrained reference: EfficientNet-Lite{eff.variant[1:]} "
+                      f"({eff.weights} start) alone, cross-entropy"), model)
 
     teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
     if teacher_model is None and teacher_file is not None:

