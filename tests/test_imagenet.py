@@ -364,3 +364,18 @@ def test_pretrained_reference_and_config_provenance():
     cfg.student.weights = "imagenet"
     cfg.reference_effnet.enabled = True
     assert cfg.imagenet_starts() == {"student": "B0", "reference_effnet": "B0"}
+
+
+def test_keras_variant_imagenet_is_never_downloaded(tmp_path, monkeypatch):
+    """Keras' EfficientNet fetches ImageNet weights when they are not cached: kdskin refuses
+    before anything is built rather than download at run time."""
+    from kdskin.models.specs import StudentConfig, keras_imagenet_file, validate_student
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cfg = StudentConfig(weights="imagenet", efficientnet_variant="standard")
+    with pytest.raises(ConfigError, match=r"needs .*efficientnetb0_notop\.h5 \(kdskin "
+                                          r"downloads nothing at run time\)"):
+        validate_student(cfg, 64, 7)
+    keras_imagenet_file("B0").parent.mkdir(parents=True)
+    keras_imagenet_file("B0").write_bytes(b"cached")
+    validate_student(cfg, 64, 7)  # a cached file is accepted (loading it is Keras' job)

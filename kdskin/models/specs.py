@@ -14,14 +14,15 @@ Errors are :class:`~kdskin.errors.ConfigError` with one line that names the conf
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kdskin.errors import ConfigError, WeightsError
+from kdskin.models.weights_source import INSTALL_HINT, checkpoint_path
 from kdskin.models.weights_source import PACKAGES as IMAGENET_PACKAGES
-from kdskin.models.weights_source import checkpoint_path
 
 #: EfficientNet sizes of the student's second branch (Keras' B0..B4, or Lite0..Lite4).
 EFFICIENTNETS: tuple[str, ...] = ("B0", "B1", "B2", "B3", "B4")
@@ -219,6 +220,23 @@ def check_imagenet_lite(key: str, variant: str) -> None:
         raise ConfigError(f"{key}: {exc}") from None
 
 
+def keras_imagenet_file(variant: str) -> Path:
+    """Where Keras keeps EfficientNet ``variant``'s ImageNet weights (``$KERAS_HOME/models``)."""
+    home = Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser()
+    return home / "models" / f"efficientnet{variant.lower()}_notop.h5"
+
+
+def check_keras_imagenet_cached(variant: str) -> None:
+    """Keras' EfficientNet downloads its ImageNet weights unless they are cached; kdskin
+    downloads nothing at run time, so they must be there already (:class:`ConfigError`)."""
+    path = keras_imagenet_file(variant)
+    if not path.is_file():
+        raise ConfigError(f"student.weights: imagenet for student.efficientnet_variant standard "
+                          f"needs {path} (kdskin downloads nothing at run time); use "
+                          f"student.efficientnet_variant=lite with {INSTALL_HINT}, or a "
+                          f"weights file")
+
+
 def student_weights(cfg: StudentConfig) -> str | None:
     """``student.weights`` resolved: None, ``"imagenet"`` or an existing file's path.
 
@@ -231,6 +249,8 @@ def student_weights(cfg: StudentConfig) -> str | None:
     if cfg.weights == "imagenet":
         if cfg.efficientnet_variant == "lite":
             check_imagenet_lite("student.weights", cfg.efficientnet)
+        else:
+            check_keras_imagenet_cached(cfg.efficientnet)
         return "imagenet"
     path = Path(cfg.weights).expanduser()
     if not path.is_file():

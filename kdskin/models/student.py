@@ -43,6 +43,7 @@ from kdskin.models.specs import (
     FUSIONS,
     STUDENT_MIN_IMAGE_SIZE,
     StudentConfig,
+    keras_imagenet_file,
     student_weights,
     validate_student,
 )
@@ -107,12 +108,12 @@ def effnet_branch(image: Any, cfg: StudentConfig, image_size: int, weights: str 
         base = KERAS_EFFICIENTNETS[cfg.efficientnet](
             include_top=False, weights="imagenet" if weights == "imagenet" else None,
             input_tensor=image, input_shape=(image_size, image_size, 3))
-    except Exception as exc:  # download failure, corrupt cache: one line, not a traceback
+    except Exception as exc:  # a corrupt cached file: one line, not a traceback
         if weights != "imagenet":
             raise
         raise ModelError(f"could not load ImageNet weights for EfficientNet{cfg.efficientnet} "
-                         f"({type(exc).__name__}); put efficientnet{cfg.efficientnet.lower()}"
-                         f"_notop.h5 in ~/.keras/models or set student.weights=none") from None
+                         f"({type(exc).__name__}); replace {keras_imagenet_file(cfg.efficientnet)}"
+                         f" or set student.weights=none") from None
     return base.output
 
 
