@@ -98,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     return _call("evaluate", "evaluate_command", _load(args), model=args.model, data=args.data,
                  fmt=args.format, split=args.split, split_file=args.split_file,
-                 json_out=args.json, plots=args.plots, strict=args.strict)
+                 json_out=args.json, plots=args.plots, strict=args.strict,
+                 shifts=args.shifts)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -212,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "and no split file, a fresh split with the config's seed)")
     p.add_argument("--json", metavar="OUT", help="write every metric as JSON here")
     p.add_argument("--plots", metavar="DIR", help="write confusion-matrix and ROC PNGs here")
+    p.add_argument("--shifts", nargs="*", metavar="SHIFT", default=None,
+                   help="also score the acquisition-shift suite (colour casts, vignette, frame, "
+                   "zoom-out, aspect, blur, JPEG; README 'Other clinics'): balanced accuracy, "
+                   "AUC, melanoma recall, drop from clean and out-of-scope share per shift; "
+                   "without names every shift")
 
     p = add("predict", cmd_predict, config=False, overrides=False)
     p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")

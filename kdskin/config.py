@@ -28,6 +28,7 @@ from kdskin.data.specs import (
     UNIT_AUGMENTATIONS,
     check_class_weight_power,
     check_logit_adjust_tau,
+    check_shift_augment,
     check_split_fractions,
     check_unit_interval,
 )
@@ -36,11 +37,14 @@ from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
 from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.models.specs import (
+    COLOUR_CONSTANCY,
     CONV_WEIGHTS,
     EFFICIENTNETS,
+    SHADES_OF_GREY_P,
     StudentConfig,
     TeacherConfig,
     choice_field,
+    colour_constancy_power,
     teacher_output_names,
     validate_baseline,
     validate_reference,
@@ -51,7 +55,7 @@ from kdskin.models.specs import (
 
 __all__ = ["STAGES", "AugmentConfig", "BaselineConfig", "BenchConfig", "Config", "DataConfig",
            "DistillConfig", "ExplainConfig", "ExportConfig", "ReferenceEffnetConfig",
-           "StudentConfig", "SynthConfig",
+           "ShiftAugmentConfig", "StudentConfig", "SynthConfig",
            "TeacherConfig", "TrainConfig", "load_config"]
 
 # Allowed values of options whose code lives in modules that import TensorFlow (kdskin.train,
@@ -96,6 +100,35 @@ class DataConfig:
     external: str | None = None
     #: Its layout; None: detected (HAM10000 metadata file or ISIC 2018 ground-truth CSV).
     external_format: str | None = None
+    #: Colour constancy as a layer at every model's input (in training, at inference and in
+    #: every exported file): none, grey_world (Minkowski p = 1) or shades_of_grey (p =
+    #: colour_constancy_p; 6 as the ISIC 2018/2019 winners). Each channel of each image is
+    #: scaled so its p-norm equals the image's mean norm (kdskin.models.layers.ColourConstancy).
+    colour_constancy: str = choice_field("none", COLOUR_CONSTANCY)
+    colour_constancy_p: float = SHADES_OF_GREY_P
+
+    def colour_power(self) -> float | None:
+        """The Minkowski norm the model builders get (``colour_constancy=``), None for none."""
+        return colour_constancy_power(self.colour_constancy, self.colour_constancy_p)
+
+
+@dataclass
+class ShiftAugmentConfig:
+    """Acquisition-shift augmentation (:mod:`kdskin.data.shift_augment`): what another clinic's
+    dermatoscope changes, drawn per training image after the Keras layers, seeded by
+    ``train.seed``. Each transform is applied with ``probability``; a strength of 0 turns it
+    off."""
+
+    enabled: bool = False
+    probability: float = 0.5
+    colour_gain: float = 0.15  # per-channel gains in [1 - g, 1 + g] (white balance)
+    #: black borders: a centred circle of diameter in [1 - border, 1 + 2 border] of the side,
+    #: or (half of the time) a rectangular frame border/4 to border of the side wide
+    border: float = 0.12
+    zoom_out: float = 0.4  # content shrunk to a scale in [1 - z, 1], the frame reflected
+    aspect: float = 0.15  # content width scaled by a factor in [1 / (1 + a), 1 + a]
+    blur: float = 1.0  # largest Gaussian blur sigma, pixels at the input size
+    jpeg_quality: int = 30  # lowest JPEG quality; drawn in [jpeg_quality, 95]; 100: off
 
 
 @dataclass
@@ -110,6 +143,7 @@ class AugmentConfig:
     contrast: float = 0.1
     hue: float = 0.03
     saturation: float = 0.2
+    shift: ShiftAugmentConfig = field(default_factory=ShiftAugmentConfig)
 
 
 @dataclass
@@ -409,8 +443,15 @@ def _check_rules(cfg: Config) -> None:
         raise ConfigError(f"data.image_size must be at least {MIN_IMAGE_SIZE}, got {size}")
     check_class_weight_power(cfg.data.class_weight_power)
     check_logit_adjust_tau(cfg.data.logit_adjust_tau)
+    cfg.data.colour_power()
+    if (cfg.data.colour_constancy != "none" and cfg.export.enabled
+            and cfg.export.int8_head == "int8"):
+        raise ConfigError("data.colour_constancy runs in float32 at the int8 file's input, which "
+                          "export.int8_head=int8 (every op integer) cannot hold; set "
+                          "export.int8_head=float or data.colour_constancy=none")
     for key in UNIT_AUGMENTATIONS:
         check_unit_interval(f"augment.{key}", getattr(cfg.augment, key))
+    check_shift_augment(cfg.augment.shift)
 
     if not cfg.teacher.enabled and any(s != "baseline" for s in cfg.distill.stages):
         raise ConfigError(f"teacher.enabled is false but distill.stages {cfg.distill.stages} "

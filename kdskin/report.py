@@ -253,6 +253,38 @@ def external_table(metrics: RunMetrics) -> str:
     return "\n".join(lines)
 
 
+def shift_table(metrics: RunMetrics) -> str:
+    """The acquisition-shift suite on the external set (``external["shifts"]``): one row per
+    shift, one column per model with "balanced accuracy (change from clean) / macro AUC /
+    melanoma recall", and the share the out-of-scope check flags ("" when the run has none)."""
+    suites = metrics.external.get("shifts", {}) if metrics.external else {}
+    if not suites:
+        return ""
+    names = list(suites)
+    head = ["shift", *(LABELS.get(name, name) for name in names), "out-of-scope share"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for shift in suites[names[0]]["shifts"]:
+        cells = [f"`{shift}`"]
+        flagged = None
+        for name in names:
+            row = suites[name]["shifts"].get(shift, {})
+            drop = row.get("drop", {}).get("balanced_accuracy")
+            change = "" if shift == "clean" or drop is None else f" ({-drop:+.3f})"
+            cells.append(f"{_f(row.get('balanced_accuracy'), 3)}{change} / "
+                         f"{_f(row.get('macro_auc'), 3)} / {_f(row.get('melanoma_recall'), 2)}")
+            flagged = row.get("flagged") if flagged is None else flagged
+        cells.append(_f(flagged, 2))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SHIFT_NOTE = ("Each shift is applied, deterministically, to every external image at the model's "
+              "input size (`kdskin/data/shifts.py`; README, 'Other clinics'). Each cell: "
+              "balanced accuracy (change from the clean row) / macro AUC / melanoma recall. "
+              "Out-of-scope share: images the final student's out-of-scope check flags (it "
+              "reads the image only, so one column serves every model).")
+
+
 def intervals_table(metrics: RunMetrics) -> str:
     """Stratified bootstrap 95% intervals of every model (and the int8 file on the external
     set) of one run: ``value [low, high]`` per headline metric ("" when none were computed)."""
@@ -373,6 +405,9 @@ def run_report(run_dir: str | Path | RunDir) -> str:
     if metrics.external:
         parts += ["", f"## External set ({metrics.external.get('data')}, "
                   f"{metrics.external.get('n_images')} images)", "", external_table(metrics)]
+        if shift_table(metrics):
+            parts += ["", "## External set under acquisition shifts", "", SHIFT_NOTE, "",
+                      shift_table(metrics)]
     if intervals_table(metrics):
         parts += ["", "## 95% intervals (stratified bootstrap, 1,000 resamples)", "",
                   intervals_table(metrics)]
@@ -863,6 +898,9 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
                 parts += [f"External set of `{name}` ({member.external.get('data')}, "
                           f"{member.external.get('n_images')} images):", "",
                           external_table(member), ""]
+                if shift_table(member):
+                    parts += [f"Acquisition-shift suite of `{name}` on the external set. "
+                              + SHIFT_NOTE, "", shift_table(member), ""]
             if intervals_table(member):
                 parts += [f"95% intervals of `{name}` (stratified bootstrap):", "",
                           intervals_table(member), ""]

@@ -161,3 +161,38 @@ def test_evaluate_decodes_only_the_split_it_scores(model_file, ham_dir, tmp_path
     result = json.loads(out.read_text())
     assert seen == [["test"]]
     assert result["split"] == "test" and result["n_images"] == int((split.split == "test").sum())
+
+
+def test_evaluate_shifts_scores_every_shift_and_clean_is_the_plain_evaluation(
+        model_file, tmp_path, capsys):
+    from kdskin.data.shifts import SHIFTS
+
+    isic = tmp_path / "isic"
+    write_isic(isic)
+    out = tmp_path / "shifts.json"
+    assert main(["evaluate", "--model", str(model_file), "--data", str(isic), "--shifts",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    suite = result["shift_suite"]
+    assert list(suite["shifts"]) == list(SHIFTS) and suite["n_images"] == 21
+    clean = suite["shifts"]["clean"]
+    for key in ("balanced_accuracy", "macro_auc", "melanoma_recall"):
+        assert clean[key] == pytest.approx(result[key])  # the plain evaluation's figures
+        for row in suite["shifts"].values():
+            assert row["drop"][key] == pytest.approx(clean[key] - row[key])
+    assert all(name in printed for name in SHIFTS)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model_file), "--data", str(isic), "--shifts",
+                 "blur", "--json", str(out)]) == 0
+    assert list(json.loads(out.read_text())["shift_suite"]["shifts"]) == ["clean", "blur"]
+
+
+def test_evaluate_bad_shift_name_is_one_line(model_file, tmp_path):
+    isic = tmp_path / "isic"
+    write_isic(isic)
+    proc = _kdskin("evaluate", "--model", str(model_file), "--data", str(isic), "--shifts",
+                   "sepia")
+    assert proc.returncode == 2
+    line = _one_line(proc.stderr)
+    assert "'sepia'" in line and "jpeg_30" in line

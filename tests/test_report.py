@@ -320,3 +320,41 @@ def test_run_report_says_how_a_reused_teacher_was_trained(tmp_path):
     assert lines["same"].endswith("; trained with this run's teacher settings")
     assert lines["loose"].endswith("its training settings are unknown (a file from outside a run)")
     assert lines["old"].endswith("(not retrained)")
+
+
+def _with_shifts(metrics: dict) -> dict:
+    def suite(clean: float, blur: float, flagged: float) -> dict:
+        rows = {"clean": {"balanced_accuracy": clean, "macro_auc": 0.9,
+                          "melanoma_recall": 0.7, "flagged": 0.05},
+                "blur": {"balanced_accuracy": blur, "macro_auc": 0.85,
+                         "melanoma_recall": 0.5, "flagged": flagged}}
+        for row in rows.values():
+            row["drop"] = {k: rows["clean"][k] - row[k]
+                           for k in ("balanced_accuracy", "macro_auc", "melanoma_recall")}
+        return {"n_images": 300, "shifts": rows}
+
+    metrics["external"]["shifts"] = {"student_multi_fusion": suite(0.6, 0.45, 0.3),
+                                     "model_int8.tflite": suite(0.58, 0.5, 0.3)}
+    return metrics
+
+
+def test_shift_table_in_the_run_report_and_the_results_document(tmp_path):
+    from kdskin.report import run_report, shift_table
+
+    metrics = RunMetrics.from_dict(_with_shifts(_metrics(42, 0.8)))
+    table = shift_table(metrics).splitlines()
+    assert table[0] == ("| shift | Multi-stage KD + layer fusion | model_int8.tflite | "
+                        "out-of-scope share |")
+    assert table[2] == "| `clean` | 0.600 / 0.900 / 0.70 | 0.580 / 0.900 / 0.70 | 0.05 |"
+    # the change from clean comes from the stored drop: 0.45 - 0.60, 0.50 - 0.58
+    assert table[3] == ("| `blur` | 0.450 (-0.150) / 0.850 / 0.50 | 0.500 (-0.080) / 0.850 / "
+                        "0.50 | 0.30 |")
+    assert shift_table(RunMetrics.from_dict(_metrics(42, 0.8))) == ""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_with_shifts(_metrics(42, 0.8))))
+    assert "## External set under acquisition shifts" in run_report(run)
+    out = tmp_path / "RESULTS.md"
+    results_document([run / "metrics.json"], out)
+    assert "Acquisition-shift suite of" in out.read_text()
+    assert "| `blur` | 0.450 (-0.150) / 0.850 / 0.50 |" in out.read_text()

@@ -59,6 +59,27 @@ def test_external_set_scored_for_every_model_and_file(run_dir):
     assert "## External set" in report and "recall df" in report
 
 
+def test_external_set_under_the_shift_suite(run_dir):
+    from kdskin.data.shifts import SHIFTS
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    suites = metrics["external"]["shifts"]
+    assert set(suites) == set(metrics["models"]) | {"model_int8.tflite"}
+    clean_of = {name: entry["external"] for name, entry in metrics["models"].items()}
+    clean_of["model_int8.tflite"] = metrics["external"]["tflite"]["int8"]
+    for name, suite in suites.items():
+        assert list(suite["shifts"]) == list(SHIFTS), name
+        clean = suite["shifts"]["clean"]
+        for key in ("balanced_accuracy", "macro_auc", "melanoma_recall"):
+            assert clean[key] == pytest.approx(clean_of[name][key]), (name, key)
+            for row in suite["shifts"].values():
+                assert row["drop"][key] == pytest.approx(clean[key] - row[key])
+        assert all(0.0 <= row["flagged"] <= 1.0 for row in suite["shifts"].values())
+    report = (run_dir / "report.md").read_text()
+    assert "## External set under acquisition shifts" in report
+    assert all(f"`{name}`" in report for name in SHIFTS)
+
+
 def test_trust_outputs_and_model_card(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     trust = metrics["trust"]

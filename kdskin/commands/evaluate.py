@@ -73,19 +73,26 @@ def choose_split(model: str | Path, data: str | Path, split: str | None,
 def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
                      split: str | None = None, split_file: str | None = None,
                      json_out: str | None = None, plots: str | None = None,
-                     strict: bool | None = None, resamples: int = 1000) -> dict[str, Any]:
+                     strict: bool | None = None, resamples: int = 1000,
+                     shifts: list[str] | None = None) -> dict[str, Any]:
     """``kdskin evaluate``: score ``model`` on one split of ``data`` (or all of an external
     set); print the metrics with bootstrap intervals, calibration before/after and the
     referral operating point; optional JSON and plots. Decodes only the images it scores.
 
     Metrics are computed on the calibrated probabilities (what ``predict`` and the exported
-    files give); a model without decision rules is scored as it is."""
+    files give); a model without decision rules is scored as it is. ``shifts`` (a list, empty
+    for all): also the acquisition-shift suite (:mod:`kdskin.shift_suite`), under
+    ``"shift_suite"``."""
     from kdskin.data.datasets import read_dataset
     from kdskin.data.pipeline import decode_split
     from kdskin.evaluate import load_classifier, write_plots
     from kdskin.io import write_json
     from kdskin.metrics import classification_metrics
 
+    if shifts:  # a bad shift name fails before anything is loaded
+        from kdskin.data.shifts import check_shifts
+
+        check_shifts(shifts)
     if split is not None and split not in SPLIT_CHOICES:
         raise KdskinError(f"--split {split}: choose one of {', '.join(SPLIT_CHOICES)}")
     if not Path(data).is_dir():
@@ -116,6 +123,14 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
               **metrics, **trust}
     print(format_metrics(metrics, f"{model} on {data} [{shown}: {len(part)} images, {source}]"))
     print(format_trust(trust))
+    if shifts is not None:
+        from kdskin.decision import rules_for_model
+        from kdskin.shift_suite import format_suite, shift_suite
+
+        result["shift_suite"] = shift_suite(classifier, part.images, part.labels, shifts,
+                                            rules=rules_for_model(model), calibrate=True)
+        print(format_suite(result["shift_suite"], "acquisition-shift suite (drop: clean minus "
+                                                  "shifted; flagged: out-of-scope share)"))
     if json_out:
         write_json(json_out, result)
     if plots:

@@ -199,7 +199,9 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
                     targets: Sequence[str] | None = None, cache: bool = True):
     """A ``tf.data.Dataset`` of ``(images float32 (B,S,S,3) 0..255, labels int32 (B,))``.
 
-    ``training`` shuffles, and applies ``augment`` and ``oversample`` (class-balanced sampling
+    ``training`` shuffles, and applies ``augment`` (its Keras layers, then its acquisition
+    shifts ``augment.shift``, :mod:`kdskin.data.shift_augment`) and ``oversample``
+    (class-balanced sampling
     with replacement, same epoch length); both are refused outside training so evaluation data
     are never altered. ``targets``: output names; labels become ``{name: labels}`` for models
     with several outputs.
@@ -235,6 +237,16 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     if augmenter is not None:
         ds = ds.map(lambda x, y: (tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment is not None and augment.enabled and augment.shift.enabled:
+        from kdskin.data.shift_augment import shift_augment
+
+        shift = augment.shift
+        # stateless, seeded by (seed, batch index): the same batch index draws the same
+        # strengths every epoch, on other images (the split is reshuffled each epoch)
+        ds = ds.enumerate().map(
+            lambda i, xy: (shift_augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]),
+                                         shift), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
     if targets:
         names = list(targets)
         ds = ds.map(lambda x, y: (x, {name: y for name in names}))

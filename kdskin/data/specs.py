@@ -9,6 +9,7 @@ values are :class:`~kdskin.errors.ConfigError` naming the configuration key.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from kdskin.errors import ConfigError
 
@@ -67,3 +68,21 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
     return value
+
+
+def check_shift_augment(cfg: Any) -> Any:
+    """``augment.shift`` (:class:`kdskin.config.ShiftAugmentConfig`): probability in [0, 1],
+    colour_gain, border, zoom_out and aspect in [0, 0.5], blur in [0, 3] pixels, jpeg_quality
+    in [1, 100] (100: no JPEG)."""
+    if not 0.0 <= cfg.probability <= 1.0:
+        raise ConfigError(f"augment.shift.probability must be in [0, 1], got {cfg.probability}")
+    for key in ("colour_gain", "border", "zoom_out", "aspect"):
+        value = getattr(cfg, key)
+        if not 0.0 <= value <= 0.5:
+            raise ConfigError(f"augment.shift.{key} must be in [0, 0.5] (0: off), got {value}")
+    if not 0.0 <= cfg.blur <= 3.0:
+        raise ConfigError(f"augment.shift.blur must be in [0, 3] pixels (0: off), got {cfg.blur}")
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise ConfigError(f"augment.shift.jpeg_quality must be in [1, 100] (100: off), got "
+                          f"{cfg.jpeg_quality}")
+    return cfg

@@ -16,8 +16,9 @@ Zero padding in ``v`` is padding with ``p = -128 - o/s`` in ``u`` (-128 for ``x/
 black pixel), so "same" padding becomes an explicit constant pad and the convolution runs
 "valid": the rewritten model computes the same function (to float rounding), and the weight
 error now scales with ``|x - 128|``. It only applies where the pattern is exactly
-"model input -> scalar Rescaling -> Conv2D (stride s, no dilation, one group, channels last)";
-anything else is left as it is.
+"model input -> scalar Rescaling -> Conv2D (stride s, no dilation, one group, channels last)",
+where a colour-constancy layer (:class:`~kdskin.models.layers.ColourConstancy`, 0..255 in and
+out) may sit between the input and the rescaling; anything else is left as it is.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 
 from kdskin.compat import functional_nodes
+from kdskin.models.layers import ColourConstancy
 
 #: The integer the centred input is shifted by (uint8 pixels -> int8 values, exactly).
 CENTRE: int = 128
@@ -76,14 +78,19 @@ def centrable_convs(model: keras.Model) -> dict[str, tuple[float, float]]:
 
     Those are ``Conv2D`` layers (channels last, no dilation, one group, "same" or "valid",
     static spatial input size, used once in the model) whose input is a scalar ``Rescaling``
-    of the model's input. Raises :class:`kdskin.compat.CompatError` when the model's layer graph
-    cannot be read (a private Keras API, :func:`kdskin.compat.functional_nodes`): the caller
-    records why centring was skipped instead of skipping it silently.
+    of the model's input (or of its colour-constancy layer's 0..255 output). Raises
+    :class:`kdskin.compat.CompatError` when the model's layer graph cannot be read (a private
+    Keras API, :func:`kdskin.compat.functional_nodes`): the caller records why centring was
+    skipped instead of skipping it silently.
     """
     nodes = functional_nodes(model)
     producer = {id(t): node for node in nodes for t in node.output_tensors}
     uses = Counter(id(node.operation) for node in nodes)
     inputs = {id(t) for t in model.inputs}
+    for node in nodes:  # pixels 0..255 after colour constancy count as the input
+        if (isinstance(node.operation, ColourConstancy) and len(node.input_tensors) == 1
+                and id(node.input_tensors[0]) in inputs):
+            inputs.update(id(t) for t in node.output_tensors)
     found: dict[str, tuple[float, float]] = {}
     for node in nodes:
         layer = node.operation

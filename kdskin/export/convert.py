@@ -43,10 +43,15 @@ from kdskin.export.quiet import quiet
 from kdskin.export.specs import APP_DIR, FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.io import atomic_write_bytes, atomic_write_text
 from kdskin.models.contract import check_classifier, deployable
+from kdskin.models.inputs import colour_constancy_of
+from kdskin.models.layers import COLOUR_CONSTANCY_NAME
 
-#: Name of the in-model downscale of the app files (kdskin.export.resize), whose ops the
-#: int8 file keeps in float: exact anti-aliasing, then the same int8 body as model_int8.tflite.
-FLOAT_FRONT = "pillow_downscale"
+#: Names of the ops at the input that the int8 file keeps in float32, before its first
+#: quantize op: the in-model downscale of the app files (kdskin.export.resize: exact
+#: anti-aliasing, then the same int8 body as model_int8.tflite) and the colour-constancy layer
+#: (kdskin.models.layers.ColourConstancy: a per-image p-norm, power and division, whose int8
+#: version would round the small powers of dark pixels to zero).
+FLOAT_FRONT: tuple[str, ...] = ("pillow_downscale", COLOUR_CONSTANCY_NAME)
 
 # --------------------------------------------------------------------------- calibration data
 
@@ -184,7 +189,8 @@ def _int8_with_float_head(converter: Any, per_channel: bool, info: dict[str, Any
         assert quantize is not None
         calibrated = converter.convert()
         head = head_nodes(calibrated)
-        front = nodes_named(calibrated, FLOAT_FRONT)  # app files: the downscale stays float
+        front = [name for marker in FLOAT_FRONT  # downscale, colour constancy: float
+                 for name in nodes_named(calibrated, marker)]
         try:
             flatbuffer = quantize(calibrated, disable_per_channel=not per_channel,
                                   input_data_type=tf.uint8, output_data_type=tf.float32,
@@ -339,7 +345,12 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
         raise ModelError(f"app_factor must be 0 (no app files) or a positive integer, got "
                          f"{app_factor}")
     size, _ = check_classifier(model)
-    if "int8" in kinds or (app_factor and "int8" in app_kinds):
+    wants_int8 = "int8" in kinds or bool(app_factor and "int8" in app_kinds)
+    if wants_int8 and int8_head == "int8" and colour_constancy_of(model) is not None:
+        raise ModelError(f"model '{model.name}' has a colour-constancy layer, which runs in "
+                         f"float32 at the int8 file's input; int8_head='int8' (every op "
+                         f"integer) cannot hold it: use int8_head='float'")
+    if wants_int8:
         if representative is None or len(representative) == 0:
             raise DataError("the int8 export needs representative training images; pass "
                             "representative=representative_sample(train_images, ...)")

@@ -5,20 +5,24 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.constants import NUM_CLASSES
+from kdskin.models.inputs import image_input
 from kdskin.models.specs import validate_baseline
 
 
 def build_baseline_cnn(image_size: int, num_classes: int = NUM_CLASSES,
-                       name: str = "baseline_cnn") -> keras.Model:
+                       name: str = "baseline_cnn",
+                       colour_constancy: float | None = None) -> keras.Model:
     """Conv16-pool-Conv32-pool-Flatten-Dense128-Dropout0.5-Dense, as in the paper.
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
     Convolutions are 3x3 'valid' with ReLU, pools are 2x2.
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
+    (:func:`kdskin.models.inputs.image_input`; None: none).
     """
     validate_baseline(image_size, num_classes)
-    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
+    image, pixels = image_input(image_size, colour_constancy)
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(pixels)
     x = layers.Conv2D(16, 3, activation="relu", name="block_1_conv")(x)
     x = layers.MaxPooling2D(2, name="block_1_pool")(x)
     x = layers.Conv2D(32, 3, activation="relu", name="block_2_conv")(x)

@@ -81,7 +81,55 @@ class PositionEmbedding(keras.layers.Layer):
         return config
 
 
+#: Name of the colour-constancy layer in every kdskin model that has one; the int8 export
+#: keeps the ops under this name in float32 (:mod:`kdskin.export.convert`).
+COLOUR_CONSTANCY_NAME = "colour_constancy"
+
+
+@keras.saving.register_keras_serializable(package="kdskin")
+class ColourConstancy(keras.layers.Layer):
+    """Shades of Grey colour constancy of each image (Finlayson & Trezzi 2004), no weights.
+
+    ``(batch, H, W, 3)`` 0..255 -> ``(batch, H, W, 3)`` 0..255. Per image and channel c, the
+    illuminant estimate is the Minkowski ``power``-mean of the pixels,
+    ``n_c = mean_xy((x_c / 255) ** p) ** (1 / p)``, and each channel is scaled by
+    ``rms(n) / (n_c + epsilon)`` (``rms`` over the 3 channels: the published
+    ``x / (sqrt(3) * n / ||n||)``), then clipped to 0..255. ``power`` 1 is grey world (every
+    channel's mean becomes the same); 6 is the Shades of Grey of the ISIC 2018/2019 winners. A
+    global colour cast (per-channel gains) is removed exactly, up to clipping.
+    """
+
+    def __init__(self, power: float = 6.0, epsilon: float = 1e-3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not power >= 1.0:
+            raise ValueError(f"{self.name}: power must be at least 1, got {power}")
+        if not epsilon > 0.0:
+            raise ValueError(f"{self.name}: epsilon must be positive, got {epsilon}")
+        self.power = float(power)
+        self.epsilon = float(epsilon)
+
+    def call(self, x: Any) -> Any:
+        v = x * (1.0 / 255.0)
+        if self.power == 1.0:
+            norm = ops.mean(v, axis=(1, 2), keepdims=True)
+        else:
+            norm = ops.power(ops.mean(ops.power(v, self.power), axis=(1, 2), keepdims=True),
+                             1.0 / self.power)
+        norm = norm + self.epsilon  # (b, 1, 1, 3)
+        target = ops.sqrt(ops.mean(ops.square(norm), axis=-1, keepdims=True))  # (b, 1, 1, 1)
+        return ops.clip(x * (target / norm), 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"power": self.power, "epsilon": self.epsilon})
+        return config
+
+
 CUSTOM_LAYERS: dict[str, type[keras.layers.Layer]] = {
+    "ColourConstancy": ColourConstancy,
     "LayerScale": LayerScale,
     "PositionEmbedding": PositionEmbedding,
 }

@@ -19,9 +19,10 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.constants import NUM_CLASSES
 from kdskin.models.efficientnet_lite import efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
+from kdskin.models.inputs import image_input
 from kdskin.models.specs import REFERENCE_FILTERS, validate_reference, validate_reference_effnet
 
 
@@ -41,14 +42,17 @@ def conv_stage(filters: int, index: int) -> layers.Layer:
 
 def build_reference_cnn(image_size: int, filters: Sequence[int] = REFERENCE_FILTERS,
                         dropout: float = 0.3, num_classes: int = NUM_CLASSES,
-                        name: str = "reference_cnn") -> keras.Model:
+                        name: str = "reference_cnn",
+                        colour_constancy: float | None = None) -> keras.Model:
     """The VGG-style reference CNN.
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
+    (:func:`kdskin.models.inputs.image_input`; None: none).
     """
     validate_reference(image_size, filters, dropout)
-    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
-    x = layers.Rescaling(1.0 / 255.0, name="rescale")(image)
+    image, pixels = image_input(image_size, colour_constancy)
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(pixels)
     for i, f in enumerate(filters, start=1):
         x = conv_stage(int(f), i)(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
@@ -60,17 +64,20 @@ def build_reference_cnn(image_size: int, filters: Sequence[int] = REFERENCE_FILT
 def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = "imagenet",
                            dropout: float = 0.2, bn_momentum: float = 0.9,
                            num_classes: int = NUM_CLASSES,
-                           name: str = "reference_effnet") -> keras.Model:
+                           name: str = "reference_effnet",
+                           colour_constancy: float | None = None) -> keras.Model:
     """EfficientNet-Lite ``variant`` alone (``weights`` ``imagenet`` or ``none``).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``; layers keep
     EfficientNet's names (``stem_conv`` ... ``top_activation``), then ``pool``, ``dropout``,
     ``logits``. Raises :class:`~kdskin.errors.ConfigError` before building anything when it
     cannot be built (the weights package missing included).
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
+    (:func:`kdskin.models.inputs.image_input`; None: none).
     """
     validate_reference_effnet(image_size, variant, weights, dropout)
-    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
-    x = efficientnet_lite(image, variant)
+    image, pixels = image_input(image_size, colour_constancy)
+    x = efficientnet_lite(pixels, variant)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     logits = layers.Dense(num_classes, name="logits")(x)

@@ -44,6 +44,14 @@ STUDENT_OUTPUTS: tuple[str, ...] = ("cnn_exit", "effnet_exit", "logits")
 #: Weights values of ``student.weights`` besides a file path.
 NAMED_WEIGHTS: tuple[str, ...] = ("none", "imagenet")
 
+#: Colour constancy at every model's input (``data.colour_constancy``): none, grey world
+#: (Minkowski p = 1) or Shades of Grey (Finlayson & Trezzi 2004, ``data.colour_constancy_p``).
+COLOUR_CONSTANCY: tuple[str, ...] = ("none", "grey_world", "shades_of_grey")
+#: The Minkowski norm of Shades of Grey the ISIC 2018/2019 winners used.
+SHADES_OF_GREY_P = 6.0
+#: Largest Minkowski norm allowed (towards max-RGB; float32 powers of 0..1 stay representable).
+MAX_COLOUR_CONSTANCY_P = 16.0
+
 #: Smallest input each model can be built for (pixels, square).
 STUDENT_MIN_IMAGE_SIZE = 32  # keras.applications.EfficientNet's minimum input size
 TEACHER_MIN_IMAGE_SIZE = 8
@@ -147,6 +155,23 @@ def check_fraction(key: str, value: float) -> None:
 def check_at_least(key: str, value: int, minimum: int = 1) -> None:
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+
+
+def colour_constancy_power(method: str, p: float = SHADES_OF_GREY_P) -> float | None:
+    """The Minkowski norm of ``data.colour_constancy`` ``method``: None (``none``), 1.0
+    (``grey_world``) or ``p`` (``shades_of_grey``, ``data.colour_constancy_p`` in [1, 16]).
+
+    Raises :class:`ConfigError` naming the key for an unknown method or a ``p`` out of range.
+    """
+    check_choice("data.colour_constancy", method, COLOUR_CONSTANCY)
+    if isinstance(p, bool) or not isinstance(p, int | float) or \
+            not 1.0 <= p <= MAX_COLOUR_CONSTANCY_P:
+        raise ConfigError(f"data.colour_constancy_p must be a number in [1, "
+                          f"{MAX_COLOUR_CONSTANCY_P:g}] (6: Shades of Grey, 1: grey world), "
+                          f"got {p!r}")
+    if method == "none":
+        return None
+    return 1.0 if method == "grey_world" else float(p)
 
 
 # --------------------------------------------------------------------------- per model

@@ -33,10 +33,11 @@ from typing import Any
 import keras
 from keras import layers
 
-from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.constants import NUM_CLASSES
 from kdskin.errors import ModelError
 from kdskin.models.efficientnet_lite import LITE_COEFFICIENTS, efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
+from kdskin.models.inputs import image_input
 from kdskin.models.specs import (
     EFFICIENTNET_VARIANTS,
     EFFICIENTNETS,
@@ -148,13 +149,16 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
 
 
 def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CLASSES,
-                  fusion: str | None = None, name: str = "student") -> keras.Model:
+                  fusion: str | None = None, name: str = "student",
+                  colour_constancy: float | None = None) -> keras.Model:
     """Build the fused CNN + EfficientNet student (see the module docstring).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
     ``fusion`` None uses ``cfg.fusion``. Raises :class:`ConfigError` for a bad configuration
     (:func:`kdskin.models.specs.validate_student`, a missing weights file included) before
     building anything, and :class:`ModelError` for an incompatible weights file.
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
+    (:func:`kdskin.models.inputs.image_input`; None: none).
     """
     fusion = cfg.fusion if fusion is None else fusion
     validate_student(cfg, image_size, num_classes, fusion)
@@ -162,13 +166,13 @@ def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CL
     label = f"EfficientNet{'-Lite' if cfg.efficientnet_variant == 'lite' else ''}" \
             f"{cfg.efficientnet}"
 
-    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
+    image, pixels = image_input(image_size, colour_constancy)
 
-    cnn_features = cnn_branch(image, cfg)
+    cnn_features = cnn_branch(pixels, cfg)
     cnn_pooled = layers.GlobalAveragePooling2D(name="cnn_pool")(cnn_features)
     cnn_exit = layers.Dense(num_classes, name="cnn_exit")(cnn_pooled)
 
-    raw_effnet = effnet_branch(image, cfg, image_size, weights)
+    raw_effnet = effnet_branch(pixels, cfg, image_size, weights)
     effnet_features = layers.Identity(name="effnet_features")(raw_effnet)
     effnet_pooled = layers.GlobalAveragePooling2D(name="effnet_pool")(effnet_features)
     effnet_exit = layers.Dense(num_classes, name="effnet_exit")(effnet_pooled)

@@ -29,9 +29,10 @@ from typing import Any
 import keras
 from keras import layers
 
-from kdskin.constants import INPUT_NAME, NUM_CLASSES
+from kdskin.constants import NUM_CLASSES
 from kdskin.models.efficientnet_lite import efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
+from kdskin.models.inputs import image_input
 from kdskin.models.layers import LayerScale, PositionEmbedding
 from kdskin.models.specs import CONV_BRANCHES, TeacherConfig, validate_teacher
 
@@ -213,24 +214,27 @@ def lite_conv_branch(image: Any, cfg: TeacherConfig, num_classes: int
 
 
 def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CLASSES,
-                  name: str = "teacher") -> keras.Model:
+                  name: str = "teacher",
+                  colour_constancy: float | None = None) -> keras.Model:
     """Build the hybrid ViT + ConvNeXt/ConvMixer teacher (see the module docstring).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
     Raises :class:`ConfigError` before building anything if the configuration cannot work.
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
+    (:func:`kdskin.models.inputs.image_input`; None: none).
     """
     validate_teacher(cfg, image_size, num_classes)
-    image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
+    image, pixels = image_input(image_size, colour_constancy)
     # Centred input (-1..1), not 0..1: both branches start with a linear patch embedding
     # followed by LayerNorm, and on all-positive 0..1 pixels a dark patch embeds to nearly a
     # scaled copy of a light one, which LayerNorm then maps to the same vector -- the branch
     # loses lesion darkness and contrast. Measured on the generated data (conv branch alone,
     # 10 epochs): val accuracy 0.38 (= majority class) with 0..1, 0.50 with -1..1.
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(image)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(pixels)
 
     vit_pooled, vit_exits = vit_branch(x, cfg, image_size, num_classes)
     if cfg.conv_branch == "efficientnet_lite":
-        conv_pooled, conv_exits = lite_conv_branch(image, cfg, num_classes)
+        conv_pooled, conv_exits = lite_conv_branch(pixels, cfg, num_classes)
     else:
         conv_pooled, conv_exits = conv_branch(x, cfg, num_classes)
 

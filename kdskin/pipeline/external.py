@@ -1,5 +1,7 @@
 """External evaluation: every model and every ``.tflite`` of a run, scored on a labelled set
-from outside the training data (e.g. ISIC 2018 Task 3 test), whole, never tuned on (issue 13).
+from outside the training data (e.g. ISIC 2018 Task 3 test), whole, never tuned on (issue 13);
+every Keras model and the int8 file also under the acquisition-shift suite
+(:mod:`kdskin.shift_suite`, ``external["shifts"]``).
 """
 
 from __future__ import annotations
@@ -52,12 +54,16 @@ def load_external(cfg: Config, run: RunDir) -> tuple[Any, str, list[str]]:
 def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | None,
                    rules: DecisionRules | None) -> dict[str, Any]:
     """Score every Keras model of the run (updating ``state.models[...].external``) and every
-    ``.tflite`` file on the external set; returns ``state.external``."""
+    ``.tflite`` file on the external set; returns ``state.external``. The acquisition-shift
+    suite of every Keras model and of ``model_int8.tflite`` goes to ``["shifts"][name]`` (the
+    metrics on what each returns, as the clean figures; ``flagged``: the final student's
+    out-of-scope check, which reads the images only)."""
     from kdskin.decision import score_with_rules
     from kdskin.evaluate import KerasClassifier, evaluate_arrays
     from kdskin.export.litert import TFLiteClassifier
     from kdskin.models.contract import load_keras
     from kdskin.pipeline.trust import intervals
+    from kdskin.shift_suite import shift_suite, worst
 
     part, fmt, errors = load_external(cfg, run)
     counts = np.bincount(part.labels, minlength=7)
@@ -66,7 +72,14 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
                                    strict=True)))
     result: dict[str, Any] = {"data": str(cfg.data.external), "format": fmt,
                               "n_images": len(part), "unreadable_images": errors, "tflite": {},
-                              "trust": {}}
+                              "trust": {}, "shifts": {}}
+
+    def suite(name: str, clf: Any) -> None:
+        result["shifts"][name] = shift_suite(clf, part.images, part.labels, rules=rules)
+        shift, drop = worst(result["shifts"][name])
+        log(f"external {name} under the shift suite: worst balanced-accuracy drop {drop:+.4f} "
+            f"({shift})")
+
     for name, entry in state.models.items():
         clf = KerasClassifier(load_keras(run.model(name)))
         metrics, probs = evaluate_arrays(clf, part.images, part.labels)
@@ -77,6 +90,7 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
             f"recall {metrics['melanoma_recall']:.4f}")
         if name == final and rules is not None:
             result["trust"][name] = score_with_rules(rules, part.labels, probs)
+        suite(name, clf)
     for path in sorted(run.tflite.glob("model_*.tflite")):
         kind = path.stem.removeprefix("model_")
         clf = TFLiteClassifier(path)
@@ -87,4 +101,6 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
             result["trust"][path.name] = score_with_rules(rules.folded(), part.labels, probs)
         log(f"external {path.name}: accuracy {metrics['accuracy']:.4f}, balanced "
             f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}")
+        if kind == "int8":
+            suite(path.name, clf)
     return result

@@ -109,6 +109,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                         for section, variant in cfg.imagenet_starts().items()}
 
     test_probs: dict[str, Any] = {}
+    colour = cfg.data.colour_power()  # every model's input layer (None: no colour constancy)
 
     def finish(entry: ModelRecord, model: Any) -> None:
         from kdskin.evaluate import write_plots
@@ -128,7 +129,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
     if cfg.baseline.enabled and _load_existing(run, BASELINE_CNN, state) is None:
         model, hist, secs = train_classifier(
-            cfg, data, run, BASELINE_CNN, lambda: build_baseline_cnn(cfg.data.image_size),
+            cfg, data, run, BASELINE_CNN,
+            lambda: build_baseline_cnn(cfg.data.image_size, colour_constancy=colour),
             cfg.baseline.epochs, cfg.baseline.learning_rate)
         finish(record(run, BASELINE_CNN, model, hist, secs, "paper baseline CNN, cross-entropy"),
                model)
@@ -138,7 +140,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         ref = cfg.reference
         model, hist, secs = train_classifier(
             cfg, data, run, REFERENCE_CNN,
-            lambda: build_reference_cnn(cfg.data.image_size, ref.filters, ref.dropout),
+            lambda: build_reference_cnn(cfg.data.image_size, ref.filters, ref.dropout,
+                                        colour_constancy=colour),
             ref.epochs or cfg.student.epochs, ref.learning_rate or cfg.student.learning_rate)
         finish(record(run, REFERENCE_CNN, model, hist, secs,
                       "strong plain reference: VGG-style CNN, cross-entropy"), model)
@@ -149,7 +152,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         model, hist, secs = train_classifier(
             cfg, data, run, REFERENCE_EFFNET,
             lambda: build_reference_effnet(cfg.data.image_size, eff.variant, eff.weights,
-                                           eff.dropout, cfg.student.bn_momentum),
+                                           eff.dropout, cfg.student.bn_momentum,
+                                           colour_constancy=colour),
             eff.epochs or cfg.student.epochs, eff.learning_rate or cfg.student.learning_rate)
         finish(record(run, REFERENCE_EFFNET, model, hist, secs,
                       f"pretrained reference: EfficientNet-Lite{eff.variant[1:]} "
@@ -165,7 +169,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                       f"teacher reused from {teacher_file}"), teacher_model)
     if teacher_model is None and cfg.teacher.enabled:
         teacher_model, hist, secs = train_classifier(
-            cfg, data, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.data.image_size),
+            cfg, data, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.data.image_size,
+                                          colour_constancy=colour),
             cfg.teacher.epochs, cfg.teacher.learning_rate,
             exit_weight=cfg.teacher.exit_loss_weight)
         finish(record(run, TEACHER, teacher_model, hist, secs,

@@ -1,0 +1,279 @@
+"""Colour constancy inside the model: the layer's numbers, the builders, the config, the saved
+file, and the int8 export (the ops stay float32 at the input, the effect survives)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from kdskin.config import load_config
+from kdskin.constants import NUM_CLASSES
+from kdskin.errors import ConfigError, ModelError
+from kdskin.models.layers import COLOUR_CONSTANCY_NAME, ColourConstancy
+from kdskin.models.specs import colour_constancy_power
+
+SIZE = 32
+CAST = np.array([1.25, 1.0, 0.75], np.float32)
+
+
+def _images(n: int = 4, low: float = 40.0, high: float = 150.0, seed: int = 0) -> np.ndarray:
+    """(n, SIZE, SIZE, 3) float32 with per-channel structure (not grey), no value near 255."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(low, high, (n, SIZE, SIZE, 3))
+    base[..., 0] *= np.linspace(0.7, 1.0, SIZE)[None, :, None]  # channels differ in shape
+    return base.astype(np.float32)
+
+
+def _run(layer: ColourConstancy, x: np.ndarray) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(layer(x)))
+
+
+# --------------------------------------------------------------------------- the layer
+
+
+def test_grey_world_gives_equal_channel_means():
+    x = _images() * CAST
+    out = _run(ColourConstancy(1.0), x)
+    means = out.mean(axis=(1, 2))  # (n, 3)
+    assert out.max() < 255.0  # no clipping in this test
+    # equal up to the layer's epsilon (1e-3 of 255 added to each norm): mean_c (1 - eps / n_c)
+    np.testing.assert_allclose(means, means[:, :1].repeat(3, axis=1), rtol=5e-3)
+    assert np.ptp(x.mean(axis=(1, 2)), axis=1).min() > 10  # the input's were not equal
+
+
+def test_shades_of_grey_removes_a_colour_cast():
+    """A cast by per-channel gains is divided out; what remains is one global factor
+    rms(gains * n) / rms(n) (published Shades of Grey normalises the chromaticity)."""
+    x = _images()
+    cast = x * CAST
+    layer = ColourConstancy(6.0)
+    a, b = _run(layer, x), _run(layer, cast)
+    assert np.abs(cast - x).mean() > 10.0
+    k = b.sum() / a.sum()  # the one factor left: rms(gains * n) / rms(n), about 1.02 here
+    assert 0.98 < k < 1.05
+    np.testing.assert_allclose(b, k * a, atol=0.6)
+    chroma = lambda y: y.mean(axis=(1, 2)) / y.mean(axis=(1, 2, 3))[:, None]  # noqa: E731
+    np.testing.assert_allclose(chroma(a), chroma(b), atol=2e-3)
+
+
+def test_power_one_and_six_differ_and_output_is_clipped():
+    x = _images()
+    x[:, :4, :4, 2] = 250.0  # a bright corner: the 6-norm weighs it more than the mean does
+    grey, sog = _run(ColourConstancy(1.0), x), _run(ColourConstancy(6.0), x)
+    assert np.abs(grey - sog).mean() > 1.0
+    bright = np.full((1, SIZE, SIZE, 3), 250.0, np.float32)
+    bright[..., 2] = 20.0  # a strong blue deficit: the gain pushes blue past 255 nowhere, but
+    out = _run(ColourConstancy(6.0), bright)  # red/green get scaled down, blue up
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert out.dtype == np.float32 and out.shape == bright.shape
+
+
+def test_black_image_stays_black_and_finite():
+    out = _run(ColourConstancy(6.0), np.zeros((2, SIZE, SIZE, 3), np.float32))
+    assert np.isfinite(out).all() and out.max() == 0.0
+
+
+def test_layer_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="power must be at least 1"):
+        ColourConstancy(0.5)
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        ColourConstancy(6.0, epsilon=0.0)
+
+
+# --------------------------------------------------------------------------- config and builders
+
+
+def test_config_colour_constancy_values():
+    assert load_config().data.colour_constancy == "none"
+    assert load_config().data.colour_power() is None
+    assert load_config(overrides=["data.colour_constancy=grey_world"]).data.colour_power() == 1.0
+    cfg = load_config(overrides=["data.colour_constancy=shades_of_grey",
+                                 "data.colour_constancy_p=4"])
+    assert cfg.data.colour_power() == 4.0
+    assert colour_constancy_power("shades_of_grey") == 6.0
+    with pytest.raises(ConfigError, match="data.colour_constancy' must be one of"):
+        load_config(overrides=["data.colour_constancy=retinex"])
+    with pytest.raises(ConfigError, match=r"data.colour_constancy_p must be a number in \[1, 16\]"):
+        load_config(overrides=["data.colour_constancy=shades_of_grey",
+                               "data.colour_constancy_p=0.5"])
+    with pytest.raises(ConfigError, match="export.int8_head=int8"):
+        load_config(overrides=["data.colour_constancy=grey_world", "export.int8_head=int8"])
+
+
+def _builders():
+    from kdskin.models import build_baseline_cnn, build_student, build_teacher
+    from kdskin.models.reference import build_reference_cnn, build_reference_effnet
+    from tests.test_models import TINY_STUDENT, TINY_TEACHER
+
+    return {
+        "baseline_cnn": lambda cc: build_baseline_cnn(SIZE, colour_constancy=cc),
+        "reference_cnn": lambda cc: build_reference_cnn(SIZE, (8, 16), colour_constancy=cc),
+        "reference_effnet": lambda cc: build_reference_effnet(SIZE, "B0", "none",
+                                                              colour_constancy=cc),
+        "teacher": lambda cc: build_teacher(TINY_TEACHER, SIZE, colour_constancy=cc),
+        "student": lambda cc: build_student(TINY_STUDENT, SIZE, colour_constancy=cc),
+    }
+
+
+@pytest.mark.parametrize("name", ["baseline_cnn", "reference_cnn", "reference_effnet",
+                                  "teacher", "student"])
+def test_every_builder_puts_the_layer_right_after_the_input(name):
+    from kdskin.models.inputs import colour_constancy_of
+
+    build = _builders()[name]
+    model = build(6.0)
+    layer = model.get_layer(COLOUR_CONSTANCY_NAME)
+    assert isinstance(layer, ColourConstancy) and layer.power == 6.0
+    assert layer.input is model.inputs[0]  # fed by the image input itself
+    def reads_image(other: keras.layers.Layer) -> bool:
+        try:
+            inputs = keras.tree.flatten(other.input)
+        except (AttributeError, ValueError):  # an input layer, or a layer used twice
+            return False
+        return any(t is model.inputs[0] for t in inputs)
+
+    assert [lyr.name for lyr in model.layers if lyr is not layer and reads_image(lyr)] == []
+    assert colour_constancy_of(model) == 6.0
+    assert colour_constancy_of(build(None)) is None
+
+
+def test_saved_and_reloaded_model_is_equal(tmp_path):
+    from kdskin.models import build_baseline_cnn
+    from kdskin.models.contract import load_keras
+
+    keras.utils.set_random_seed(0)
+    model = build_baseline_cnn(SIZE, colour_constancy=6.0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_keras(path)
+    x = _images(3) * CAST
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["logits"],
+                               model.predict(x, verbose=0)["logits"], rtol=1e-5, atol=1e-5)
+    layer = loaded.get_layer(COLOUR_CONSTANCY_NAME)
+    assert isinstance(layer, ColourConstancy) and layer.power == 6.0
+
+
+# --------------------------------------------------------------------------- int8 export
+
+#: Grey levels of the stand-in's three classes (0, 3, 6): brightness, which colour constancy
+#: keeps (up to a few percent), while it removes the random colour casts of the images.
+CLASSES_USED = np.array([0, 3, 6])
+LEVELS = {0: 50.0, 3: 130.0, 6: 210.0}
+
+
+def brightness_data(n_per_class: int = 40, seed: int = 0, cast: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, SIZE, SIZE, 3) uint8 near-grey images whose class (0, 3 or 6) is their brightness;
+    with ``cast``, each image gets random per-channel gains in [0.8, 1.2]."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(CLASSES_USED, n_per_class)
+    level = np.array([LEVELS[c] for c in labels])
+    x = level[:, None, None, None] + rng.normal(0, 8, (len(labels), SIZE, SIZE, 3))
+    if cast:
+        x = x * rng.uniform(0.8, 1.2, (len(labels), 1, 1, 3))
+    order = rng.permutation(len(labels))
+    return np.clip(x, 0, 255).astype(np.uint8)[order], labels[order]
+
+
+def cc_classifier() -> keras.Model:
+    """A stand-in kdskin classifier with Shades of Grey after the input (like the builders)."""
+    from kdskin.models.inputs import image_input
+
+    image, pixels = image_input(SIZE, 6.0)
+    x = keras.layers.Rescaling(1.0 / 255.0)(pixels)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    logits = keras.layers.Dense(NUM_CLASSES, name="logits")(x)
+    return keras.Model(image, {"logits": logits}, name="tiny_cc")
+
+
+@pytest.fixture(scope="module")
+def exported_cc(tmp_path_factory: pytest.TempPathFactory):
+    from kdskin.export.convert import export_tflite
+
+    keras.utils.set_random_seed(0)
+    model = cc_classifier()
+    images, labels = brightness_data()
+    model.compile(keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    model.fit(images.astype(np.float32), labels, epochs=25, batch_size=16, verbose=0)
+    info: dict = {}
+    files = export_tflite(model, tmp_path_factory.mktemp("cc"), images[:64],
+                          kinds=("fp32", "int8"), info=info)
+    return model, files, info
+
+
+def test_int8_keeps_colour_constancy_in_float_and_agrees_with_keras(exported_cc):
+    from kdskin.export.check import keras_probs
+    from kdskin.export.graph import float_ops
+    from kdskin.export.litert import TFLiteClassifier
+
+    model, files, info = exported_cc
+    front = info["int8_float_front"]
+    assert front and all(COLOUR_CONSTANCY_NAME in name for name in front)
+    assert "POW" in float_ops(files["int8"])  # the 6-norm runs in float32
+    assert info["centred_convs"]  # the first conv is still centred behind the layer
+    clf = TFLiteClassifier(files["int8"])
+    assert clf.input_dtype == np.uint8
+    images, labels = brightness_data(n_per_class=10, seed=7)  # held out
+    ref = keras_probs(model, images)
+    assert np.mean(ref.argmax(1) == labels) >= 0.9  # the stand-in learnt its task
+    got = clf.predict(images)
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.95
+    np.testing.assert_allclose(TFLiteClassifier(files["fp32"]).predict(images), ref, atol=1e-4)
+
+
+def channel_balance_model(colour_constancy: float | None) -> keras.Model:
+    """logits = 20 x the mean of R, G, B (0..1) for classes 0..2 and 0 for the rest: the
+    probabilities of classes 0..2 are equal exactly when the channel means are."""
+    from kdskin.models.inputs import image_input
+
+    image, pixels = image_input(SIZE, colour_constancy)
+    x = keras.layers.Rescaling(1.0 / 255.0)(pixels)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(NUM_CLASSES, name="logits")
+    logits = dense(x)
+    kernel = np.zeros((3, NUM_CLASSES), np.float32)
+    kernel[[0, 1, 2], [0, 1, 2]] = 20.0
+    dense.set_weights([kernel, np.zeros(NUM_CLASSES, np.float32)])
+    return keras.Model(image, {"logits": logits}, name="balance")
+
+
+def test_the_int8_file_applies_grey_world(tmp_path):
+    """Grey world inside the int8 file: a strongly cast image comes out with equal channel
+    means, so classes 0..2 get equal probabilities; the same model without the layer (checked
+    in Keras) gives them far apart, so the test fails if the layer is not in the file."""
+    from kdskin.export.check import keras_probs
+    from kdskin.export.convert import export_tflite
+    from kdskin.export.litert import TFLiteClassifier
+
+    images = np.clip(_images(6, 60, 160, seed=3) * CAST, 0, 255).astype(np.uint8)
+    plain = keras_probs(channel_balance_model(None), images)[:, :3]
+    assert (plain.max(1) - plain.min(1)).min() > 0.1
+    model = channel_balance_model(1.0)
+    files = export_tflite(model, tmp_path, images, kinds=("int8",), centre_input=False)
+    probs = TFLiteClassifier(files["int8"]).predict(images)[:, :3]
+    assert (probs.max(1) - probs.min(1)).max() < 0.02
+    np.testing.assert_allclose(probs, keras_probs(model, images)[:, :3], atol=0.02)
+
+
+def test_all_integer_int8_refuses_colour_constancy(exported_cc, tmp_path):
+    from kdskin.export.convert import export_tflite
+
+    model, _, _ = exported_cc
+    images, _ = brightness_data(n_per_class=2)
+    with pytest.raises(ModelError, match="colour-constancy layer.*int8_head='float'"):
+        export_tflite(model, tmp_path, images, kinds=("int8",), int8_head="int8")
+
+
+def test_builders_default_to_no_layer():
+    from kdskin.models import build_baseline_cnn
+
+    model = build_baseline_cnn(SIZE)
+    assert not any(isinstance(lyr, ColourConstancy) for lyr in model.layers)
+    assert dataclasses.fields(load_config().data)  # the config still loads with the new keys
