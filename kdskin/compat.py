@@ -23,6 +23,8 @@ Private APIs used, and what happens without them:
   goes on without centring).
 - ``KerasTensor._keras_history`` (:func:`producing_layer`: which layer made an output, e.g. to
   tell a softmax output from logits; raises).
+- TensorFlow's eager ``Context._initialized`` (:func:`tf_context_initialized`: has an op run
+  before the multi-worker strategy is created; raises).
 
 Former private uses replaced by public APIs: ``keras.src.utils.io_utils.print_msg`` (now
 :func:`print_msg`, on ``keras.config.is_interactive_logging_enabled``), Keras' ``_loss_tracker``
@@ -175,6 +177,21 @@ def mlir_quantize() -> tuple[Callable[..., bytes] | None, str | None]:
     return fn, None
 
 
+def tf_context_initialized() -> bool:
+    """Whether TensorFlow's eager context has started in this process (an op ran, a device was
+    set up): ``MultiWorkerMirroredStrategy`` must be created before that. Private:
+    ``tensorflow.python.eager.context.context()._initialized``; raises :class:`CompatError`
+    when it is gone."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if not hasattr(ctx, "_initialized"):
+        raise CompatError(f"TensorFlow {_version('tensorflow')}'s eager context has no "
+                          f"_initialized flag; kdskin cannot check that the multi-worker strategy "
+                          f"is created first: install TensorFlow 2.21")
+    return bool(ctx._initialized)
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -192,6 +209,14 @@ def _check_flag(flag: str) -> Callable[[], str | None]:
         return None if hasattr(converter, flag) else (
             f"TFLiteConverter has no {flag} in TensorFlow {_version('tensorflow')}")
     return check
+
+
+def _check_context() -> str | None:
+    try:
+        tf_context_initialized()
+    except CompatError as exc:
+        return str(exc)
+    return None
 
 
 def _check_mlir_quantize() -> str | None:
@@ -229,6 +254,7 @@ PRIVATE_APIS: dict[str, Callable[[], str | None]] = {
     "tensorflow.lite.python.convert.mlir_quantize": _check_mlir_quantize,
     "keras.Model._nodes_by_depth": _check_nodes,
     "KerasTensor._keras_history": _check_history,
+    "tensorflow eager Context._initialized": _check_context,
 }
 
 
