@@ -69,7 +69,7 @@ def start_distribution(distribution: str, worker_timeout: int = 300) -> WorkerRo
     if "multi_worker" in _STRATEGIES:
         return _ROLE[0]
     from kdskin.cluster import ClusterError, read_tf_config, wait_for_workers
-    from kdskin.compat import tf_context_initialized
+    from kdskin.compat import fix_keras_multi_worker, tf_context_initialized
 
     role = read_tf_config()
     wait_for_workers(role, worker_timeout)
@@ -78,6 +78,7 @@ def start_distribution(distribution: str, worker_timeout: int = 300) -> WorkerRo
                            "in this process, so MultiWorkerMirroredStrategy cannot be created; "
                            "start the run in a fresh process (kdskin run creates it first)")
     _STRATEGIES["multi_worker"] = tf.distribute.MultiWorkerMirroredStrategy()
+    fix_keras_multi_worker()  # keras-team/keras#20585
     _ROLE[:] = [role]
     logger.info("multi-worker strategy: %s", role.describe())
     return role
