@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,11 +156,18 @@ def test_a_worker_that_never_comes_up_times_out(tmp_path, monkeypatch, capsys):
 # --------------------------------------------------------------------------- two workers
 
 
+def _scratch(out: Path) -> Path:
+    """The scratch folder of worker 1 of a local two-worker run into ``out``."""
+    return worker_scratch(out, parse_tf_config(local_tf_configs(2)[1]))
+
+
 @pytest.fixture(scope="module")
 def two_worker_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mw") / "run"
-    results = _wait(_start_workers(out, []))
-    return out, results
+    try:
+        yield out, _wait(_start_workers(out, []))
+    finally:  # a failed worker leaves its scratch copy behind
+        shutil.rmtree(_scratch(out), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +194,7 @@ def test_two_workers_train_into_one_run_directory(two_worker_run):
         assert (out / "models" / f"{name}.keras").is_file()
         assert (out / "checkpoints" / f"{name}.keras").is_file()
     # the other worker wrote only its scratch copy, removed when it finished
-    scratch = worker_scratch(out, parse_tf_config(local_tf_configs(2)[1]))
-    assert not scratch.exists()
+    assert not _scratch(out).exists()
     assert metrics["config_values"]["train"]["distribution"] == "multi_worker"
 
 
@@ -209,10 +216,17 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(two_worker_run,
 @pytest.mark.slow
 def test_a_killed_two_worker_job_resumes(tmp_path):
     out = tmp_path / "run"
+    scratch = _scratch(out)
+    try:
+        _kill_and_resume(out, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _kill_and_resume(out: Path, scratch: Path) -> None:
     extra = ["--set", "student.epochs=4"]
     procs = _start_workers(out, extra)
     chief_meta = out / "backup" / "student_multi_fusion" / "training_metadata.json"
-    scratch = worker_scratch(out, parse_tf_config(local_tf_configs(2)[1]))
     other_meta = scratch / "backup" / "student_multi_fusion" / "training_metadata.json"
     deadline = time.monotonic() + JOB_TIMEOUT
     while not (chief_meta.is_file() and other_meta.is_file()):
