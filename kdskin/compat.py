@@ -23,6 +23,12 @@ Private APIs used, and what happens without them:
   goes on without centring).
 - ``KerasTensor._keras_history`` (:func:`producing_layer`: which layer made an output, e.g. to
   tell a softmax output from logits; raises).
+- TensorFlow's eager ``Context._initialized`` (:func:`tf_context_initialized`: has an op run
+  before the multi-worker strategy is created; raises).
+- Keras' ``TensorFlowTrainer._maybe_symbolic_build`` / ``_symbolic_build`` and the TensorFlow
+  trainer's ``reduce_per_replica`` / ``_collective_all_reduce_multi_worker``
+  (:func:`fix_keras_multi_worker`: replaced under multi_worker, where Keras 3.15's fail,
+  keras-team/keras#20585; raises).
 
 Former private uses replaced by public APIs: ``keras.src.utils.io_utils.print_msg`` (now
 :func:`print_msg`, on ``keras.config.is_interactive_logging_enabled``), Keras' ``_loss_tracker``
@@ -175,6 +181,82 @@ def mlir_quantize() -> tuple[Callable[..., bytes] | None, str | None]:
     return fn, None
 
 
+def tf_context_initialized() -> bool:
+    """Whether TensorFlow's eager context has started in this process (an op ran, a device was
+    set up): ``MultiWorkerMirroredStrategy`` must be created before that. Private:
+    ``tensorflow.python.eager.context.context()._initialized``; raises :class:`CompatError`
+    when it is gone."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    if not hasattr(ctx, "_initialized"):
+        raise CompatError(f"TensorFlow {_version('tensorflow')}'s eager context has no "
+                          f"_initialized flag; kdskin cannot check that the multi-worker strategy "
+                          f"is created first: install TensorFlow 2.21")
+    return bool(ctx._initialized)
+
+
+def fix_keras_multi_worker() -> None:
+    """Let Keras' ``fit``/``evaluate`` run under ``MultiWorkerMirroredStrategy`` with several
+    workers; two faults of Keras 3.15's TensorFlow trainer (keras-team/keras#20585, open):
+
+    * ``TensorFlowTrainer._maybe_symbolic_build`` builds the model from the first batch, which
+      is a ``PerReplica`` in multi-worker mode, by ``strategy.reduce("MEAN", batch)``: "Attempt
+      to convert a value (PerReplica ...) to a Tensor". Replaced by a build from this worker's
+      own share of the batch (the shapes are all the build needs).
+    * ``reduce_per_replica(logs, strategy, "auto")`` reduces every scalar log of a step with
+      ``strategy.reduce("MEAN", v, axis=0)``: "Invalid reduction dimension 0 for input with 0
+      dimensions". Replaced, for ``auto`` in multi-worker mode, by the mean over the replicas
+      (``axis=None``); the logs are Keras metrics, already summed over every replica.
+
+    Applied once per process; raises :class:`CompatError` when either function changed.
+    """
+    import tensorflow as tf
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    cls = tf_trainer.TensorFlowTrainer
+    original = getattr(cls, "_maybe_symbolic_build", None)
+    if getattr(original, "_kdskin_fixed", False):
+        return
+    reason = _check_symbolic_build() or _check_reduce_per_replica()
+    if reason is not None:
+        raise CompatError(f"{reason}; kdskin cannot train under multi_worker with this Keras: "
+                          f"install Keras 3.15")
+
+    def local(value: Any) -> Any:
+        if isinstance(value, tf.distribute.DistributedValues):
+            return value.values[0]
+        return value
+
+    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
+        if self._distribute_strategy is None or iterator is None:
+            return original(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tree.map_structure(local, next(it))
+            break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    reduce_original = tf_trainer.reduce_per_replica
+    multi_worker = tf_trainer._collective_all_reduce_multi_worker
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction != "auto" or not multi_worker(strategy):
+            return reduce_original(values, strategy, reduction)
+
+        def mean(v: Any) -> Any:
+            if isinstance(v, tf.distribute.DistributedValues):
+                return strategy.reduce("MEAN", v, axis=None)
+            return v
+
+        return tree.map_structure(mean, values)
+
+    maybe_symbolic_build._kdskin_fixed = True  # type: ignore[attr-defined]
+    cls._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -192,6 +274,45 @@ def _check_flag(flag: str) -> Callable[[], str | None]:
         return None if hasattr(converter, flag) else (
             f"TFLiteConverter has no {flag} in TensorFlow {_version('tensorflow')}")
     return check
+
+
+def _check_context() -> str | None:
+    try:
+        tf_context_initialized()
+    except CompatError as exc:
+        return str(exc)
+    return None
+
+
+def _check_symbolic_build() -> str | None:
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    method = getattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
+    if method is None or not hasattr(tf_trainer.TensorFlowTrainer, "_symbolic_build"):
+        return (f"Keras {_version('keras')}'s TensorFlowTrainer has no _maybe_symbolic_build / "
+                f"_symbolic_build")
+    if getattr(method, "_kdskin_fixed", False):
+        return None
+    params = list(inspect.signature(method).parameters)
+    source = inspect.getsource(method)
+    if params[:3] != ["self", "iterator", "data_batch"] or "for _, _, it in iterator" not in source:
+        return (f"Keras {_version('keras')}'s TensorFlowTrainer._maybe_symbolic_build changed "
+                f"(arguments {params})")
+    return None
+
+
+def _check_reduce_per_replica() -> str | None:
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    fn = getattr(tf_trainer, "reduce_per_replica", None)
+    if fn is None or not callable(getattr(tf_trainer, "_collective_all_reduce_multi_worker",
+                                          None)):
+        return (f"Keras {_version('keras')}'s TensorFlow trainer has no reduce_per_replica / "
+                f"_collective_all_reduce_multi_worker")
+    params = list(inspect.signature(fn).parameters)
+    if params != ["values", "strategy", "reduction"]:
+        return f"Keras {_version('keras')}'s reduce_per_replica takes {params}"
+    return None
 
 
 def _check_mlir_quantize() -> str | None:
@@ -229,6 +350,9 @@ PRIVATE_APIS: dict[str, Callable[[], str | None]] = {
     "tensorflow.lite.python.convert.mlir_quantize": _check_mlir_quantize,
     "keras.Model._nodes_by_depth": _check_nodes,
     "KerasTensor._keras_history": _check_history,
+    "tensorflow eager Context._initialized": _check_context,
+    "keras TensorFlowTrainer._maybe_symbolic_build": _check_symbolic_build,
+    "keras tensorflow trainer.reduce_per_replica": _check_reduce_per_replica,
 }
 
 

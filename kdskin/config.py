@@ -24,6 +24,7 @@ from kdskin.data.specs import (
     BALANCE_MODES,
     FORMATS,
     MIN_IMAGE_SIZE,
+    PIPELINES,
     PROTOCOLS,
     UNIT_AUGMENTATIONS,
     check_class_weight_power,
@@ -106,6 +107,16 @@ class DataConfig:
     #: scaled so its p-norm equals the image's mean norm (kdskin.models.layers.ColourConstancy).
     colour_constancy: str = choice_field("none", COLOUR_CONSTANCY)
     colour_constancy_p: float = SHADES_OF_GREY_P
+    #: How the TRAINING split reaches ``fit``: ``memory`` (every image decoded once into an
+    #: array) or ``stream`` (decoded and resized from the files in ``tf.data`` batch by batch,
+    #: memory flat in the number of images); validation and test stay decoded arrays.
+    pipeline: str = choice_field("memory", PIPELINES)
+    #: ``stream``: decoded images held by the shuffle buffer (the file list itself is shuffled
+    #: whole every epoch; this buffer only mixes images read from ``stream_cache``).
+    shuffle_buffer: int = 1024
+    #: ``stream``: keep the decoded training images in an on-disk cache (``RUN/cache/stream_*``)
+    #: after the first epoch, so later epochs read them instead of decoding the files again.
+    stream_cache: bool = False
 
     def colour_power(self) -> float | None:
         """The Minkowski norm the model builders get (``colour_constancy=``), None for none."""
@@ -214,7 +225,12 @@ class TrainConfig:
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-6
+    #: ``none``, ``mirrored`` (the local GPUs or CPU devices) or ``multi_worker`` (one process
+    #: per machine, each with its own ``TF_CONFIG``; ``train.batch_size`` is per replica).
     distribution: str = choice_field("none", DISTRIBUTIONS)
+    #: ``multi_worker``: seconds every worker waits for all the others to come up before it
+    #: fails with a clear error (checked before TensorFlow starts its server).
+    worker_timeout: int = 300
     seed: int = 42
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
 
@@ -468,6 +484,8 @@ def _check_rules(cfg: Config) -> None:
         "train.batch_size": cfg.train.batch_size, "teacher.epochs": cfg.teacher.epochs,
         "student.epochs": cfg.student.epochs, "baseline.epochs": cfg.baseline.epochs,
         "data.synth.n_images": cfg.data.synth.n_images,
+        "data.shuffle_buffer": cfg.data.shuffle_buffer,
+        "train.worker_timeout": cfg.train.worker_timeout,
         "export.representative_samples": cfg.export.representative_samples,
     }
     for key, value in positive.items():

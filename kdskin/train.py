@@ -1,7 +1,9 @@
 """Training helpers shared by every kdskin stage: strategy, compile, callbacks, fit, trained flag.
 
-* :func:`strategy_scope` / :func:`global_batch_size` -- ``tf.distribute`` from
-  ``cfg.train.distribution`` (``none`` | ``mirrored`` | ``multi_worker``).
+* :func:`start_distribution` / :func:`strategy_scope` / :func:`global_batch_size` --
+  ``tf.distribute`` from ``cfg.train.distribution`` (``none`` | ``mirrored`` |
+  ``multi_worker``), one strategy per process, created before any other TensorFlow work;
+  :func:`check_workers_agree` for decisions every worker must take alike.
 * :func:`compile_classifier` -- plain cross-entropy training (baseline CNN, teacher) with class
   weights inside the loss: Keras' ``fit(class_weight=...)`` raises ``"class_weight is only
   supported for Models with a single output"`` for the multi-exit teacher (checked, Keras 3.15).
@@ -26,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdskin.cluster import WorkerRole
 from kdskin.config import DISTRIBUTIONS, Config
 from kdskin.distill.losses import ClassWeightedCrossEntropy
 from kdskin.errors import ConfigError
@@ -42,22 +45,99 @@ _REEXPORTED = (is_trained, mark_trained)
 # --------------------------------------------------------------------------- distribution
 
 
+#: One strategy per process and distribution: MultiWorkerMirroredStrategy can be created once.
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+#: This process's place in a multi-worker cluster (set by :func:`start_distribution`).
+_ROLE: list[WorkerRole] = []
+
+
+def start_distribution(distribution: str, worker_timeout: int = 300) -> WorkerRole | None:
+    """Create the run's strategy now, before any other TensorFlow work; call it first.
+
+    ``multi_worker``: reads ``TF_CONFIG`` (:func:`kdskin.cluster.read_tf_config`), checks this
+    worker's port, waits up to ``worker_timeout`` seconds for every other worker to come up
+    (:func:`kdskin.cluster.wait_for_workers`), then creates ``MultiWorkerMirroredStrategy``
+    (collectives without a timeout: the workers evaluate between stages, which can take long on
+    a big split; a worker lost later is TensorFlow's coordination service's to report). Returns
+    this worker's :class:`~kdskin.cluster.WorkerRole` (None for the other distributions).
+    Raises :class:`~kdskin.cluster.ClusterError` (one line) when the cluster cannot start, and
+    when TensorFlow already ran an op in this process (the strategy would then be ignored).
+    """
+    if distribution != "multi_worker":
+        strategy_scope(distribution)
+        return None
+    if "multi_worker" in _STRATEGIES:
+        return _ROLE[0]
+    from kdskin.cluster import ClusterError, read_tf_config, wait_for_workers
+    from kdskin.compat import fix_keras_multi_worker, tf_context_initialized
+
+    role = read_tf_config()
+    wait_for_workers(role, worker_timeout)
+    if tf_context_initialized():
+        raise ClusterError("train.distribution multi_worker: TensorFlow already ran an operation "
+                           "in this process, so MultiWorkerMirroredStrategy cannot be created; "
+                           "start the run in a fresh process (kdskin run creates it first)")
+    _STRATEGIES["multi_worker"] = tf.distribute.MultiWorkerMirroredStrategy()
+    fix_keras_multi_worker()  # keras-team/keras#20585
+    _ROLE[:] = [role]
+    logger.info("multi-worker strategy: %s", role.describe())
+    return role
+
+
 def strategy_scope(distribution: str) -> tf.distribute.Strategy:
     """The ``tf.distribute`` strategy for ``cfg.train.distribution``; use ``with s.scope():``.
 
     ``none`` -> the default (no-op) strategy; ``mirrored`` -> ``MirroredStrategy`` over the local
-    GPUs (or the CPU); ``multi_worker`` -> ``MultiWorkerMirroredStrategy`` (reads ``TF_CONFIG``;
-    create it at program start, before other TensorFlow work). Build and compile the models
-    inside ``strategy.scope()`` and batch the data with :func:`global_batch_size`.
+    GPUs (or the CPU devices, e.g. logical ones made with
+    ``tf.config.set_logical_device_configuration``); ``multi_worker`` -> the strategy made by
+    :func:`start_distribution` (called first). One strategy per process: later calls return
+    the same object, so the teacher and every student stage share it. Build and compile the
+    models inside ``strategy.scope()`` and batch the data with :func:`global_batch_size`.
     """
     if distribution == "none":
         return tf.distribute.get_strategy()
     if distribution == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        if distribution not in _STRATEGIES:
+            _STRATEGIES[distribution] = tf.distribute.MirroredStrategy()
+        return _STRATEGIES[distribution]
     if distribution == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if distribution not in _STRATEGIES:
+            start_distribution(distribution)
+        return _STRATEGIES[distribution]
     raise ConfigError(f"train.distribution must be one of {', '.join(DISTRIBUTIONS)}, "
                       f"got {distribution!r}")
+
+
+def is_distributed(strategy: tf.distribute.Strategy | None) -> bool:
+    """Whether ``strategy`` is a mirrored or multi-worker strategy (not the default one)."""
+    return isinstance(strategy, tf.distribute.MirroredStrategy
+                      | tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def check_workers_agree(what: str, value: int) -> None:
+    """Raise :class:`~kdskin.cluster.ClusterError` unless every worker of a multi-worker run
+    passes the same ``value`` (e.g. the epoch a resumed stage starts from); a no-op otherwise.
+
+    Every worker must call it at the same point (it is a collective: a sum of ``[1, v, v^2]``
+    over the replicas, all equal iff ``n * sum(v^2) == sum(v)^2``).
+    """
+    strategy = _STRATEGIES.get("multi_worker")
+    if strategy is None or not _ROLE or _ROLE[0].num_workers < 2:
+        return
+    v = float(value)
+
+    def replica_sum() -> tf.Tensor:  # every replica adds [1, v, v^2]
+        return tf.distribute.get_replica_context().all_reduce(
+            "SUM", tf.constant([1.0, v, v * v], tf.float64))
+
+    summed = tf.function(lambda: strategy.run(replica_sum))()
+    n, s1, s2 = (float(x) for x in strategy.experimental_local_results(summed)[0].numpy())
+    if abs(n * s2 - s1 * s1) > 1e-6:
+        from kdskin.cluster import ClusterError
+
+        raise ClusterError(f"the workers disagree about {what} (this worker: {value}); a worker "
+                           f"was stopped at another point than the chief: rerun without "
+                           f"--resume into a new --out")
 
 
 def global_batch_size(cfg: Config, strategy: tf.distribute.Strategy) -> int:
@@ -157,12 +237,29 @@ class ValidationMetrics(keras.callbacks.Callback):
         from kdskin.metrics import balanced_accuracy, macro_auc, softmax
 
         model = getattr(self.model, "student", self.model)
-        out = model.predict(np.asarray(self.images, np.float32), batch_size=self.batch_size,
-                            verbose=0)  # compiled once per model, reused every epoch
+        out = predict_logits(model, self.images, self.batch_size)
         p = softmax(np.asarray(out["logits"] if isinstance(out, Mapping) else out))
         if logs is not None:
             logs["val_balanced_accuracy"] = balanced_accuracy(self.labels, p)
             logs["val_macro_auc"] = macro_auc(self.labels, p)
+
+
+def predict_logits(model: keras.Model, images: Any, batch_size: int = 128) -> Any:
+    """``model``'s outputs on ``images`` (N, S, S, 3) 0..255, in order, on this process alone.
+
+    A model built under a mirrored or multi-worker strategy is called batch by batch outside
+    the strategy (its variables read locally), so no collective runs and every worker gets the
+    same outputs in the same order; ``model.predict`` would shard the images over the workers.
+    Otherwise ``model.predict`` (compiled once per model, reused every epoch).
+    """
+    x = np.asarray(images, np.float32)
+    if not is_distributed(getattr(model, "distribute_strategy", None)):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    parts = [call(tf.constant(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    if isinstance(parts[0], Mapping):
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    return np.concatenate([np.asarray(p) for p in parts])
 
 
 class StepTimer(keras.callbacks.Callback):

@@ -231,6 +231,18 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
             ds = ds.cache()
         if training:
             ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return finish_batches(ds, batch_size, training=training, augment=augment, seed=seed,
+                          targets=targets)
+
+
+def finish_batches(ds, batch_size: int, *, training: bool = False,
+                   augment: AugmentConfig | None = None, seed: int = 0,
+                   targets: Sequence[str] | None = None):
+    """``(image uint8 (S,S,3), label)`` elements -> batches of ``(float32 0..255, int32)``,
+    augmented when ``training`` (Keras 3 layers, seeded), labels as ``{name: labels}`` for
+    ``targets``, prefetched. Shared by the in-memory and the streaming path."""
+    import tensorflow as tf
+
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     augmenter = build_augmenter(augment, seed) if (training and augment is not None) else None

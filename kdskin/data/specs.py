@@ -21,6 +21,8 @@ PROTOCOLS: tuple[str, ...] = ("lesion_grouped", "paper")
 #: ``logit_adjusted``: the logit-adjusted (Menon et al. 2021) cross-entropy, ``tau`` 1 = balanced
 #: softmax (Ren et al. 2020): training logits shifted by ``tau * log(prior)``.
 BALANCE_MODES: tuple[str, ...] = ("none", "class_weight", "oversample", "logit_adjusted")
+#: ``data.pipeline``: decoded arrays in memory, or files decoded batch by batch in ``tf.data``.
+PIPELINES: tuple[str, ...] = ("memory", "stream")
 #: Augmentation strengths that must lie in [0, 1) (``augment.*``).
 UNIT_AUGMENTATIONS: tuple[str, ...] = ("brightness", "contrast", "hue", "saturation")
 #: Smallest image size a dataset is generated or decoded at.

@@ -257,7 +257,9 @@ class KdskinDistiller(keras.Model):
         def reduce(per_sample: Any) -> Any:  # Keras' "sum_over_batch_size" reduction
             if weights is not None:
                 per_sample = per_sample * weights
-            return ops.mean(per_sample)
+            # 0, not NaN, for an empty batch: a replica's share of a last partial batch can be
+            # empty under tf.distribute, and a NaN would reach every worker's weights.
+            return ops.sum(per_sample) / ops.maximum(ops.cast(batch, per_sample.dtype), 1.0)
 
         values = {"loss_ce": reduce(cross_entropy(
             y, y_pred["logits"], self._class_weights if training else None,

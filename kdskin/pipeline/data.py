@@ -16,8 +16,13 @@ from kdskin.config import Config
 from kdskin.console import log
 from kdskin.constants import CLASSES
 from kdskin.data.pipeline import SplitArrays
+from kdskin.data.stream import SplitFiles
 from kdskin.errors import DataError, KdskinError
 from kdskin.rundir import RunDir
+
+#: ``data.pipeline: stream``: decoded training images kept in memory (a seeded sample) for the
+#: int8 representative set and the out-of-scope statistics.
+STREAM_SAMPLE = 2048
 
 
 @dataclass
@@ -35,6 +40,18 @@ class RunData:
     rows_without_image: int = 0
     #: ``(7,)`` training-only logit offsets ``tau * log(prior)`` (balance ``logit_adjusted``)
     logit_adjustment: np.ndarray | None = None
+    #: ``data.pipeline: stream``: the whole training split as files, fed by
+    #: :func:`kdskin.data.stream.stream_dataset`; ``train`` then holds a decoded sample of it
+    #: (at most :data:`STREAM_SAMPLE` images: the int8 representative set, the out-of-scope
+    #: statistics) and ``train_labels`` the labels of the whole split.
+    train_files: SplitFiles | None = None
+    #: ``data.stream_cache``: prefix of the on-disk cache of decoded training images
+    stream_cache: str | None = None
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        """``(N,)`` labels of the whole training split (streamed or in memory)."""
+        return self.train_files.labels if self.train_files is not None else self.train.labels
 
 
 def _resolve_source(cfg: Config, run: RunDir, data_dir: str | None) -> str:
@@ -81,23 +98,66 @@ def prepare_data(cfg: Config, run: RunDir, data_dir: str | None = None,
                            cfg.data.paper_per_class)
         write_split(split, run.split)
     log(f"split: {protocol_label(cfg.data.protocol)}")
+    files = None
+    if cfg.data.pipeline == "stream":
+        files, split = _stream_files(cfg, dataset, split)
     arrays, errors = decode_split(dataset, split, cfg.data.image_size, cache_dir=run.cache,
                                   seed=cfg.data.seed, progress=True)
+    if files is not None:
+        arrays["train"] = _decoded_sample(files, cfg.data.image_size, cfg.data.seed)
+        log(f"train: {len(files):,} images streamed from the files (data.pipeline stream), "
+            f"{len(arrays['train']):,} decoded for export and the out-of-scope check")
     for err in errors:
         log(f"skipped unreadable image: {err}")
     for name, part in arrays.items():
-        counts = np.bincount(part.labels, minlength=len(CLASSES))
-        log(f"{name}: {len(part):,} images  " + " ".join(
+        labels = files.labels if name == "train" and files is not None else part.labels
+        counts = np.bincount(labels, minlength=len(CLASSES))
+        log(f"{name}: {len(labels):,} images  " + " ".join(
             f"{c}={n}" for c, n in zip(CLASSES, counts, strict=True)))
-        if len(part) == 0:
+        if len(labels) == 0:
             raise DataError(f"the {name} split is empty; use more data or change data.split")
-    train = arrays["train"]
-    cw = (class_weights(train.labels, cfg.data.class_weight_power)
+    train_labels = files.labels if files is not None else arrays["train"].labels
+    cw = (class_weights(train_labels, cfg.data.class_weight_power)
           if cfg.data.balance == "class_weight" else None)
-    adjust = (logit_adjustment(train.labels, cfg.data.logit_adjust_tau)
+    adjust = (logit_adjustment(train_labels, cfg.data.logit_adjust_tau)
               if cfg.data.balance == "logit_adjusted" else None)
-    return RunData(train, arrays["val"], arrays["test"], cw, cfg.data.balance == "oversample",
-                   cfg.data.protocol, source, errors, len(dataset.missing), adjust)
+    cache = (str(run.cache / f"stream_{cfg.data.image_size}_{len(files)}")
+             if files is not None and cfg.data.stream_cache else None)
+    if cache is not None:
+        run.cache.mkdir(parents=True, exist_ok=True)
+    return RunData(arrays["train"], arrays["val"], arrays["test"], cw,
+                   cfg.data.balance == "oversample", cfg.data.protocol, source, errors,
+                   len(dataset.missing), adjust, files, cache)
+
+
+def _stream_files(cfg: Config, dataset: Any, split: Any) -> tuple[SplitFiles, Any]:
+    """The training split as files, and the split without its training rows (decoded)."""
+    if cfg.data.protocol != "lesion_grouped":
+        raise KdskinError(f"data.pipeline stream reads each training image from its file; the "
+                          f"{cfg.data.protocol!r} protocol's augmented copies exist only in "
+                          f"memory: use data.pipeline=memory with it")
+    path_of = dict(zip(dataset.table["image_id"], dataset.table["path"], strict=True))
+    label_of = dict(zip(dataset.table["image_id"], dataset.table["label"], strict=True))
+    rows = split[split["split"] == "train"]
+    unknown = sorted(set(rows["image_id"]) - set(path_of))
+    if unknown:
+        raise DataError(f"split lists {len(unknown)} image(s) not in the dataset (first: "
+                        f"{unknown[0]}); recreate the split for this data folder")
+    ids = rows["image_id"].tolist()
+    files = SplitFiles([str(path_of[i]) for i in ids],
+                       np.array([label_of[i] for i in ids], np.int64), ids)
+    return files, split[split["split"] != "train"]
+
+
+def _decoded_sample(files: SplitFiles, image_size: int, seed: int) -> SplitArrays:
+    """A seeded sample of at most :data:`STREAM_SAMPLE` training images, decoded."""
+    from kdskin.data.images import load_images
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(files), size=min(len(files), STREAM_SAMPLE), replace=False))
+    images, kept, _ = load_images([files.paths[i] for i in idx], image_size)
+    idx = idx[kept]
+    return SplitArrays(images, files.labels[idx], [files.image_ids[i] for i in idx])
 
 
 def data_of_run(run: RunDir, cfg: Config, data: str | None = None,
@@ -133,8 +193,16 @@ def datasets(cfg: Config, data: RunData, batch: int, targets: Any = None) -> tup
     """``(train, val)`` ``tf.data`` pipelines: augmentation and balance on train only."""
     from kdskin.data.pipeline import make_tf_dataset
 
-    train = make_tf_dataset(data.train.images, data.train.labels, batch, training=True,
-                            augment=cfg.augment, oversample=data.oversample,
-                            seed=cfg.train.seed, targets=targets)
+    if data.train_files is not None:
+        from kdskin.data.stream import stream_dataset
+
+        train = stream_dataset(data.train_files, cfg.data.image_size, batch, training=True,
+                               augment=cfg.augment, oversample=data.oversample,
+                               seed=cfg.train.seed, shuffle_buffer=cfg.data.shuffle_buffer,
+                               cache_file=data.stream_cache, targets=targets)
+    else:
+        train = make_tf_dataset(data.train.images, data.train.labels, batch, training=True,
+                                augment=cfg.augment, oversample=data.oversample,
+                                seed=cfg.train.seed, targets=targets)
     val = make_tf_dataset(data.val.images, data.val.labels, batch, targets=targets)
     return train, val

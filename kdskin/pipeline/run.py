@@ -43,12 +43,36 @@ from kdskin.rundir import (
 
 def _load_existing(run: RunDir, name: str, metrics: RunMetrics) -> Any | None:
     from kdskin.models.contract import load_keras, mark_trained
+    from kdskin.train import check_workers_agree
 
     path = run.model(name)
-    if name in metrics.models and path.is_file():
+    done = name in metrics.models and path.is_file()
+    check_workers_agree(f"whether {name} is already trained", int(done))
+    if done:
         log(f"{name}: already trained in this run, reusing {path}")
         return mark_trained(load_keras(path))
     return None
+
+
+def _run_dir(cfg: Config, out: str | None, resume: bool) -> tuple[RunDir, Any]:
+    """The directory this process writes, and its worker role (None unless multi_worker).
+
+    The chief (and any single process) writes the run directory ``out``; another worker of a
+    multi-worker run writes its own scratch copy outside it (:func:`kdskin.cluster.
+    worker_scratch`, kept for ``--resume``, removed when the run finishes), and nothing else.
+    """
+    root = Path(out or f"runs/{cfg.name}")
+    role = None
+    if cfg.train.distribution == "multi_worker":
+        from kdskin.cluster import read_tf_config, worker_scratch
+
+        role = read_tf_config()  # a bad TF_CONFIG fails here, before anything starts
+        if not role.is_chief:
+            scratch = RunDir(worker_scratch(root, role))
+            if scratch.root.exists() and not resume:
+                shutil.rmtree(scratch.root)  # an earlier job's, not resumed
+            return scratch, role
+    return RunDir(root), role
 
 
 def _reuse_teacher(cfg: Config, run: RunDir, teacher_file: Path) -> Any:
@@ -76,12 +100,19 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     from kdskin.metrics import majority_accuracy
     from kdskin.models import build_baseline_cnn, build_teacher
     from kdskin.models.weights_source import describe
+    from kdskin.train import start_distribution
 
     t_start = time.time()
-    run = RunDir(Path(out or f"runs/{cfg.name}"))
+    run, role = _run_dir(cfg, out, resume)
     if run.is_started() and not resume:
         raise KdskinError(f"{run.root}: run directory exists and is not empty; pass --resume to "
                           f"continue it or --out NEW_DIR for a new run")
+    # Before any other TensorFlow work (MultiWorkerMirroredStrategy must come first).
+    start_distribution(cfg.train.distribution, cfg.train.worker_timeout)
+    if role is not None:
+        log(f"{role.describe()}: writing "
+            + (f"the run directory {run.root}" if role.is_chief else
+               f"only its scratch copy {run.root} (the chief writes the run directory)"))
     teacher_file = Path(teacher) if teacher else None
     if teacher_file is not None and not teacher_file.is_file():
         raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher.keras written "
@@ -97,10 +128,11 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         state.resumed += 1
     data = prepare_data(cfg, run, data_dir)
     cfg.save(run.config)
-    majority = majority_accuracy(data.train.labels, data.test.labels)
+    majority = majority_accuracy(data.train_labels, data.test.labels)
     state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
     state.image_size = cfg.data.image_size
-    state.sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    state.sizes = {"train": len(data.train_labels), "val": len(data.val),
+                   "test": len(data.test)}
     state.split_digest = split_digest(run.split)
     state.rows_without_image, state.unreadable_images = data.rows_without_image, data.unreadable
     state.majority_class_accuracy, state.seed = majority, cfg.train.seed
@@ -190,6 +222,10 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         finish(record(run, name, student, hist, secs, f"student, stage {stage}", stage=stage,
                       fusion=fusion), student)
 
+    if role is not None and not role.is_chief:
+        shutil.rmtree(run.root, ignore_errors=True)
+        log(f"{role.describe()}: training done; the chief writes the rest of the run")
+        return Path(out or f"runs/{cfg.name}")
     final = final_student_name(cfg.distill.stages)
     after_training(cfg, data, run, state, final, test_probs)
     if cfg.bench.enabled:

@@ -21,6 +21,10 @@ from kdskin.rundir import ModelRecord, RunDir, student_name
 def _scorecam_callback(cfg: Config, data: RunData, run: RunDir, name: str) -> list:
     if not (cfg.explain.enabled and cfg.explain.tensorboard):
         return []
+    if cfg.train.distribution == "multi_worker":  # its model calls would differ per worker
+        log(f"{name}: no Score-CAM maps in TensorBoard under multi_worker (explanations are "
+            f"still written at the end)")
+        return []
     from kdskin.data.select import pick_images_per_class
     from kdskin.explain.callback import ScoreCamCallback
 
@@ -62,6 +66,29 @@ def save_model(model: Any, run: RunDir, name: str) -> None:
     from kdskin.io import atomic_write
 
     atomic_write(run.model(name), lambda tmp: model.save(tmp))
+
+
+def _prepare_fit(cfg: Config, run: RunDir, name: str) -> None:
+    """Before ``fit``: every worker of a multi-worker run must resume ``name`` from the same
+    epoch (each restores its own ``BackupAndRestore`` state; the chief's is in the run)."""
+    from kdskin.io import read_json
+    from kdskin.train import check_workers_agree
+
+    meta = run.backup(name) / "training_metadata.json"
+    epoch = int(read_json(meta).get("epoch", 0)) if meta.is_file() else 0
+    check_workers_agree(f"the epoch {name} resumes from", epoch)
+
+
+def _local_copy(model: Any, run: RunDir, name: str, strategy: Any) -> Any:
+    """The saved model reloaded outside the strategy when training was distributed: evaluation,
+    export and the next stage's teacher then run on this process alone (no collective, the
+    same outputs on every worker). Else ``model`` itself."""
+    from kdskin.models.contract import load_keras, mark_trained
+    from kdskin.train import is_distributed
+
+    if not is_distributed(strategy):
+        return model
+    return mark_trained(load_keras(run.model(name)))
 
 
 def _step_time(callbacks: list, batch_size: int) -> dict[str, Any] | None:
@@ -115,12 +142,13 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
         " on class-balanced resampled batches" if data.oversample else "")
     log(f"training {name}: {model.count_params():,} parameters, up to {epochs} epochs, "
         f"loss = {balance}" + (" on every output" if len(names) > 1 else ""))
+    _prepare_fit(cfg, run, name)
     t0 = time.time()
     history = fit_model(model, train_ds, val_ds, epochs, callbacks, verbose=cfg.train.verbose)
     seconds = time.time() - t0
     history.step_time = _step_time(callbacks, batch)
     save_model(model, run, name)
-    return model, history, seconds
+    return _local_copy(model, run, name, strategy), history, seconds
 
 
 def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
@@ -154,10 +182,11 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
                                epochs=cfg.student.epochs, learning_rate=cfg.student.learning_rate)
     log(f"training {name} (stage {stage}, fusion {fusion}): {student.count_params():,} "
         f"parameters, up to {cfg.student.epochs} epochs")
+    _prepare_fit(cfg, run, name)
     t0 = time.time()
     history = fit_model(distiller, train_ds, val_ds, cfg.student.epochs, callbacks,
                         verbose=cfg.train.verbose)
     seconds = time.time() - t0
     history.step_time = _step_time(callbacks, batch)
     save_model(student, run, name)
-    return student, history, seconds, fusion
+    return _local_copy(student, run, name, strategy), history, seconds, fusion
