@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "generate the built-in dataset into the run directory")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG_NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR:"
-                   " finished models are reused, an interrupted fit resumes from its backup")
+                   " finished models and results are reused, an interrupted fit resumes from "
+                   "its backup; a finished run says so and stops")
     p.add_argument("--external", metavar="DIR", help="an external labelled set (ISIC 2018 or "
                    "HAM10000 layout) on which every model and .tflite of the run is scored "
                    "whole at the end, never trained on (config: data.external)")
