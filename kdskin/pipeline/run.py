@@ -87,10 +87,6 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     ``teacher``: path of a trained teacher ``.keras`` to reuse instead of training one (it is
     copied into the run, evaluated on this run's split and must beat the majority class).
     """
-    from kdskin.bench import machine_info
-    from kdskin.metrics import majority_accuracy
-    from kdskin.models import build_baseline_cnn, build_teacher
-
     t_start = time.time()
     run = RunDir(Path(out or f"runs/{cfg.name}"))
     if run.is_started() and not resume:
@@ -107,6 +103,10 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             f"nothing to resume. For a new run pass --out NEW_DIR; to redo a step of this one: "
             f"kdskin export --run / kdskin bench --run --update")
         return run.root
+    from kdskin.bench import machine_info
+    from kdskin.metrics import majority_accuracy
+    from kdskin.models import build_baseline_cnn, build_teacher
+
     run.models.mkdir(parents=True, exist_ok=True)
     before = state.elapsed_seconds  # finished work of earlier sessions
 
