@@ -1,11 +1,14 @@
 """The ``kdskin`` command line. Thin: parse, load the config, call one public function.
 
 Errors caused by input print one line to stderr and exit 2; ``--verbose`` shows the traceback.
+A reader that closes stdout early (``kdskin predict --json ... | head -5``) ends the command
+quietly with status 141 (128 + SIGPIPE), as Unix tools do.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -167,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "generate the built-in dataset into the run directory")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG_NAME)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN_DIR:"
-                   " finished models are reused, an interrupted fit resumes from its backup")
+                   " finished models and results are reused, an interrupted fit resumes from "
+                   "its backup; a finished run says so and stops")
     p.add_argument("--external", metavar="DIR", help="an external labelled set (ISIC 2018 or "
                    "HAM10000 layout) on which every model and .tflite of the run is scored "
                    "whole at the end, never trained on (config: data.external)")
@@ -288,13 +292,43 @@ def _version() -> str:
     return f"kdskin {__version__}"
 
 
+#: Exit status of a command whose stdout was closed by its reader: 128 + SIGPIPE, what a shell
+#: reports for a Unix tool ended by SIGPIPE (``yes | head -1``).
+EXIT_STDOUT_CLOSED = 141
+
+
+def _stdout_closed() -> int:
+    """stdout's reader went away: send what is still buffered (and the flush at exit) to
+    /dev/null, so Python does not report a second broken pipe; :data:`EXIT_STDOUT_CLOSED`."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (e.g. captured)
+        pass
+    return EXIT_STDOUT_CLOSED
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``kdskin`` command line; returns the exit status."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:  # also from --help and usage messages (argparse's SystemExit)
+        return _stdout_closed()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:
         quiet_libraries()  # before TensorFlow is imported by any command
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        raise  # stdout's reader went away: main ends quietly
     except KdskinError as exc:
         if args.verbose:
             traceback.print_exc()
@@ -316,4 +350,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "EXIT_STDOUT_CLOSED"]

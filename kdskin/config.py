@@ -74,7 +74,7 @@ DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
 class SynthConfig:
     """The built-in generated dataset (``kdskin data synth``)."""
 
-    n_images: int = 900
+    n_images: int = 600
     max_images_per_lesion: int = 4
     image_size: int = 96  # size of the written files; the loader resizes to data.image_size
     seed: int = 0
@@ -162,7 +162,7 @@ class BaselineConfig:
     """The paper's plain baseline CNN (Conv16-pool-Conv32-pool-Dense128), trained with CE."""
 
     enabled: bool = True
-    epochs: int = 10
+    epochs: int = 8
     learning_rate: float = 1e-3
 
 
@@ -253,7 +253,7 @@ class DistillConfig:
 @dataclass
 class ExportConfig:
     enabled: bool = True
-    representative_samples: int = 200
+    representative_samples: int = 64
     per_channel: bool = True
     max_int8_drop: float = 0.01  # accuracy / macro-F1 points (fraction) int8 may lose
     int8_output: str = choice_field("float32", INT8_OUTPUTS)  # int8 model's output tensor type
@@ -279,8 +279,8 @@ class ExportConfig:
 @dataclass
 class BenchConfig:
     enabled: bool = True
-    warmup: int = 5
-    steps: int = 50  # enough for a stable median and p5/p95 on a shared machine
+    warmup: int = 2
+    steps: int = 10  # a first look; cpu.yaml times 30 steps, enough for a stable median and p5/p95
     batch_size: int = 32
     #: cross-check each .tflite's batch-1 latency (1 thread) with LiteRT's benchmark tool
     #: (benchmark_model on PATH, else ai_edge_litert.tools.benchmark_litert_model)
@@ -297,7 +297,7 @@ class ExplainConfig:
     scorecam_max_n: int = 16
     seed: int = 0
     tensorboard: bool = True  # Score-CAM overlays as TensorBoard image summaries during training
-    tensorboard_every: int = 1  # epochs
+    tensorboard_every: int = 2  # epochs
     tensorboard_images: int = 7
     cam_layers: list[str] = field(default_factory=list)  # empty: the model's default layers
     overlay_alpha: float = 0.4

@@ -457,10 +457,14 @@ def _load_runs(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, RunM
 
 
 #: Settings that do not define an experiment: runs differing only in these are its repeats.
-NOT_EXPERIMENT = ("name", "data.dir", "data.strict", "data.external", "data.external_format",
-                  "data.stream_cache", "train.worker_timeout",
+#: ``data.synth`` (the built-in dataset's size and seed) is part of the data, which the key
+#: holds already (the split's digest, or the data's name and split sizes), and means nothing
+#: for runs on real data: a cpu.yaml run must not part from its repeats when the quickstart's
+#: dataset size changes.
+NOT_EXPERIMENT = ("name", "data.dir", "data.strict", "data.synth", "data.external",
+                  "data.external_format", "data.stream_cache", "train.worker_timeout",
                   "train.seed", "train.verbose", "distill.stages", "baseline", "reference",
-                  "teacher.enabled",
+                  "reference_effnet", "teacher.enabled",
                   "bench", "explain", "export", "trust")
 
 

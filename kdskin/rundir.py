@@ -7,7 +7,8 @@ One run directory holds everything one ``kdskin run`` made::
     RUN/models/NAME.keras   every trained model           RUN/tflite/       exported files
     RUN/logs/               CSV + TensorBoard logs        RUN/plots/        PNG plots
     RUN/explanations/       CAM / LIME overlays           RUN/bench.json    the benchmark
-    RUN/checkpoints/, RUN/backup/, RUN/cache/, RUN/data/ (the built-in dataset, if generated)
+    RUN/cache/              decoded images                RUN/data/         the built-in dataset
+    RUN/checkpoints/, RUN/backup/  training state, only while the run is unfinished
 
 Every other module asks :class:`RunDir` for a path and :func:`final_student_name` for the model
 that ships; nothing else spells a run-folder path or guesses a model's run.
@@ -124,11 +125,22 @@ class RunDir:
     def scorecam_logs(self, name: str) -> Path:
         return self.logs / "scorecam" / name
 
+    @property
+    def checkpoints(self) -> Path:
+        """The best epoch of each fit so far (scratch of training, read by nothing: a stage's
+        model is ``models/NAME.keras``); removed when the run is done."""
+        return self.root / "checkpoints"
+
+    @property
+    def backups(self) -> Path:
+        """``BackupAndRestore`` state of an interrupted fit (training state, as above)."""
+        return self.root / "backup"
+
     def checkpoint(self, name: str) -> Path:
-        return self.root / "checkpoints" / f"{name}.keras"
+        return self.checkpoints / f"{name}.keras"
 
     def backup(self, name: str) -> Path:
-        return self.root / "backup" / name
+        return self.backups / name
 
     def plot(self, name: str, kind: str) -> Path:
         """``plots/NAME_KIND.png`` (kind: history, confusion, roc, ...)."""
@@ -140,6 +152,20 @@ class RunDir:
 
     def is_finished(self) -> bool:
         return self.metrics.is_file() and self.config.is_file()
+
+    def is_complete(self, metrics: RunMetrics) -> bool:
+        """Whether ``kdskin run`` went to the end in this directory: ``metrics`` (the run's)
+        has its wall time and the report is written."""
+        return metrics.wall_seconds is not None and self.report.is_file()
+
+    def remove_training_state(self) -> None:
+        """Delete ``checkpoints/`` and ``backup/``: state of the fits, of use only while the run
+        is unfinished (``--resume`` continues an interrupted fit from its backup); a checkpoint
+        is a second copy of a model, without the run's decision rules, easy to pick by mistake."""
+        import shutil
+
+        for folder in (self.checkpoints, self.backups):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def require_finished(self) -> RunDir:
         if not self.is_finished():
@@ -248,6 +274,14 @@ class RunMetrics:
     pretrained: dict[str, Any] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
     wall_seconds: float | None = None
+    #: Wall seconds of each stage of the run, in the order run (``data``, every model's
+    #: training and evaluation by model name, ``trust``, ``export``, ``external``, ``bench``,
+    #: ``explain``, ``report``): the session that finished the stage (a fit resumed from its
+    #: backup: that session's part only).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds of the same stages (all threads of the process): what a stage costs on a
+    #: machine shared with other work, where its wall time is stretched
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
     resumed: int = 0
     schema: int = METRICS_SCHEMA
 

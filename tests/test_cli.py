@@ -69,6 +69,27 @@ def test_split_and_inspect_commands(ham_dir, tmp_path, capsys):
     assert (tmp_path / "s.json").is_file()
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_strict_inspect_fails_on_unreadable_images(ham_dir, tmp_path, capsys, verify):
+    """Issue 26: with --strict an unreadable image is an error (exit 2), as a missing one is;
+    without --strict it is listed and the command succeeds."""
+    broken = sorted(ham_dir.rglob("*.jpg"))[3]
+    broken.write_bytes(b"not a jpeg at all")
+    flags = ["--verify"] if verify else []
+    assert main(["data", "inspect", str(ham_dir), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "unreadable images: 1" in out and broken.name in out
+    code = main(["data", "inspect", str(ham_dir), "--strict", *flags, "--json",
+                 str(tmp_path / "s.json")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "unreadable images: 1" in captured.out  # the summary still lists them
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and "1 of 42 images cannot be read" in err
+    assert broken.name in err and "drop --strict" in err
+    assert (tmp_path / "s.json").is_file()
+
+
 def test_console_script_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "kdskin.cli", "--version"], capture_output=True,
                           text=True, check=False)

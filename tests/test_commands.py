@@ -92,6 +92,34 @@ def test_predict_json_and_top(model_file, tmp_path, capsys):
         assert f"--top {top}" in _one_line(capsys.readouterr().err)
 
 
+def _with_stdout_closed(*args: str) -> tuple[int, str]:
+    """Run ``python -m kdskin ARGS`` with its stdout a pipe whose reader has gone away before
+    the command prints (``kdskin ... | head -5`` once head has its lines): (status, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.Popen([sys.executable, "-m", "kdskin", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    return proc.wait(timeout=300), err
+
+
+@pytest.mark.parametrize("kind", ["predict --json", "predict", "data inspect"])
+def test_a_closed_stdout_ends_the_command_quietly(kind, model_file, ham_dir, tmp_path):
+    """Issue 26: `kdskin predict ... --json | head -5` ended with 'kdskin: error:
+    BrokenPipeError'. Now: exit 141 (128 + SIGPIPE, as Unix tools), nothing on stderr."""
+    from kdskin.cli import EXIT_STDOUT_CLOSED
+
+    images = []
+    for i in range(40):  # more output than a pipe's buffer: the write itself fails
+        images.append(tmp_path / f"img{i}.png")
+        Image.fromarray(np.full((32, 32, 3), 3 * i, np.uint8)).save(images[-1])
+    args = (["data", "inspect", str(ham_dir)] if kind == "data inspect" else
+            ["predict", "--model", str(model_file), *kind.split()[1:], *map(str, images)])
+    code, err = _with_stdout_closed(*args)
+    assert (code, err) == (EXIT_STDOUT_CLOSED, "")
+
+
 def test_predict_takes_no_config(model_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["predict", "--model", str(model_file), "--config", "x.yaml", "a.jpg"])

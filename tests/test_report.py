@@ -278,6 +278,22 @@ def test_a_setting_a_run_predates_takes_the_default_when_grouping():
     assert keys[0] == keys[1] and keys[2] != keys[0]
 
 
+def test_the_builtin_datasets_size_does_not_part_repeats():
+    """data.synth is part of the data (the split digest holds it): a cpu.yaml run made before
+    the quickstart's dataset shrank (issue 26) is still a repeat of one made after."""
+    from kdskin.config import Config
+    from kdskin.report import experiment_key
+
+    values = Config().to_dict()
+    before, after, other = _metrics(42, 0.8), _metrics(43, 0.8), _metrics(44, 0.8)
+    after["config_values"] = values
+    before["config_values"] = {**values, "data": {**values["data"], "synth": {
+        **values["data"]["synth"], "n_images": 900}}}
+    other["config_values"] = {**values, "data": {**values["data"], "image_size": 64}}
+    keys = [experiment_key(m) for m in _typed([before, after, other])]
+    assert keys[0] == keys[1] and keys[2] != keys[0]
+
+
 def test_a_student_of_another_teacher_is_another_experiment():
     from kdskin.config import Config
     from kdskin.report import experiment_key

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -15,6 +16,7 @@ from kdskin.rundir import split_digest
 from tests.conftest import write_isic
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -175,6 +177,34 @@ def test_run_directory_layout(run_dir):
                  "student_multi", "student_multi_fusion"]:
         assert (run_dir / "models" / f"{name}.keras").is_file(), name
     assert not list(run_dir.rglob("*.tmp*")), "temporary files left behind"
+    # issue 26: the fits' checkpoints (a second student_multi_fusion.keras without the
+    # decision rules) and backups are gone once the run is done
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "backup").exists()
+
+
+def test_readme_documents_the_run_directory(run_dir):
+    """Every top-level entry of a finished run is in the README's run-directory layout, and the
+    layout names nothing a run does not make (training state excepted)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## The run directory", 1)[1].split("```", 2)[1]
+    documented = {m.rstrip("/") for m in re.findall(r"^  ([\w.]+/?)", block, re.M)}
+    made = {p.name for p in run_dir.iterdir()}
+    assert made <= documented, made - documented
+    assert documented - made == {"checkpoints", "backup"}, documented - made
+
+
+def test_stage_times_are_recorded(run_dir):
+    """Issue 26: the run records each stage's wall and CPU seconds, in the order run."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    stages = ["data", "baseline_cnn", "reference_cnn", "teacher", "student_baseline",
+              "student_single", "student_multi", "student_multi_fusion", "trust", "export",
+              "external", "bench", "explain", "report"]
+    assert list(metrics["stage_seconds"]) == stages
+    assert list(metrics["stage_cpu_seconds"]) == stages
+    assert all(v >= 0 for v in metrics["stage_seconds"].values())
+    assert metrics["stage_seconds"]["teacher"] >= metrics["models"]["teacher"]["train_seconds"]
+    assert sum(metrics["stage_seconds"].values()) <= metrics["wall_seconds"] + \
+        metrics["stage_seconds"]["report"] + 1
 
 
 def test_metrics_json_has_every_model_and_metric(run_dir):
@@ -218,18 +248,47 @@ def test_existing_run_dir_is_refused(run_dir, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_resume_reuses_finished_models_and_adds_up_wall_time(run_dir, tmp_path):
+def test_resume_of_a_finished_run_says_so_and_redoes_nothing(run_dir, tmp_path, capsys):
+    """Issue 26: --resume on a finished run redid its export, benchmark and explanations."""
+    copy = tmp_path / "done"
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints").mkdir()  # a run finished by an older kdskin kept its checkpoints
+    files = sorted(p for p in copy.rglob("*") if p.is_file() and p.parent.name != "checkpoints")
+    stamps = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    assert main(["run", "--config", str(TINY), "--out", str(copy), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "the run is complete" in out and "nothing to resume" in out
+    assert "training" not in out and "exporting" not in out and "benchmarking" not in out
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == stamps
+    assert not (copy / "checkpoints").exists()
+
+
+def test_resume_reuses_finished_models_and_redoes_only_what_is_missing(run_dir, tmp_path,
+                                                                      capsys):
+    """A run interrupted after its export: the models and the export are kept, the benchmark,
+    explanations and report are made, the wall time adds up."""
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     before = json.loads((copy / "metrics.json").read_text())
+    interrupted = {**before, "wall_seconds": None, "bench": {}, "explanations": {}}
+    (copy / "metrics.json").write_text(json.dumps(interrupted))
+    for rel in ("report.md", "MODEL_CARD.md", "bench.json"):
+        (copy / rel).unlink()
+    shutil.rmtree(copy / "explanations")
+    int8 = copy / "tflite" / "model_int8.tflite"
+    exported = int8.stat().st_mtime_ns
     assert main(["run", "--config", str(TINY), "--out", str(copy), "--resume",
-                 "--set", "export.enabled=false", "--set", "bench.enabled=false",
-                 "--set", "explain.enabled=false"]) == 0
+                 "--set", "bench.steps=2", "--set", "explain.methods=[gradcam]"]) == 0
+    out = capsys.readouterr().out
+    assert "exporting" not in out and "benchmarking" in out
     after = json.loads((copy / "metrics.json").read_text())
     assert set(after["models"]) == set(before["models"])
     for name, entry in before["models"].items():  # nothing retrained: same files, same scores
         assert after["models"][name]["test"] == entry["test"], name
         assert after["models"][name]["train_seconds"] == entry["train_seconds"], name
+    assert int8.stat().st_mtime_ns == exported and after["export"] == before["export"]
+    assert after["bench"] and after["explanations"]
+    assert (copy / "report.md").is_file() and (copy / "bench.json").is_file()
     assert after["resumed"] == 1
     assert after["wall_seconds"] >= before["wall_seconds"] > 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kdskin.config import Config
-from kdskin.errors import KdskinError
+from kdskin.errors import DataError, KdskinError
 
 
 def synth_command(cfg: Config, out: str | None, n_images: int | None = None,
@@ -49,17 +49,26 @@ def split_command(cfg: Config, data: str, out: str, fmt: str | None = None,
 def inspect_command(cfg: Config, data: str, fmt: str | None = None, strict: bool | None = None,
                     split: str | None = None, verify: bool = False,
                     json_out: str | None = None) -> dict[str, Any]:
-    """Print counts per class and split, missing images, repeated lesions and sizes."""
+    """Print counts per class and split, missing images, repeated lesions and sizes.
+
+    ``strict`` (else ``data.strict``): a metadata row without an image and an unreadable image
+    are errors (:class:`DataError`, raised after the summary is printed and written).
+    """
     from kdskin.data.datasets import read_dataset
     from kdskin.data.inspect import format_summary, summarize
     from kdskin.data.split import read_split
 
-    dataset = read_dataset(data, fmt or cfg.data.format,
-                           strict=cfg.data.strict if strict is None else strict)
+    strict = cfg.data.strict if strict is None else strict
+    dataset = read_dataset(data, fmt or cfg.data.format, strict=strict)
     summary = summarize(dataset, read_split(split) if split else None, verify=verify)
     print(format_summary(summary))
     if json_out:
         from kdskin.io import write_json
 
         write_json(json_out, summary)
+    unreadable = summary["unreadable_images"]
+    if strict and unreadable:
+        raise DataError(f"{data}: {len(unreadable)} of {summary['images']} "
+                        f"images cannot be read (first: {unreadable[0]}); replace or remove "
+                        f"them, or drop --strict to skip them")
     return summary

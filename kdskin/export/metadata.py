@@ -17,19 +17,18 @@ What :func:`add_metadata` writes:
 - ``decision.json`` (temperature, referral and out-of-scope thresholds) as an associated file of
   type ``DESCRIPTIONS`` when the run fitted them.
 
-The metadata flatbuffer is built with the *generated, maintained* schema module that MediaPipe
-ships (``mediapipe.tasks.metadata.metadata_schema_py_generated``; TFLite Support's copy is used
-where only that is installed) and the model is re-packed with LiteRT's own schema module
-(``ai_edge_litert.schema_py_generated``), the steps of MediaPipe's ``MetadataPopulator``, whose
-own module does not import in mediapipe 1.x (a missing native ``_pywrap_metadata_version``).
-Only features of metadata schema 1.0.0 are used, so ``min_parser_version`` is ``1.0.0``.
-Without a schema module, :class:`MetadataUnavailable` says what to install; the export goes on
-without metadata and records why (:func:`kdskin.export.check.export_and_check`).
+The metadata flatbuffer is written and read by :mod:`kdskin.export.metadata_flatbuffer` (the
+subset of ``metadata_schema.fbs`` a classifier needs, with the ``flatbuffers`` package that
+TensorFlow and LiteRT install), so the default install writes it: no MediaPipe needed. The model
+is re-packed with LiteRT's own schema module (``ai_edge_litert.schema_py_generated``), the steps
+of MediaPipe's ``MetadataPopulator``. Only features of metadata schema 1.0.0 are used, so
+``min_parser_version`` is ``1.0.0``. Without LiteRT's schema module, :class:`MetadataUnavailable`
+says what to install; the export goes on without metadata and records why
+(:func:`kdskin.export.check.export_and_check`).
 """
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import zipfile
@@ -40,18 +39,14 @@ from typing import Any
 
 from kdskin.constants import CLASSES, LABELS_FILE
 from kdskin.errors import KdskinError
+from kdskin.export import metadata_flatbuffer as mfb
 
-#: Where the metadata schema module is looked for, in this order.
-SCHEMA_MODULES: tuple[str, ...] = ("mediapipe.tasks.metadata.metadata_schema_py_generated",
-                                   "tflite_support.metadata_schema_py_generated")
 #: Name of the model's metadata entry that holds the metadata flatbuffer.
 METADATA_NAME = "TFLITE_METADATA"
-METADATA_IDENTIFIER = b"M001"
 MODEL_IDENTIFIER = b"TFL3"
 #: Lowest metadata parser version that reads every field written here.
 MIN_PARSER_VERSION = "1.0.0"
 DECISION_FILE = "decision.json"
-INSTALL_HINT = "pip install 'kdskin[deploy]' (mediapipe>=1.2 ships the metadata schema)"
 DEFAULT_LICENSE = ("Model weights trained on HAM10000 (ViDIR Group, Medical University of "
                    "Vienna), CC BY-NC 4.0: non-commercial use with attribution. kdskin code: "
                    "Apache-2.0.")
@@ -60,7 +55,7 @@ INTENDED_USE = ("Research and education only: not a medical device, not for diag
 
 
 class MetadataUnavailable(KdskinError):
-    """No module with the TFLite metadata schema is installed (the export records why)."""
+    """LiteRT's model schema module is not installed (the export records why)."""
 
 
 @dataclass(frozen=True)
@@ -99,19 +94,7 @@ class ModelInfo:
         return " ".join(parts)
 
 
-# --------------------------------------------------------------------------- schema modules
-
-
-def metadata_schema() -> Any:
-    """The generated metadata schema module; :class:`MetadataUnavailable` if none imports."""
-    reasons = []
-    for name in SCHEMA_MODULES:
-        try:
-            return importlib.import_module(name)
-        except ImportError as exc:
-            reasons.append(f"{name.split('.')[0]}: {exc.__class__.__name__}")
-    raise MetadataUnavailable(f"no TFLite metadata schema module ({'; '.join(reasons)}): "
-                              f"{INSTALL_HINT}")
+# --------------------------------------------------------------------------- model schema
 
 
 def _model_schema() -> Any:
@@ -136,66 +119,31 @@ def _model_io(schema: Any, data: bytes) -> tuple[str, tuple[int, ...]]:
 # --------------------------------------------------------------------------- writing
 
 
-def _metadata_buffer(fb: Any, info: ModelInfo, input_type: str, size: int) -> bytes:
-    """The metadata flatbuffer (identifier M001) of a kdskin classifier."""
-    import flatbuffers
-
-    image = fb.TensorMetadataT()
-    image.name = "image"
-    image.description = (f"RGB image {size}x{size}, pixel values 0..255 "
-                         f"({'uint8, raw pixels' if input_type == 'uint8' else input_type}); "
-                         f"the model rescales inside. Resize with an anti-aliased filter.")
-    image.content = fb.ContentT()
-    image.content.contentPropertiesType = fb.ContentProperties.ImageProperties
-    image.content.contentProperties = fb.ImagePropertiesT()
-    image.content.contentProperties.colorSpace = fb.ColorSpaceType.RGB
-    norm = fb.ProcessUnitT()
-    norm.optionsType = fb.ProcessUnitOptions.NormalizationOptions
-    norm.options = fb.NormalizationOptionsT()
-    norm.options.mean, norm.options.std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    image.processUnits = [norm]
-    image.stats = fb.StatsT()
-    image.stats.max, image.stats.min = [255.0], [0.0]
-
-    probs = fb.TensorMetadataT()
-    probs.name = "probs"
-    probs.description = (f"Probabilities of the {len(info.labels)} classes in {LABELS_FILE} "
-                         f"order (softmax inside the model).")
-    probs.content = fb.ContentT()
-    probs.content.contentPropertiesType = fb.ContentProperties.FeatureProperties
-    probs.content.contentProperties = fb.FeaturePropertiesT()
-    probs.stats = fb.StatsT()
-    probs.stats.max, probs.stats.min = [1.0], [0.0]
-    labels = fb.AssociatedFileT()
-    labels.name = LABELS_FILE
-    labels.description = "Class names, one a line, in output order."
-    labels.type = fb.AssociatedFileType.TENSOR_AXIS_LABELS
-    probs.associatedFiles = [labels]
-
-    subgraph = fb.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [probs]
-
-    meta = fb.ModelMetadataT()
-    meta.name = info.name
-    meta.description = info.full_description()
-    meta.version = info.version
-    meta.author = info.author
-    meta.license = info.license
-    meta.subgraphMetadata = [subgraph]
-    meta.minParserVersion = MIN_PARSER_VERSION
-    files = []
-    for name in _model_files(info):
-        entry = fb.AssociatedFileT()
-        entry.name = name
-        entry.description = ("Decision rules: calibration temperature, referral and "
-                             "out-of-scope thresholds." if name == DECISION_FILE else name)
-        entry.type = fb.AssociatedFileType.DESCRIPTIONS
-        files.append(entry)
-    meta.associatedFiles = files or None
-    builder = flatbuffers.Builder(0)
-    builder.Finish(meta.Pack(builder), METADATA_IDENTIFIER)
-    return bytes(builder.Output())
+def metadata_of(info: ModelInfo, input_type: str, size: int) -> mfb.ModelMetadata:
+    """The metadata of a kdskin classifier whose input is ``input_type`` (``uint8``,
+    ``float32``) images of ``size`` x ``size`` pixels."""
+    image = mfb.TensorMetadata(
+        name="image",
+        description=(f"RGB image {size}x{size}, pixel values 0..255 "
+                     f"({'uint8, raw pixels' if input_type == 'uint8' else input_type}); "
+                     f"the model rescales inside. Resize with an anti-aliased filter."),
+        image=True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+        stats_min=(0.0,), stats_max=(255.0,))
+    labels = mfb.AssociatedFile(LABELS_FILE, "Class names, one a line, in output order.",
+                                mfb.TENSOR_AXIS_LABELS)
+    probs = mfb.TensorMetadata(
+        name="probs",
+        description=(f"Probabilities of the {len(info.labels)} classes in {LABELS_FILE} "
+                     f"order (softmax inside the model)."),
+        stats_min=(0.0,), stats_max=(1.0,), associated_files=(labels,))
+    files = tuple(mfb.AssociatedFile(name, "Decision rules: calibration temperature, referral "
+                                     "and out-of-scope thresholds." if name == DECISION_FILE
+                                     else name, mfb.DESCRIPTIONS)
+                  for name in _model_files(info))
+    return mfb.ModelMetadata(name=info.name, description=info.full_description(),
+                             version=info.version, author=info.author, license=info.license,
+                             min_parser_version=MIN_PARSER_VERSION, inputs=(image,),
+                             outputs=(probs,), associated_files=files)
 
 
 def _model_files(info: ModelInfo) -> list[str]:
@@ -225,18 +173,18 @@ def add_metadata(data: bytes, info: ModelInfo) -> bytes:
     """``data`` (a .tflite flatbuffer) with kdskin's metadata and associated files.
 
     Replaces metadata and associated files written before (idempotent). Raises
-    :class:`MetadataUnavailable` when no metadata schema module is installed, and
+    :class:`MetadataUnavailable` when LiteRT's schema module is not installed, and
     :class:`KdskinError` for bytes that are not a .tflite model.
     """
     import flatbuffers
 
-    fb, schema = metadata_schema(), _model_schema()
+    schema = _model_schema()
     data = strip_metadata(bytes(data))
     if not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise KdskinError("not a .tflite flatbuffer (no TFL3 identifier); re-export the model")
     input_type, shape = _model_io(schema, data)
     size = int(shape[1]) if len(shape) == 4 else 0
-    meta_buf = _metadata_buffer(fb, info, input_type, size)
+    meta_buf = mfb.to_bytes(metadata_of(info, input_type, size))
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
     buffer = schema.BufferT()
@@ -291,24 +239,19 @@ def associated_files(source: str | Path | bytes) -> dict[str, bytes]:
         return {}
 
 
-def _files(items: Sequence[Any] | None) -> list[dict[str, Any]]:
-    return [{"name": _name(f.name), "type": int(f.type), "description": _name(f.description)}
-            for f in items or []]
+def _files(items: Sequence[mfb.AssociatedFile]) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": f.type, "description": f.description} for f in items]
 
 
-def _tensor(fb: Any, t: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": _name(t.name), "description": _name(t.description),
-                           "associated_files": _files(t.associatedFiles)}
-    for unit in t.processUnits or []:
-        if unit.optionsType == fb.ProcessUnitOptions.NormalizationOptions:
-            out["normalization"] = {"mean": [float(v) for v in unit.options.mean],
-                                    "std": [float(v) for v in unit.options.std]}
-    if t.content is not None and t.content.contentPropertiesType == \
-            fb.ContentProperties.ImageProperties:
-        out["color_space"] = int(t.content.contentProperties.colorSpace)
-    if t.stats is not None:
-        out["stats"] = {"min": [float(v) for v in t.stats.min],
-                        "max": [float(v) for v in t.stats.max]}
+def _tensor(t: mfb.TensorMetadata) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": t.name, "description": t.description,
+                           "associated_files": _files(t.associated_files)}
+    if t.mean is not None or t.std is not None:
+        out["normalization"] = {"mean": list(t.mean or ()), "std": list(t.std or ())}
+    if t.image:
+        out["color_space"] = mfb.RGB
+    if t.stats_min or t.stats_max:
+        out["stats"] = {"min": list(t.stats_min), "max": list(t.stats_max)}
     return out
 
 
@@ -323,23 +266,24 @@ def read_metadata(source: str | Path | bytes) -> dict[str, Any] | None:
     buf = metadata_buffer(source)
     if buf is None:
         return None
-    fb = metadata_schema()
-    if not fb.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0):
+    if not mfb.has_identifier(buf):
         raise KdskinError(f"{source if not isinstance(source, bytes) else 'model'}: metadata "
                           f"buffer without the M001 identifier")
-    meta = fb.ModelMetadataT.InitFromObj(fb.ModelMetadata.GetRootAsModelMetadata(buf, 0))
-    sub = meta.subgraphMetadata[0]
+    meta = mfb.from_bytes(buf)
+    if not meta.inputs or not meta.outputs:
+        raise KdskinError(f"{source if not isinstance(source, bytes) else 'model'}: metadata "
+                          f"without input and output tensors; re-export the model")
     out: dict[str, Any] = {
-        "name": _name(meta.name), "version": _name(meta.version), "author": _name(meta.author),
-        "license": _name(meta.license), "description": _name(meta.description),
-        "min_parser_version": _name(meta.minParserVersion),
-        "associated_files": _files(meta.associatedFiles),
-        "input": _tensor(fb, sub.inputTensorMetadata[0]),
-        "output": _tensor(fb, sub.outputTensorMetadata[0]),
+        "name": meta.name, "version": meta.version, "author": meta.author,
+        "license": meta.license, "description": meta.description,
+        "min_parser_version": meta.min_parser_version,
+        "associated_files": _files(meta.associated_files),
+        "input": _tensor(meta.inputs[0]),
+        "output": _tensor(meta.outputs[0]),
     }
     packed = associated_files(source)
     axis = [f["name"] for f in out["output"]["associated_files"]
-            if f["type"] == fb.AssociatedFileType.TENSOR_AXIS_LABELS]
+            if f["type"] == mfb.TENSOR_AXIS_LABELS]
     if axis and axis[0] in packed:
         out["labels"] = [line.strip() for line in packed[axis[0]].decode().splitlines()
                          if line.strip()]
@@ -349,5 +293,5 @@ def read_metadata(source: str | Path | bytes) -> dict[str, Any] | None:
 
 
 __all__ = ["DEFAULT_LICENSE", "METADATA_NAME", "MIN_PARSER_VERSION", "MetadataUnavailable",
-           "ModelInfo", "add_metadata", "associated_files", "metadata_buffer",
-           "metadata_schema", "read_metadata", "strip_metadata"]
+           "ModelInfo", "add_metadata", "associated_files", "metadata_buffer", "metadata_of",
+           "read_metadata", "strip_metadata"]

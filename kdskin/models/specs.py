@@ -91,7 +91,7 @@ class TeacherConfig:
     bn_momentum: float = 0.9  # BatchNorm moving-average momentum (ConvMixer branch)
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 10
+    epochs: int = 8
     learning_rate: float = 1e-3
     exit_loss_weight: float = 0.3  # teacher training: CE weight of each exit head (logits: 1)
 
@@ -121,7 +121,7 @@ class StudentConfig:
     bn_momentum: float = 0.9
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 10
+    epochs: int = 6
     learning_rate: float = 1e-3
 
 

@@ -6,13 +6,18 @@ split) -> every student stage -> trust (calibration, operating point, out-of-sco
 final student) -> export + check -> external evaluation -> benchmark -> explanations ->
 metrics.json, report.md, MODEL_CARD.md. Each finished
 model is saved and recorded in ``metrics.json`` at once, so ``--resume`` skips it; an interrupted
-``fit`` resumes from its ``BackupAndRestore`` state.
+``fit`` resumes from its ``BackupAndRestore`` state, and the results recorded after training
+are kept (only what is missing is made). Each stage's wall and CPU seconds are recorded
+(``stage_seconds``, ``stage_cpu_seconds``). When the run completes its training state
+(``checkpoints/``, ``backup/``) is deleted; ``--resume`` of a completed run says so and stops.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,17 @@ from kdskin.rundir import (
     split_digest,
     student_name,
 )
+
+
+@contextmanager
+def timed(state: RunMetrics, stage: str) -> Iterator[None]:
+    """Record the wall and CPU seconds of the ``with`` block as ``state.stage_seconds[stage]``
+    and ``state.stage_cpu_seconds[stage]`` (when it finishes; an interrupted stage records
+    nothing)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    yield
+    state.stage_seconds[stage] = round(time.perf_counter() - start, 1)
+    state.stage_cpu_seconds[stage] = round(time.process_time() - cpu, 1)
 
 
 def _load_existing(run: RunDir, name: str, metrics: RunMetrics) -> Any | None:
@@ -96,29 +112,36 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     ``teacher``: path of a trained teacher ``.keras`` to reuse instead of training one (it is
     copied into the run, evaluated on this run's split and must beat the majority class).
     """
-    from kdskin.bench import machine_info
-    from kdskin.metrics import majority_accuracy
-    from kdskin.models import build_baseline_cnn, build_teacher
-    from kdskin.models.weights_source import describe
-    from kdskin.train import start_distribution
-
     t_start = time.time()
     run, role = _run_dir(cfg, out, resume)
     if run.is_started() and not resume:
         raise KdskinError(f"{run.root}: run directory exists and is not empty; pass --resume to "
                           f"continue it or --out NEW_DIR for a new run")
+    teacher_file = Path(teacher) if teacher else None
+    if teacher_file is not None and not teacher_file.is_file():
+        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher.keras written "
+                          f"by kdskin run (RUN_DIR/models/teacher.keras)")
+    state = run.load_metrics() if (resume and run.metrics.is_file()) else RunMetrics()
+    if resume and run.is_complete(state):
+        run.remove_training_state()
+        log(f"{run.root}: the run is complete (finished in {state.wall_seconds / 60:.1f} min); "
+            f"nothing to resume. For a new run pass --out NEW_DIR; to redo a step of this one: "
+            f"kdskin export --run / kdskin bench --run --update")
+        return run.root
+    from kdskin.train import start_distribution
+
     # Before any other TensorFlow work (MultiWorkerMirroredStrategy must come first).
     start_distribution(cfg.train.distribution, cfg.train.worker_timeout)
     if role is not None:
         log(f"{role.describe()}: writing "
             + (f"the run directory {run.root}" if role.is_chief else
                f"only its scratch copy {run.root} (the chief writes the run directory)"))
-    teacher_file = Path(teacher) if teacher else None
-    if teacher_file is not None and not teacher_file.is_file():
-        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher.keras written "
-                          f"by kdskin run (RUN_DIR/models/teacher.keras)")
+    from kdskin.bench import machine_info
+    from kdskin.metrics import majority_accuracy
+    from kdskin.models import build_baseline_cnn, build_teacher
+    from kdskin.models.weights_source import describe
+
     run.models.mkdir(parents=True, exist_ok=True)
-    state = run.load_metrics() if (resume and run.metrics.is_file()) else RunMetrics()
     before = state.elapsed_seconds  # finished work of earlier sessions
 
     def elapsed() -> float:
@@ -126,7 +149,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
     if before:
         state.resumed += 1
-    data = prepare_data(cfg, run, data_dir)
+    with timed(state, "data"):
+        data = prepare_data(cfg, run, data_dir)
     cfg.save(run.config)
     majority = majority_accuracy(data.train_labels, data.test.labels)
     state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
@@ -152,6 +176,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         entry.intervals["test"] = intervals(cfg, data.test.labels, probs)
         write_plots(entry.test, data.test.labels, probs, run.plots, entry.name)
         state.models[entry.name] = entry
+        state.stage_seconds[entry.name] = round(time.perf_counter() - stage_start[0], 1)
+        state.stage_cpu_seconds[entry.name] = round(time.process_time() - stage_start[1], 1)
         state.elapsed_seconds = elapsed()
         t = entry.test
         log(f"{entry.name}: test accuracy {t['accuracy']:.4f}, balanced "
@@ -159,6 +185,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             f"{t['macro_auc']:.4f} (majority class {majority:.4f})")
         run.save_metrics(state)
 
+    stage_start = (time.perf_counter(), time.process_time())
     if cfg.baseline.enabled and _load_existing(run, BASELINE_CNN, state) is None:
         model, hist, secs = train_classifier(
             cfg, data, run, BASELINE_CNN,
@@ -166,6 +193,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             cfg.baseline.epochs, cfg.baseline.learning_rate)
         finish(record(run, BASELINE_CNN, model, hist, secs, "paper baseline CNN, cross-entropy"),
                model)
+    stage_start = (time.perf_counter(), time.process_time())
     if cfg.reference.enabled and _load_existing(run, REFERENCE_CNN, state) is None:
         from kdskin.models.reference import build_reference_cnn
 
@@ -191,6 +219,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                       f"pretrained reference: EfficientNet-Lite{eff.variant[1:]} "
                       f"({eff.weights} start) alone, cross-entropy"), model)
 
+    stage_start = (time.perf_counter(), time.process_time())
     teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
     if teacher_model is None and teacher_file is not None:
         teacher_model = _reuse_teacher(cfg, run, teacher_file)
@@ -216,6 +245,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
     for stage in cfg.distill.stages:
         name = student_name(stage)
+        stage_start = (time.perf_counter(), time.process_time())
         if _load_existing(run, name, state) is not None:
             continue
         student, hist, secs, fusion = train_student_stage(cfg, data, run, stage, teacher_model)
@@ -227,22 +257,34 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         log(f"{role.describe()}: training done; the chief writes the rest of the run")
         return Path(out or f"runs/{cfg.name}")
     final = final_student_name(cfg.distill.stages)
-    after_training(cfg, data, run, state, final, test_probs)
-    if cfg.bench.enabled:
-        state.bench = bench_stage(cfg, run)
+    after_training(cfg, data, run, state, final, test_probs, redo=not resume)
+    if cfg.bench.enabled and not (resume and state.bench and run.bench_json.is_file()):
+        with timed(state, "bench"):
+            state.bench = bench_stage(cfg, run)
         run.save_metrics(state)
-    if cfg.explain.enabled and final:
-        state.explanations = explain_stage(cfg, data, run, final)
+    if cfg.explain.enabled and final and not (resume and state.explanations):
+        with timed(state, "explain"):
+            state.explanations = explain_stage(cfg, data, run, final)
         run.save_metrics(state)
-    state.wall_seconds = state.elapsed_seconds = elapsed()
-    run.save_metrics(state)
     from kdskin.pipeline.card import write_model_cards
     from kdskin.report import write_run_report
 
-    write_run_report(run)
-    write_model_cards(run, state, cfg)
-    log(f"done in {state.wall_seconds / 60:.1f} min; report: {run.report}")
+    state.wall_seconds = state.elapsed_seconds = elapsed()  # the report quotes it
+    run.save_metrics(state)
+    with timed(state, "report"):
+        write_run_report(run)
+        write_model_cards(run, state, cfg)
+    run.save_metrics(state)
+    run.remove_training_state()
+    log(f"done in {state.wall_seconds / 60:.1f} min ({_stage_summary(state)}); "
+        f"report: {run.report}")
     return run.root
+
+
+def _stage_summary(state: RunMetrics) -> str:
+    """``data 12 s, teacher 80 s, ...``: the recorded stage times, for the last log line."""
+    return ", ".join(f"{name} {secs:.0f} s" for name, secs in state.stage_seconds.items()) + (
+        f"; CPU {sum(state.stage_cpu_seconds.values()) / 60:.1f} min")
 
 
 # --------------------------------------------------------------------------- after training
@@ -250,11 +292,13 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
 def after_training(cfg: Config, data: RunData, run: RunDir, state: RunMetrics,
                    final: str | None, test_probs: dict[str, Any] | None = None,
-                   refit_trust: bool = False, export_extra: dict[str, Any] | None = None
-                   ) -> Any:
+                   refit_trust: bool = False, export_extra: dict[str, Any] | None = None,
+                   redo: bool = True) -> Any:
     """Trust (decision rules of the final student; kept when the run has them unless
     ``refit_trust``) -> export with the rules folded in -> external evaluation; each result
-    saved in ``metrics.json`` at once. Returns the :class:`~kdskin.decision.DecisionRules`."""
+    saved in ``metrics.json`` at once, with its time in ``stage_seconds``. ``redo=False``
+    (``kdskin run --resume``) keeps an export and an external evaluation the run already has.
+    Returns the :class:`~kdskin.decision.DecisionRules`."""
     from kdskin.models.contract import load_keras
 
     test_probs = dict(test_probs or {})
@@ -267,17 +311,23 @@ def after_training(cfg: Config, data: RunData, run: RunDir, state: RunMetrics,
             for name in (final, student_name("baseline")):
                 if name in state.models and name not in test_probs:
                     test_probs[name] = evaluate_model(load_keras(run.model(name)), data)[2]
-            state.trust = trust_stage(cfg, data, run, final, load_keras(run.model(final)),
-                                      test_probs)
+            with timed(state, "trust"):
+                state.trust = trust_stage(cfg, data, run, final,
+                                          load_keras(run.model(final)), test_probs)
             run.save_metrics(state)
         rules = DecisionRules.from_dict(state.trust["rules"])
-    if cfg.export.enabled and final:
-        state.export = export_stage(cfg, data, run, final, extra=export_extra, rules=rules)
+    from kdskin.export.check import EXPORT_JSON
+
+    exported = bool(state.export) and (run.tflite / EXPORT_JSON).is_file()
+    if cfg.export.enabled and final and (redo or not exported):
+        with timed(state, "export"):
+            state.export = export_stage(cfg, data, run, final, extra=export_extra, rules=rules)
         run.save_metrics(state)
-    if cfg.data.external:
+    if cfg.data.external and (redo or not state.external):
         from kdskin.pipeline.external import external_stage
 
-        state.external = external_stage(cfg, run, state, final, rules)
+        with timed(state, "external"):
+            state.external = external_stage(cfg, run, state, final, rules)
         run.save_metrics(state)
     return rules
 
