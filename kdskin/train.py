@@ -140,6 +140,24 @@ def check_workers_agree(what: str, value: int) -> None:
                            f"--resume into a new --out")
 
 
+def mean_across_workers(values: Sequence[float]) -> list[float]:
+    """``values`` averaged over the workers of a multi-worker run (a collective: every worker
+    calls it at the same point); ``values`` unchanged otherwise. Used so that decisions taken
+    from locally computed metrics (early stopping, the best checkpoint) are the same on every
+    worker even where BatchNorm statistics differ between them."""
+    strategy = _STRATEGIES.get("multi_worker")
+    if strategy is None or not _ROLE or _ROLE[0].num_workers < 2:
+        return [float(v) for v in values]
+    local = [float(v) for v in values]
+
+    def replica_mean() -> tf.Tensor:
+        return tf.distribute.get_replica_context().all_reduce(
+            "MEAN", tf.constant(local, tf.float64))
+
+    summed = tf.function(lambda: strategy.run(replica_mean))()
+    return [float(x) for x in strategy.experimental_local_results(summed)[0].numpy()]
+
+
 def global_batch_size(cfg: Config, strategy: tf.distribute.Strategy) -> int:
     """``cfg.train.batch_size`` per replica times the number of replicas."""
     return int(cfg.train.batch_size) * int(strategy.num_replicas_in_sync)
@@ -240,8 +258,9 @@ class ValidationMetrics(keras.callbacks.Callback):
         out = predict_logits(model, self.images, self.batch_size)
         p = softmax(np.asarray(out["logits"] if isinstance(out, Mapping) else out))
         if logs is not None:
-            logs["val_balanced_accuracy"] = balanced_accuracy(self.labels, p)
-            logs["val_macro_auc"] = macro_auc(self.labels, p)
+            # the same values on every worker of a multi-worker run (the same decisions)
+            logs["val_balanced_accuracy"], logs["val_macro_auc"] = mean_across_workers(
+                [balanced_accuracy(self.labels, p), macro_auc(self.labels, p)])
 
 
 def predict_logits(model: keras.Model, images: Any, batch_size: int = 128) -> Any:
