@@ -88,8 +88,10 @@ def pillow_kernel(factor: int, size: int) -> Kernel1D:
 class PillowDownscale(keras.layers.Layer):
     """``(b, f*S, f*S, 3)`` 0..255 -> ``(b, S, S, 3)``: Pillow's anti-aliased bilinear reduction.
 
-    Separable: a vertical then a horizontal strided depthwise convolution with the triangle taps
-    of :func:`pillow_kernel`, each followed by the per-row (per-column) edge renormalisation.
+    Separable: a vertical then a horizontal strided convolution with the triangle taps of
+    :func:`pillow_kernel` on each channel alone (a diagonal 3x3 channel matrix: TensorFlow's CPU
+    depthwise convolution refuses unequal strides on some machines), each followed by the
+    per-row (per-column) edge renormalisation.
     """
 
     def __init__(self, factor: int, size: int, **kwargs: Any):
@@ -98,18 +100,19 @@ class PillowDownscale(keras.layers.Layer):
         k = pillow_kernel(self.factor, self.size)
         self._k = k
         taps = np.asarray(k.taps, np.float32)
-        self._vertical = np.tile(taps[:, None, None, None], (1, 1, 3, 1))
-        self._horizontal = np.tile(taps[None, :, None, None], (1, 1, 3, 1))
+        eye = np.eye(3, dtype=np.float32)[None, None]
+        self._vertical = taps[:, None, None, None] * eye  # (n, 1, 3, 3)
+        self._horizontal = taps[None, :, None, None] * eye  # (1, n, 3, 3)
         self._norm_rows = np.asarray(k.norm, np.float32)[:, None, None]
         self._norm_cols = np.asarray(k.norm, np.float32)[None, :, None]
 
     def call(self, x: Any) -> Any:
         ops, k = keras.ops, self._k
         x = ops.pad(x, [[0, 0], [k.pad, k.pad_after], [0, 0], [0, 0]])
-        x = ops.depthwise_conv(x, self._vertical, strides=(k.factor, 1), padding="valid")
+        x = ops.conv(x, self._vertical, strides=(k.factor, 1), padding="valid")
         x = x * self._norm_rows
         x = ops.pad(x, [[0, 0], [0, 0], [k.pad, k.pad_after], [0, 0]])
-        x = ops.depthwise_conv(x, self._horizontal, strides=(1, k.factor), padding="valid")
+        x = ops.conv(x, self._horizontal, strides=(1, k.factor), padding="valid")
         return x * self._norm_cols
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
