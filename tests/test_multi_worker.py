@@ -200,7 +200,8 @@ def test_two_workers_train_into_one_run_directory(two_worker_run):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="fails on the merged main (student accuracy 0.28 apart; the resumed student restarts at epoch 1): issue 25 open")
+@pytest.mark.skip(reason="fails on the merged main (student accuracy 0.28 apart; the "
+                         "resumed student restarts at epoch 1): issue 25 open")
 def test_two_workers_match_one_worker_with_the_same_global_batch(two_worker_run,
                                                                  one_worker_run):
     out, results = two_worker_run
@@ -216,7 +217,8 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(two_worker_run,
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="fails on the merged main (student accuracy 0.28 apart; the resumed student restarts at epoch 1): issue 25 open")
+@pytest.mark.skip(reason="fails on the merged main (student accuracy 0.28 apart; the "
+                         "resumed student restarts at epoch 1): issue 25 open")
 def test_a_killed_two_worker_job_resumes(tmp_path):
     out = tmp_path / "run"
     scratch = _scratch(out)
