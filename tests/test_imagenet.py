@@ -251,7 +251,7 @@ def test_imagenet_classes_of_two_photos():
         read_imagenet_state,
     )
 
-    state, _ = read_imagenet_state("B0")
+    state = read_imagenet_state("B0")
     image = keras.Input((224, 224, 3))
     model = keras.Model(image, efficientnet_lite(image, "B0"))
     branch_layers = [layer for layer in model.layers if layer.weights]
@@ -271,7 +271,7 @@ def test_student_starts_from_imagenet_and_every_branch_layer_is_set():
     from kdskin.models.imagenet import read_imagenet_state
     from kdskin.models.specs import StudentConfig
 
-    state, _ = read_imagenet_state("B0")
+    state = read_imagenet_state("B0")
     student = build_student(StudentConfig(weights="imagenet"), 64)
     kernel = student.get_layer("stem_conv").get_weights()[0]
     np.testing.assert_array_equal(kernel, state["_conv_stem.weight"].transpose(2, 3, 1, 0))
@@ -294,7 +294,7 @@ def test_shape_mismatch_names_the_layer():
     from kdskin.models.efficientnet_lite import efficientnet_lite
     from kdskin.models.imagenet import assign_lite_weights, lite_weight_map, read_imagenet_state
 
-    state, _ = read_imagenet_state("B0")
+    state = read_imagenet_state("B0")
     weights = lite_weight_map(state, "B0")
     image = keras.Input((64, 64, 3))
     model = keras.Model(image, efficientnet_lite(image, "B0"))
@@ -311,7 +311,7 @@ def test_shape_mismatch_names_the_layer():
         del state["_blocks.15._depthwise_conv.weight"]
         lite_weight_map(state, "B0")
     # a model missing layers of the branch
-    partial = dict(lite_weight_map(read_imagenet_state("B0")[0], "B0"))
+    partial = dict(lite_weight_map(read_imagenet_state("B0"), "B0"))
     partial.pop("top_bn")
     with pytest.raises(WeightsError, match="layer top_bn of the model gets no ImageNet weights"):
         assign_lite_weights(model, partial)
@@ -331,7 +331,7 @@ def test_teacher_with_an_imagenet_efficientnet_lite_branch():
     assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, 7) for k in out}
     assert teacher.get_layer("conv_features").output.shape[1:] == (2, 2, 1280)
     assert teacher.get_layer("conv_exit_1_pool").input.shape[-1] == 320  # stage 7
-    state, _ = read_imagenet_state("B0")
+    state = read_imagenet_state("B0")
     np.testing.assert_array_equal(teacher.get_layer("stem_bn").get_weights()[2],
                                   state["_bn0.running_mean"])
 
@@ -356,7 +356,7 @@ def test_pretrained_reference_and_config_provenance():
     model = build_reference_effnet(64, "B0", "imagenet")
     assert list(model.output_names) == ["logits"]
     assert model(np.zeros((1, 64, 64, 3), "float32"))["logits"].shape == (1, 7)
-    state, _ = read_imagenet_state("B0")
+    state = read_imagenet_state("B0")
     np.testing.assert_array_equal(model.get_layer("top_conv").get_weights()[0],
                                   state["_conv_head.weight"].transpose(2, 3, 1, 0))
     cfg = Config()

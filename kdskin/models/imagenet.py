@@ -30,7 +30,7 @@ import numpy as np
 from kdskin.errors import WeightsError
 from kdskin.models.efficientnet_lite import block_names
 from kdskin.models.torch_pickle import read_state_dict
-from kdskin.models.weights_source import WeightsSource, checkpoint_path, describe
+from kdskin.models.weights_source import checkpoint_path
 
 #: kdskin layer suffix in a block -> checkpoint module in ``_blocks.N``
 _BLOCK_PARTS = {"expand_conv": "_expand_conv", "expand_bn": "_bn0", "dwconv": "_depthwise_conv",
@@ -41,10 +41,11 @@ _BRANCH_LAYER = re.compile(r"^(stem_conv|stem_bn|top_conv|top_bn|block\d+[a-z]_(
                            + "|".join(_BLOCK_PARTS) + r"))$")
 
 
-def read_imagenet_state(variant: str = "B0") -> tuple[dict[str, np.ndarray], WeightsSource]:
-    """The checkpoint's tensors ``{name: array}`` and where they came from."""
+def read_imagenet_state(variant: str = "B0") -> dict[str, np.ndarray]:
+    """The checkpoint's tensors ``{name: array}`` (where they came from, with its SHA-256, is
+    :func:`kdskin.models.weights_source.describe`: a run records it once, not per model)."""
     path, _ = checkpoint_path(variant)
-    return read_state_dict(path), describe(variant)
+    return read_state_dict(path)
 
 
 def _conv(kernel: np.ndarray) -> np.ndarray:
@@ -127,12 +128,10 @@ def assign_lite_weights(model: Any, weights: dict[str, list[np.ndarray]]) -> int
     return len(weights)
 
 
-def load_imagenet_lite(model: Any, variant: str = "B0") -> WeightsSource:
+def load_imagenet_lite(model: Any, variant: str = "B0") -> None:
     """Load the ImageNet weights of EfficientNet-Lite ``variant`` into ``model``'s branch
     (built by :func:`~kdskin.models.efficientnet_lite.efficientnet_lite` into its graph)."""
-    state, source = read_imagenet_state(variant)
-    assign_lite_weights(model, lite_weight_map(state, variant))
-    return source
+    assign_lite_weights(model, lite_weight_map(read_imagenet_state(variant), variant))
 
 
 def imagenet_head(state: dict[str, np.ndarray], pooled: np.ndarray) -> np.ndarray:

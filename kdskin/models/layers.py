@@ -133,3 +133,16 @@ CUSTOM_LAYERS: dict[str, type[keras.layers.Layer]] = {
     "LayerScale": LayerScale,
     "PositionEmbedding": PositionEmbedding,
 }
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer; return how many.
+
+    It is part of each layer's config, so a saved model reloads with the same value.
+    """
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            count += 1
+    return count

@@ -23,6 +23,7 @@ from kdskin.constants import NUM_CLASSES
 from kdskin.models.efficientnet_lite import efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.inputs import image_input
+from kdskin.models.layers import set_bn_momentum
 from kdskin.models.specs import REFERENCE_FILTERS, validate_reference, validate_reference_effnet
 
 
@@ -82,9 +83,7 @@ def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = 
     x = layers.Dropout(dropout, name="dropout")(x)
     logits = layers.Dense(num_classes, name="logits")(x)
     model = keras.Model(image, {"logits": logits}, name=name)
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.momentum = float(bn_momentum)
+    set_bn_momentum(model, bn_momentum)
     if weights == "imagenet":  # weights loaded last
         load_imagenet_lite(model, variant)
     return model

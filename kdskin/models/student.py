@@ -38,6 +38,7 @@ from kdskin.errors import ModelError
 from kdskin.models.efficientnet_lite import LITE_COEFFICIENTS, efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.inputs import image_input
+from kdskin.models.layers import set_bn_momentum
 from kdskin.models.specs import (
     EFFICIENTNET_VARIANTS,
     EFFICIENTNETS,
@@ -133,19 +134,6 @@ def load_effnet_weights(image: Any, features: Any, path: str, label: str) -> Non
     for warning in caught:
         warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                warning.lineno)
-
-
-def set_bn_momentum(model: keras.Model, momentum: float) -> int:
-    """Set the moving-average momentum of every BatchNormalization layer; return how many.
-
-    It is part of each layer's config, so a saved model reloads with the same value.
-    """
-    count = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.momentum = float(momentum)
-            count += 1
-    return count
 
 
 def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CLASSES,

@@ -33,7 +33,7 @@ from kdskin.constants import NUM_CLASSES
 from kdskin.models.efficientnet_lite import efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.inputs import image_input
-from kdskin.models.layers import LayerScale, PositionEmbedding
+from kdskin.models.layers import LayerScale, PositionEmbedding, set_bn_momentum
 from kdskin.models.specs import CONV_BRANCHES, TeacherConfig, validate_teacher
 
 __all__ = ["CONV_BRANCHES", "build_teacher", "validate_teacher"]
@@ -247,9 +247,7 @@ def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CL
     outputs.update({f"conv_exit_{j}": t for j, t in enumerate(conv_exits, start=1)})
     outputs["logits"] = logits
     model = keras.Model(image, outputs, name=name)
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            layer.momentum = float(cfg.bn_momentum)
+    set_bn_momentum(model, cfg.bn_momentum)
     if cfg.conv_branch == "efficientnet_lite" and cfg.conv_weights == "imagenet":
         load_imagenet_lite(model, cfg.conv_variant)  # weights loaded last
     return model
