@@ -107,11 +107,6 @@ class RunDir:
         """Where the built-in generated dataset of the run is written."""
         return self.root / "data"
 
-    @property
-    def external(self) -> Path:
-        """Plots and JSON of the external evaluation."""
-        return self.root / "external"
-
     # ------------------------------------------------------------------ per model
     def model(self, name: str) -> Path:
         return self.models / f"{name}.keras"
