@@ -392,6 +392,25 @@ def _settings(run: RunDir, cfg: Any) -> tuple[Any, Any, str]:
     return cfg, Config(), "given bench settings"
 
 
+def _recorded_steps(run: RunDir, names: list[str]) -> dict[str, Any]:
+    """The training step times the run recorded during fit (``metrics.json`` ``train_step``)
+    for ``names``, as bench entries (``ms_per_step``, no percentiles); a model without one is
+    ``{"skipped": ...}``."""
+    recorded = run.load_metrics().models if run.metrics.is_file() else {}
+    out: dict[str, Any] = {}
+    for name in names:
+        step = recorded[name].train_step if name in recorded else {}
+        if step.get("ms_per_step") is None:
+            out[name] = {"skipped": "no step time recorded during fit in metrics.json; run "
+                                    "kdskin bench --run with bench.training_steps=true"}
+            continue
+        out[name] = {"what": "recorded during fit (median, input pipeline included; "
+                             "bench.training_steps=false)",
+                     "ms_per_step": float(step["ms_per_step"]), "batch": step.get("batch"),
+                     "steps": step.get("steps")}
+    return out
+
+
 def _distillation_step(teacher: Any, student: Any, cfg: Any, stage: str) -> Any:
     """A compiled ``KdskinDistiller`` for ``stage`` (the bench's hook into kdskin.distill).
 
@@ -477,7 +496,11 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
         # teacher (CE on every exit), the student alone (stage baseline) and the KD step of the
         # final student (its stage's distiller, frozen teacher forward included). Weights
         # change, so each model is reloaded from disk first. Every model's step time *during*
-        # training is in metrics.json (train_step).
+        # training is in metrics.json (train_step); without bench.training_steps those are used.
+        if not getattr(bench_cfg, "training_steps", True):
+            result["training"] = _recorded_steps(run, trained)
+            bar.update(len(trained))
+            trained = []
         for name in trained:
             size = int(loaded[name].inputs[0].shape[1])
             fresh = load_keras(run.model(name))

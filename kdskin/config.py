@@ -285,6 +285,11 @@ class BenchConfig:
     #: cross-check each .tflite's batch-1 latency (1 thread) with LiteRT's benchmark tool
     #: (benchmark_model on PATH, else ai_edge_litert.tools.benchmark_litert_model)
     litert_tool: bool = True
+    #: time isolated training steps (train_on_batch; each model's train function traced again,
+    #: about 25 s a model on 2 cores) of the teacher, the student alone and the final KD step.
+    #: false (a first look): the training column gives the step times the run recorded during
+    #: fit (metrics.json train_step, input pipeline included), marked "recorded during fit"
+    training_steps: bool = False
 
 
 @dataclass

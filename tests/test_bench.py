@@ -162,7 +162,8 @@ def test_bench_run_on_a_run_directory(tmp_path, capsys):
         model.save(run / "models" / f"{name}.keras")
     files = export_tflite(student, run / "tflite", colour_data(2)[0], kinds=("fp32", "int8"))
     # No cfg: the run's own config.yaml is used (its batch size, its stages).
-    Config(bench=BenchConfig(warmup=1, steps=3, batch_size=4)).save(run / "config.yaml")
+    Config(bench=BenchConfig(warmup=1, steps=3, batch_size=4, training_steps=True)).save(
+        run / "config.yaml")
     result = bench_run(run)
     captured = capsys.readouterr()
     assert captured.out == ""  # no library noise (converter, Keras, TensorFlow) on stdout
@@ -195,6 +196,36 @@ def test_bench_run_on_a_run_directory(tmp_path, capsys):
     given = bench_run(run, Config(bench=BenchConfig(warmup=0, steps=1, batch_size=2)))
     assert given["settings"]["batch"] == 2 and given["settings"]["config"] == "given config"
     assert given["models"]["teacher"]["inference"]["batch"] == 2
+
+
+def test_bench_run_reuses_the_step_times_recorded_during_fit(tmp_path):
+    """bench.training_steps false (the quickstart): no train function is traced again; the
+    training column is what metrics.json recorded during fit, and a model without a record
+    says so."""
+    from kdskin.rundir import ModelRecord, RunDir, RunMetrics
+
+    run = RunDir(tmp_path / "run")
+    run.models.mkdir(parents=True)
+    for name, kind in (("teacher", "teacher"), ("student_baseline", "student"),
+                       ("student_multi_fusion", "student")):
+        _stand_in(kind, name).save(run.model(name))
+    state = RunMetrics()
+    state.models["teacher"] = ModelRecord("teacher", train_step={
+        "ms_per_step": 123.5, "steps": 40, "batch": 4, "how": "during fit"})
+    state.models["student_multi_fusion"] = ModelRecord("student_multi_fusion", train_step={
+        "ms_per_step": 250.0, "steps": 40, "batch": 4, "how": "during fit"})
+    run.save_metrics(state)
+    cfg = Config(bench=BenchConfig(warmup=0, steps=1, batch_size=4, litert_tool=False))
+    assert cfg.bench.training_steps is False  # the default
+    result = bench_run(run.root, cfg, show_progress=False)
+    training = result["training"]
+    assert training["teacher"]["ms_per_step"] == 123.5 and training["teacher"]["steps"] == 40
+    assert "recorded during fit" in training["student_multi_fusion"]["what"]
+    assert training["student_multi_fusion"]["ms_per_step"] == 250.0
+    assert "no step time recorded" in training["student_baseline"]["skipped"]
+    rows = {row["model"]: row for row in result["rows"]}
+    assert rows["teacher"]["train_ms_step"]["median"] == 123.5
+    assert rows["student_baseline"]["train_ms_step"] is None
 
 
 def test_bench_run_refuses_non_run_dir(tmp_path):
