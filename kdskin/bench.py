@@ -513,6 +513,8 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
                     continue
                 teacher = None if stage == "baseline" else load_keras(run.model(TEACHER))
                 step_model = _distillation_step(teacher, fresh, full_cfg, stage)
+                if teacher is not None:  # batches come at the teacher's size (it may be larger)
+                    size = max(size, int(teacher.inputs[0].shape[1]))
                 what = (f"student alone, cross-entropy (stage {stage})" if stage == "baseline"
                         else f"KD step, stage {stage}: frozen teacher forward + student step")
             else:

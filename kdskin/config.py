@@ -335,6 +335,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def teacher_image_size(self) -> int:
+        """The teacher's input size: ``teacher.image_size``, or ``data.image_size`` if unset."""
+        return int(self.teacher.image_size or self.data.image_size)
+
     def imagenet_starts(self) -> dict[str, str]:
         """``{config section: EfficientNet-Lite variant}`` of every model this config starts
         from kdskin's offline ImageNet weights (:mod:`kdskin.models.imagenet`)."""
@@ -478,7 +482,15 @@ def _check_rules(cfg: Config) -> None:
         raise ConfigError(f"teacher.enabled is false but distill.stages {cfg.distill.stages} "
                           f"need a teacher; enable it or keep only the 'baseline' stage")
     validate_baseline(size, NUM_CLASSES)
-    validate_teacher(cfg.teacher, size, NUM_CLASSES)
+    teacher_size = cfg.teacher_image_size()
+    if teacher_size < size:
+        raise ConfigError(f"teacher.image_size ({teacher_size}) must be at least data.image_size "
+                          f"({size}): the student's images are the teacher's, resized down")
+    if teacher_size != size and cfg.data.pipeline == "stream":
+        raise ConfigError(f"teacher.image_size ({teacher_size}) differs from data.image_size "
+                          f"({size}), which data.pipeline=stream does not support; use "
+                          f"data.pipeline=memory or teacher.image_size=null")
+    validate_teacher(cfg.teacher, teacher_size, NUM_CLASSES)
     if cfg.distill.stages:
         validate_student(cfg.student, size, NUM_CLASSES)
     d = cfg.distill

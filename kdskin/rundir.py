@@ -218,6 +218,8 @@ class ModelRecord:
     train_step: dict[str, Any] = field(default_factory=dict)
     stage: str | None = None
     fusion: str | None = None
+    #: the model's input size in pixels (a teacher may take larger images than the students)
+    input_size: int | None = None
     test: dict[str, Any] = field(default_factory=dict)
     val: dict[str, Any] = field(default_factory=dict)
     external: dict[str, Any] = field(default_factory=dict)

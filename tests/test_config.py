@@ -190,12 +190,23 @@ def test_image_size_too_small_for_the_student_fails_at_load_without_keras(tmp_pa
     (["train.early_stopping_patience=-1"], r"train\.early_stopping_patience.*0 for no early"),
     (["student.effnet_stem_stride=3"], r"student\.effnet_stem_stride must be 1 or 2"),
     (["student.cnn_convs=4"], r"student\.cnn_convs"),
+    (["data.image_size=64", "teacher.image_size=48"],
+     r"teacher\.image_size \(48\) must be at least data\.image_size \(64\)"),
+    (["teacher.image_size=96", "data.pipeline=stream"], r"data\.pipeline=stream does not"),
+    (["teacher.image_size=98"], r"teacher\.patch_size .* divisor of the teacher's image size"),
 ])
 def test_every_builder_rule_is_checked_at_load(overrides, match):
     with pytest.raises(ConfigError, match=match) as info:
         load_config(None, overrides)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith("defaults with --set ")
+
+
+def test_the_teacher_takes_its_own_image_size_or_the_students():
+    cfg = load_config(None, ["data.image_size=64"])
+    assert cfg.teacher.image_size is None and cfg.teacher_image_size() == 64
+    cfg = load_config(None, ["data.image_size=64", "teacher.image_size=96"])
+    assert cfg.teacher_image_size() == 96 and cfg.data.image_size == 64
 
 
 def test_logit_adjusted_balance_loads_with_its_tau():

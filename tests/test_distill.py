@@ -45,9 +45,9 @@ class CallCounter(keras.layers.Layer):
         return x
 
 
-def tiny_teacher(seed: int = 0, counter: bool = False) -> keras.Model:
+def tiny_teacher(seed: int = 0, counter: bool = False, size: int = S) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    inp = keras.Input((S, S, 3), name="image")
+    inp = keras.Input((size, size, 3), name="image")
     h = keras.layers.Rescaling(1 / 255.0)(inp)
     if counter:
         h = CallCounter(name="counter")(h)
@@ -282,6 +282,33 @@ def test_teacher_runs_in_training_only():
     out = d(x[:2], training=False)
     assert set(out) == {"cnn_exit", "effnet_exit", "logits"}
     assert float(counter.numpy()) == after_fit
+
+
+def test_a_larger_teacher_sees_its_own_images_and_the_student_them_resized():
+    """Issue 23 (c): training batches come at the teacher's size (2S); the teacher runs on them
+    as they are and the student on them resized to S (anti-aliased); validation batches come
+    at S and reach the student unchanged."""
+    rng = np.random.RandomState(3)
+    big = rng.randint(0, 256, (16, 2 * S, 2 * S, 3)).astype("float32")
+    small, y = batch()
+    teacher = mark_trained(tiny_teacher(counter=True, size=2 * S))
+    student = tiny_student()
+    d = make_stage_model("multi_fusion", teacher, student, Config())
+    view = np.asarray(d.student_view(big))
+    assert view.shape == (16, S, S, 3)
+    # anti-aliased: a 2x2 checkerboard of 0 and 255 averages out to mid-grey, not aliased
+    board = np.indices((2 * S, 2 * S)).sum(0) % 2 * 255.0
+    grey = np.asarray(d.student_view(np.repeat(board[None, ..., None], 3, -1)))
+    assert np.abs(grey[:, 2:-2, 2:-2] - 127.5).max() < 1.0
+    np.testing.assert_allclose(np.asarray(d(big)["logits"]),
+                               np.asarray(student(view)["logits"]), rtol=1e-5, atol=1e-5)
+    assert d.student_view(small) is small  # the student's size: untouched
+    hist = d.fit(big, y, batch_size=8, epochs=2, validation_data=(small, y), verbose=0)
+    assert float(teacher.get_layer("counter").count.numpy()) >= 4
+    assert all(np.isfinite(hist.history[k]).all() for k in ("loss_kd", "loss_exits", "val_loss"))
+    with pytest.raises(ModelError, match="at least as large as the student"):
+        make_stage_model("single", mark_trained(tiny_teacher(size=S // 2)), tiny_student(),
+                         Config())
 
 
 def test_class_weight_changes_distiller_loss_and_fit_class_weight_is_refused():

@@ -387,3 +387,34 @@ def test_a_pretrained_start_records_its_weights(run_dir, tmp_path):
     assert "Pretrained reference (EfficientNet-Lite alone)" in (out / "report.md").read_text()
     # a run from scratch says so
     assert "Initialisation: from scratch" in (run_dir / "MODEL_CARD.md").read_text()
+
+
+def test_a_teacher_at_a_larger_size_is_trained_and_scored_on_its_own_images(run_dir, tmp_path,
+                                                                            capsys):
+    """Issue 23 (c): teacher.image_size 48 with a 32 px student. The teacher is trained, gated
+    and scored (test and external) on the split decoded at 48 px; the student at 32 px; a
+    reused teacher of another size is refused with what to set."""
+    external = tmp_path / "isic"
+    write_isic(external)
+    out = tmp_path / "big_teacher"
+    common = ["--set", "baseline.enabled=false", "--set", "reference.enabled=false",
+              "--set", "export.enabled=false", "--set", "bench.enabled=false",
+              "--set", "explain.enabled=false", "--set", "trust.enabled=false",
+              "--set", "distill.stages=[single]", "--set", "teacher.image_size=48"]
+    assert main(["run", "--config", str(TINY), "--out", str(out), "--external", str(external),
+                 *common]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    models = metrics["models"]
+    assert models["teacher"]["input_size"] == 48 and models["student_single"]["input_size"] == 32
+    assert metrics["image_size"] == 32
+    for name in ("teacher", "student_single"):
+        assert models[name]["external"]["n"] == 21 and models[name]["test"]["n"] > 0, name
+    assert models["teacher"]["test"]["n"] == models["student_single"]["test"]["n"]
+    assert sorted(p.name.split("_")[1] for p in (out / "cache").glob("images_*.npz")) \
+        == ["32", "32", "48", "48"]  # the splits and the external set, at both sizes
+    capsys.readouterr()
+    assert main(["run", "--config", str(TINY), "--out", str(tmp_path / "reuse"),
+                 "--teacher", str(run_dir / "models" / "teacher.keras"), *common]) == 2
+    err = capsys.readouterr().err
+    assert "takes 32px images but this config's teacher takes 48px" in err
+    assert "--set teacher.image_size=N" in err

@@ -192,10 +192,11 @@ class KdskinDistiller(keras.Model):
                              "stage 'baseline' to train the student alone")
         if not isinstance(teacher, keras.Model):
             raise ModelError(f"the teacher must be a keras.Model, got {type(teacher).__name__}")
-        t_in, s_in = teacher.inputs[0].shape, student.inputs[0].shape
-        if tuple(t_in[1:]) != tuple(s_in[1:]):
-            raise ModelError(f"teacher input {tuple(t_in[1:])} and student input "
-                             f"{tuple(s_in[1:])} differ; build both for the same image size")
+        t_in, s_in = tuple(teacher.inputs[0].shape[1:]), tuple(student.inputs[0].shape[1:])
+        if t_in[2:] != s_in[2:] or t_in[0] != t_in[1] or t_in[0] < s_in[0]:
+            raise ModelError(f"teacher input {t_in} and student input {s_in}: the teacher must "
+                             f"take square images at least as large as the student's, with the "
+                             f"same channels (teacher.image_size >= data.image_size)")
         if "logits" not in output_names(teacher):
             raise ModelError(f"teacher {teacher.name!r} has no 'logits' output")
 
@@ -220,8 +221,19 @@ class KdskinDistiller(keras.Model):
     # ------------------------------------------------------------------ Keras API
 
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
-        """The student's outputs (dict of ``(B, 7)`` logits)."""
-        return self.student(inputs, training=training)
+        """The student's outputs (dict of ``(B, 7)`` logits). Images larger than the student's
+        input (a teacher at a larger size: training batches come at the teacher's size) are
+        resized to it first, anti-aliased bilinear; validation batches come at its size."""
+        return self.student(self.student_view(inputs), training=training)
+
+    def student_view(self, inputs: Any) -> Any:
+        """``inputs`` (``(B, S, S, 3)`` or ``{"image": ...}``) at the student's size ``s``:
+        ``(B, s, s, 3)`` (as given when ``S == s``)."""
+        images = inputs["image"] if isinstance(inputs, Mapping) else inputs
+        size = int(self.student.inputs[0].shape[1])
+        if images.shape[1] is None or int(images.shape[1]) == size:
+            return inputs
+        return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=True)
 
     def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
         """Compile with an optimizer only: the loss and metrics are set by the stage."""

@@ -94,6 +94,11 @@ class TeacherConfig:
     epochs: int = 8
     learning_rate: float = 1e-3
     exit_loss_weight: float = 0.3  # teacher training: CE weight of each exit head (logits: 1)
+    #: the teacher's own input size (None: data.image_size). Larger (e.g. 96 or 128 with a
+    #: 64 px student): the teacher is trained and scored on the images decoded at this size,
+    #: and in distillation it sees them while the student sees the same (augmented) batch
+    #: resized to data.image_size (anti-aliased bilinear, inside the distiller)
+    image_size: int | None = None
 
 
 @dataclass
@@ -188,8 +193,9 @@ def validate_teacher(cfg: TeacherConfig, image_size: int, num_classes: int) -> N
     check_image_size(image_size, TEACHER_MIN_IMAGE_SIZE, "the teacher")
     check_num_classes(num_classes)
     if cfg.patch_size < 1 or image_size % cfg.patch_size:
-        raise ConfigError(f"teacher.patch_size must be a positive divisor of data.image_size "
-                          f"({image_size}), got {cfg.patch_size}")
+        raise ConfigError(f"teacher.patch_size must be a positive divisor of the teacher's "
+                          f"image size ({image_size}: teacher.image_size, else data.image_size), "
+                          f"got {cfg.patch_size}")
     for key in ("projection_dim", "num_heads", "vit_depth", "conv_filters", "conv_depth",
                 "conv_kernel", "head_units"):
         check_at_least(f"teacher.{key}", getattr(cfg, key))

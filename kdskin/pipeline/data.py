@@ -130,6 +130,24 @@ def prepare_data(cfg: Config, run: RunDir, data_dir: str | None = None,
                    len(dataset.missing), adjust, files, cache)
 
 
+def teacher_data(cfg: Config, run: RunDir, data: RunData) -> RunData:
+    """The run's splits at the teacher's input size (:meth:`Config.teacher_image_size`):
+    ``data`` itself when it equals ``data.image_size``, else the same split decoded again at
+    that size (cached beside the student's), with the same class balance."""
+    import copy
+
+    size = cfg.teacher_image_size()
+    if size == cfg.data.image_size:
+        return data
+    log(f"teacher data: the split decoded again at {size}x{size} (teacher.image_size; the "
+        f"student sees {cfg.data.image_size}x{cfg.data.image_size})")
+    at_size = copy.deepcopy(cfg)
+    at_size.data.image_size = size
+    big = prepare_data(at_size, run, split_file=run.split)
+    big.source = data.source
+    return big
+
+
 def _stream_files(cfg: Config, dataset: Any, split: Any) -> tuple[SplitFiles, Any]:
     """The training split as files, and the split without its training rows (decoded)."""
     if cfg.data.protocol != "lesion_grouped":

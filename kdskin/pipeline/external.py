@@ -34,8 +34,10 @@ def detect_format(root: str | Path) -> str:
                     f"CSV found; pass --set data.external_format=ham10000|isic2018")
 
 
-def load_external(cfg: Config, run: RunDir) -> tuple[Any, str, list[str]]:
-    """``(SplitArrays of every image, format, unreadable files)`` of ``cfg.data.external``."""
+def load_external(cfg: Config, run: RunDir, image_size: int | None = None
+                  ) -> tuple[Any, str, list[str]]:
+    """``(SplitArrays of every image, format, unreadable files)`` of ``cfg.data.external``,
+    decoded at ``image_size`` (default ``data.image_size``)."""
     from kdskin.data.datasets import read_dataset
     from kdskin.data.pipeline import decode_split
 
@@ -44,8 +46,8 @@ def load_external(cfg: Config, run: RunDir) -> tuple[Any, str, list[str]]:
     dataset = read_dataset(root, fmt, strict=False)
     table = dataset.table[["image_id", "lesion_id", "dx"]].copy()
     table["split"] = "test"
-    arrays, errors = decode_split(dataset, table, cfg.data.image_size, cache_dir=run.cache,
-                                  progress=True)
+    arrays, errors = decode_split(dataset, table, image_size or cfg.data.image_size,
+                                  cache_dir=run.cache, progress=True)
     if len(arrays["test"]) == 0:
         raise DataError(f"{root}: no readable image in the external set")
     return arrays["test"], fmt, errors
@@ -74,23 +76,32 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
                               "n_images": len(part), "unreadable_images": errors, "tflite": {},
                               "trust": {}, "shifts": {}}
 
-    def suite(name: str, clf: Any) -> None:
-        result["shifts"][name] = shift_suite(clf, part.images, part.labels, rules=rules)
+    def suite(name: str, clf: Any, images: Any = part) -> None:
+        result["shifts"][name] = shift_suite(clf, images.images, images.labels, rules=rules)
         shift, drop = worst(result["shifts"][name])
         log(f"external {name} under the shift suite: worst balanced-accuracy drop {drop:+.4f} "
             f"({shift})")
 
+    parts = {cfg.data.image_size: part}  # the set decoded at each model's input size
+
+    def images_for(model: Any) -> Any:
+        size = int(model.inputs[0].shape[1])
+        if size not in parts:
+            parts[size] = load_external(cfg, run, size)[0]
+        return parts[size]
+
     for name, entry in state.models.items():
-        clf = KerasClassifier(load_keras(run.model(name)))
-        metrics, probs = evaluate_arrays(clf, part.images, part.labels)
+        model = load_keras(run.model(name))
+        clf, part_m = KerasClassifier(model), images_for(model)
+        metrics, probs = evaluate_arrays(clf, part_m.images, part_m.labels)
         entry.external = metrics
-        entry.intervals["external"] = intervals(cfg, part.labels, probs)
+        entry.intervals["external"] = intervals(cfg, part_m.labels, probs)
         log(f"external {name}: accuracy {metrics['accuracy']:.4f}, balanced "
             f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}, melanoma "
             f"recall {metrics['melanoma_recall']:.4f}")
         if name == final and rules is not None:
             result["trust"][name] = score_with_rules(rules, part.labels, probs)
-        suite(name, clf)
+        suite(name, clf, part_m)
     for path in sorted(run.tflite.glob("model_*.tflite")):
         kind = path.stem.removeprefix("model_")
         clf = TFLiteClassifier(path)

@@ -24,7 +24,7 @@ from typing import Any
 from kdskin.config import Config
 from kdskin.console import log
 from kdskin.errors import KdskinError
-from kdskin.pipeline.data import RunData, prepare_data
+from kdskin.pipeline.data import RunData, prepare_data, teacher_data
 from kdskin.pipeline.stages import (
     evaluate_model,
     record,
@@ -98,10 +98,12 @@ def _reuse_teacher(cfg: Config, run: RunDir, teacher_file: Path) -> Any:
     if teacher_file.resolve() != target.resolve():
         shutil.copyfile(teacher_file, target)
     teacher = load_keras(target)
-    if tuple(teacher.inputs[0].shape[1:3]) != (cfg.data.image_size,) * 2:
+    size = cfg.teacher_image_size()
+    if tuple(teacher.inputs[0].shape[1:3]) != (size,) * 2:
         raise KdskinError(f"{teacher_file}: the teacher takes {teacher.inputs[0].shape[1]}px "
-                          f"images but data.image_size is {cfg.data.image_size}; pass a teacher "
-                          f"trained at that size or --set data.image_size=N")
+                          f"images but this config's teacher takes {size}px (teacher.image_size, "
+                          f"else data.image_size); pass a teacher trained at that size or --set "
+                          f"teacher.image_size=N")
     return mark_trained(teacher)
 
 
@@ -167,14 +169,16 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     test_probs: dict[str, Any] = {}
     colour = cfg.data.colour_power()  # every model's input layer (None: no colour constancy)
 
-    def finish(entry: ModelRecord, model: Any) -> None:
+    def finish(entry: ModelRecord, model: Any, on: RunData | None = None) -> None:
+        """Evaluate ``model`` on ``on`` (the splits at its input size; default the run's)."""
         from kdskin.evaluate import write_plots
         from kdskin.pipeline.trust import intervals
 
-        entry.test, entry.val, probs, _ = evaluate_model(model, data)
+        on = on or data
+        entry.test, entry.val, probs, _ = evaluate_model(model, on)
         test_probs[entry.name] = probs
-        entry.intervals["test"] = intervals(cfg, data.test.labels, probs)
-        write_plots(entry.test, data.test.labels, probs, run.plots, entry.name)
+        entry.intervals["test"] = intervals(cfg, on.test.labels, probs)
+        write_plots(entry.test, on.test.labels, probs, run.plots, entry.name)
         state.models[entry.name] = entry
         state.stage_seconds[entry.name] = round(time.perf_counter() - stage_start[0], 1)
         state.stage_cpu_seconds[entry.name] = round(time.process_time() - stage_start[1], 1)
@@ -220,6 +224,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                       f"({eff.weights} start) alone, cross-entropy"), model)
 
     stage_start = (time.perf_counter(), time.process_time())
+    needs_teacher = cfg.teacher.enabled or any(s != "baseline" for s in cfg.distill.stages)
+    tdata = teacher_data(cfg, run, data) if needs_teacher else data
     teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
     if teacher_model is None and teacher_file is not None:
         teacher_model = _reuse_teacher(cfg, run, teacher_file)
@@ -227,28 +233,29 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         state.teacher_settings = reused_teacher_settings(teacher_file)
         log(f"teacher: reusing {teacher_file} (not retrained)")
         finish(record(run, TEACHER, teacher_model, None, 0.0,
-                      f"teacher reused from {teacher_file}"), teacher_model)
+                      f"teacher reused from {teacher_file}"), teacher_model, tdata)
     if teacher_model is None and cfg.teacher.enabled:
         teacher_model, hist, secs = train_classifier(
-            cfg, data, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.data.image_size,
-                                          colour_constancy=colour),
+            cfg, tdata, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
+                                           colour_constancy=colour),
             cfg.teacher.epochs, cfg.teacher.learning_rate,
             exit_weight=cfg.teacher.exit_loss_weight)
         finish(record(run, TEACHER, teacher_model, hist, secs,
                       f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
-               teacher_model)
+               teacher_model, tdata)
     if any(s != "baseline" for s in cfg.distill.stages):
         from kdskin.distill.distiller import check_teacher_trained
 
         # The gate is a decision: it reads the validation split; the test split is only reported.
-        check_teacher_trained(teacher_model, (data.val.images, data.val.labels))
+        check_teacher_trained(teacher_model, (tdata.val.images, tdata.val.labels))
 
     for stage in cfg.distill.stages:
         name = student_name(stage)
         stage_start = (time.perf_counter(), time.process_time())
         if _load_existing(run, name, state) is not None:
             continue
-        student, hist, secs, fusion = train_student_stage(cfg, data, run, stage, teacher_model)
+        student, hist, secs, fusion = train_student_stage(cfg, data, run, stage, teacher_model,
+                                                          teacher_data=tdata)
         finish(record(run, name, student, hist, secs, f"student, stage {stage}", stage=stage,
                       fusion=fusion), student)
 

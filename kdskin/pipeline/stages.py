@@ -59,7 +59,8 @@ def record(run: RunDir, name: str, model: Any, history: Any, seconds: float,
         file=str(path.relative_to(run.root)), size_bytes=path.stat().st_size,
         train_seconds=round(seconds, 1),
         epochs=len(history.history.get("loss", [])) if history else None,
-        train_step=getattr(history, "step_time", None) or {}, **extra)
+        train_step=getattr(history, "step_time", None) or {},
+        input_size=int(model.inputs[0].shape[1]), **extra)
 
 
 def save_model(model: Any, run: RunDir, name: str) -> None:
@@ -152,9 +153,13 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
 
 
 def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
-                        teacher: Any) -> tuple[Any, Any, float, str]:
+                        teacher: Any, teacher_data: RunData | None = None
+                        ) -> tuple[Any, Any, float, str]:
     """Train the student of one distillation ``stage``; save ``models/student_STAGE.keras``.
 
+    ``teacher_data``: the splits at the teacher's input size when it is larger than the
+    student's; the KD stages then train on its (augmented) batches, which the teacher sees as
+    they are and the distiller resizes for the student; validation stays at the student's size.
     Returns ``(student, history, seconds, fusion)``.
     """
     import keras
@@ -176,6 +181,8 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
                                      logit_adjustment=data.logit_adjustment)
     batch = global_batch_size(cfg, strategy)
     train_ds, val_ds = datasets(cfg, data, batch)
+    if stage != "baseline" and teacher_data is not None and teacher_data is not data:
+        train_ds = datasets(cfg, teacher_data, batch)[0]
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, distiller),
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels),
