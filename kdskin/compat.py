@@ -25,6 +25,9 @@ Private APIs used, and what happens without them:
   tell a softmax output from logits; raises).
 - TensorFlow's eager ``Context._initialized`` (:func:`tf_context_initialized`: has an op run
   before the multi-worker strategy is created; raises).
+- Keras' ``Trainer._symbolic_build`` (:func:`build_before_fit`: every variable a first training
+  step would create, made before ``fit`` so its train function is traced once, not twice;
+  without it, recorded in the log, and the first epoch is slower).
 - Keras' ``TensorFlowTrainer._maybe_symbolic_build`` / ``_symbolic_build`` and the TensorFlow
   trainer's ``reduce_per_replica`` / ``_collective_all_reduce_multi_worker``
   (:func:`fix_keras_multi_worker`: replaced under multi_worker, where Keras 3.15's fail,
@@ -257,6 +260,27 @@ def fix_keras_multi_worker() -> None:
     tf_trainer.reduce_per_replica = reduce_per_replica
 
 
+def build_before_fit(model: Any, element_spec: Any) -> str | None:
+    """Create every variable ``model.fit`` would create in its first step (the model's, the
+    compiled metrics' and loss's, the optimizer's slots) from ``element_spec`` (a training
+    ``tf.data.Dataset``'s: ``(images (None, S, S, 3), labels)`` specs; shapes only, no data is
+    read). Returns None, or why it could not (the caller logs it; ``fit`` then builds as before).
+
+    Why: with no distribution strategy, Keras 3.15's TensorFlow trainer defers that build to
+    the trace of the train function, and a ``tf.function`` whose first call creates variables is
+    traced a second time. For the 4.2 M-parameter student that second trace costs about 15 s of
+    the first epoch on 2 cores, once per model trained. Under a strategy Keras builds first
+    itself (``_maybe_symbolic_build``), and nothing is done here.
+    """
+    if getattr(model, "_distribute_strategy", None) is not None:
+        return None
+    reason = _check_build_method()
+    if reason is not None:
+        return reason
+    model._symbolic_build(data_batch=element_spec)
+    return None
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -298,6 +322,18 @@ def _check_symbolic_build() -> str | None:
     if params[:3] != ["self", "iterator", "data_batch"] or "for _, _, it in iterator" not in source:
         return (f"Keras {_version('keras')}'s TensorFlowTrainer._maybe_symbolic_build changed "
                 f"(arguments {params})")
+    return None
+
+
+def _check_build_method() -> str | None:
+    from keras.src.trainers.trainer import Trainer
+
+    method = getattr(Trainer, "_symbolic_build", None)
+    if method is None:
+        return f"Keras {_version('keras')}'s Trainer has no _symbolic_build"
+    params = list(inspect.signature(method).parameters)
+    if "data_batch" not in params:
+        return f"Keras {_version('keras')}'s Trainer._symbolic_build takes {params}"
     return None
 
 
@@ -351,6 +387,7 @@ PRIVATE_APIS: dict[str, Callable[[], str | None]] = {
     "keras.Model._nodes_by_depth": _check_nodes,
     "KerasTensor._keras_history": _check_history,
     "tensorflow eager Context._initialized": _check_context,
+    "keras Trainer._symbolic_build": _check_build_method,
     "keras TensorFlowTrainer._maybe_symbolic_build": _check_symbolic_build,
     "keras tensorflow trainer.reduce_per_replica": _check_reduce_per_replica,
 }

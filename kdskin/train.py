@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdskin.cluster import WorkerRole
+from kdskin.compat import build_before_fit
 from kdskin.config import DISTRIBUTIONS, Config
 from kdskin.distill.losses import ClassWeightedCrossEntropy
 from kdskin.errors import ConfigError
@@ -404,6 +405,11 @@ def fit_model(model: keras.Model, train_ds: Any, val_ds: Any, epochs: int,
     # shuffle=False: the tf.data pipeline shuffles the training split itself (Keras would
     # otherwise warn that its own shuffle=True is ignored for a dataset).
     fit_kwargs.setdefault("shuffle", False)
+    spec = getattr(train_ds, "element_spec", None)
+    if spec is not None:  # variables first: the train function is then traced once, not twice
+        reason = build_before_fit(model, spec)
+        if reason is not None:
+            logger.info("first epoch traces its train function twice: %s", reason)
     history = model.fit(train_ds, validation_data=val_ds, epochs=int(epochs),
                         callbacks=list(callbacks), verbose=verbose, **fit_kwargs)
     mark_trained(model)
