@@ -33,6 +33,7 @@ from kdskin.compat import build_before_fit
 from kdskin.config import DISTRIBUTIONS, Config
 from kdskin.distill.losses import ClassWeightedCrossEntropy
 from kdskin.errors import ConfigError
+from kdskin.io import atomic_write_text, read_json
 from kdskin.models.contract import is_trained, mark_trained, output_names
 from kdskin.rundir import RunDir
 
@@ -330,16 +331,18 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     """Callbacks for one training stage called ``name``.
 
     :class:`StepTimer`, ``ValidationMetrics`` (when ``validation=(images, labels)`` is given),
-    ``BackupAndRestore`` (so a rerun of the same ``fit`` resumes from the last finished epoch:
-    weights, optimizer and epoch number), ``EarlyStopping`` (restores the best weights; left out
+    ``EarlyStopping`` (restores the best weights; left out
     when ``cfg.train.early_stopping_patience`` is 0, so the last epoch is kept), the
     learning-rate schedule (``ReduceLROnPlateau``, or a cosine ``LearningRateScheduler`` from
     ``learning_rate`` over ``epochs`` when ``cfg.train.lr_schedule`` is ``cosine``),
     :class:`StudentCheckpoint` (best ``monitor``), ``CSVLogger`` (appends when resuming) and
-    ``TensorBoard``, then ``extra``. ``monitor`` (default ``cfg.train.monitor``) must be a key of
-    the validation logs; a name containing ``loss`` is minimised, any other maximised.
-    ``TensorBoard`` is left out (with a
-    warning) when the ``tensorboard`` package is missing.
+    ``TensorBoard``, ``BackupAndRestore`` (so a rerun of the same ``fit`` resumes from the last
+    finished epoch: weights, optimizer and epoch number; after the logs, so an epoch's log row is
+    written before its state, and a resumed run's CSV log has each epoch once:
+    :func:`drop_unfinished_epochs`), then ``extra``. ``monitor`` (default
+    ``cfg.train.monitor``) must be a key of the validation logs; a name containing ``loss`` is
+    minimised, any other maximised.
+    ``TensorBoard`` is left out (with a warning) when the ``tensorboard`` package is missing.
     """
     run = _run(run_dir)
     backup = run.backup(name)
@@ -347,6 +350,9 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     checkpoint = run.checkpoint(name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     resuming = (backup / "training_metadata.json").exists()
+    if resuming:
+        drop_unfinished_epochs(run.history_csv(name),
+                               int(read_json(backup / "training_metadata.json").get("epoch", 0)))
     t = cfg.train
     monitor = monitor or t.monitor
     if monitor in ValidationMetrics.KEYS and validation is None:
@@ -357,7 +363,6 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     callbacks: list[keras.callbacks.Callback] = [StepTimer()]
     if validation is not None:
         callbacks.append(ValidationMetrics(*validation))
-    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(backup)))
     if t.early_stopping_patience > 0:  # 0: the whole schedule, the last epoch kept
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=t.early_stopping_patience, mode=mode,
@@ -382,7 +387,28 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     else:
         logger.warning("no TensorBoard logs for %s: the 'tensorboard' package is not installed "
                        "(pip install tensorboard); the CSV log is still written", name)
+    # After the logs: an epoch's training state is saved only once its log row is written, so a
+    # job killed in between reruns that epoch (its row dropped above) instead of losing the row.
+    # Before ``extra``, which then see the restored weights when training begins.
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(backup)))
     return [*callbacks, *extra]
+
+
+def drop_unfinished_epochs(history_csv: Path, epoch: int) -> None:
+    """Keep only the rows of ``history_csv`` (a ``CSVLogger`` file) for epochs before
+    ``epoch``, where a resumed ``fit`` starts: a row written by a job killed before its
+    ``BackupAndRestore`` state was saved would otherwise appear twice. Atomic; no file, no-op."""
+    if not history_csv.is_file():
+        return
+    lines = history_csv.read_text().splitlines(keepends=True)
+    if not lines:
+        return
+    header = lines[0].rstrip("\r\n").split(",")
+    column = header.index("epoch") if "epoch" in header else 0
+    kept = [line for line in lines[1:] if line.strip()
+            and int(float(line.split(",")[column])) < epoch]
+    if len(kept) != len(lines) - 1:
+        atomic_write_text(history_csv, "".join([lines[0], *kept]))
 
 
 def tensorboard_available() -> bool:

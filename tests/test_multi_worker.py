@@ -4,12 +4,15 @@ processes on 127.0.0.1 training the teacher and a distillation stage of the tiny
 The two-worker run is compared with a single process given the same GLOBAL batch (16: 2 workers
 x 8 per replica vs 1 x 16) and seed. They are not bit-identical: BatchNormalization normalises
 each replica's 8 images on its own (Keras' default, not synchronised) and the gradient sums are
-added in another order, so the trajectories drift apart over the epochs. Tolerances: the
-teacher's first-epoch training loss within 10% (same data, same initial weights: only the
-per-replica BatchNorm statistics differ), and the final student's test accuracy within 0.15
-(9 of the 60 test images of the tiny generated set, after 10 + 2 short epochs; a model whose
-loss was not scaled by the global batch would take steps twice too large and miss the loss
-check first).
+added in another order, so the trajectories drift apart over the epochs. What is compared, and
+the tolerances: every epoch's training loss of the teacher (10 epochs) and of the student (2)
+within 10% (measured: within 1% for the teacher and 3% for the student; a loss not scaled by the
+global batch takes steps twice too large, and a worker that trained on its own data alone would
+drift further), and the teacher's test accuracy within 0.15 (9 of the 60 test images). Not the
+student's test accuracy: after 2 short epochs the student is at chance and its argmax flips from
+one whole class to another between epochs (a single process measured 0.40, the majority class,
+and two workers 0.12, both balanced accuracy 0.14-0.15), so that figure says nothing about the
+distribution.
 """
 
 from __future__ import annotations
@@ -79,9 +82,10 @@ def _wait(procs: list[subprocess.Popen]) -> list[tuple[int, str]]:
     return results
 
 
-def _first_loss(run: Path, name: str) -> float:
+def _losses(run: Path, name: str) -> list[float]:
+    """Every epoch's training loss of ``name`` in ``run`` (its CSV log)."""
     with open(run / "logs" / f"{name}.csv") as f:
-        return float(next(csv.DictReader(f))["loss"])
+        return [float(row["loss"]) for row in csv.DictReader(f)]
 
 
 # --------------------------------------------------------------------------- TF_CONFIG
@@ -200,25 +204,21 @@ def test_two_workers_train_into_one_run_directory(two_worker_run):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="fails on the merged main (student accuracy 0.28 apart; the "
-                         "resumed student restarts at epoch 1): issue 25 open")
 def test_two_workers_match_one_worker_with_the_same_global_batch(two_worker_run,
                                                                  one_worker_run):
     out, results = two_worker_run
     assert all(code == 0 for code, _ in results)
     two = json.loads((out / "metrics.json").read_text())["models"]
     one = json.loads((one_worker_run / "metrics.json").read_text())["models"]
-    assert _first_loss(out, "teacher") == pytest.approx(_first_loss(one_worker_run, "teacher"),
-                                                        rel=0.10)
     student = "student_multi_fusion"
-    assert abs(two[student]["test"]["accuracy"] - one[student]["test"]["accuracy"]) <= 0.15
+    for name in ("teacher", student):
+        assert _losses(out, name) == pytest.approx(_losses(one_worker_run, name), rel=0.10), name
+    assert abs(two["teacher"]["test"]["accuracy"] - one["teacher"]["test"]["accuracy"]) <= 0.15
     for name in ("teacher", student):
         assert two[name]["epochs"] == one[name]["epochs"]
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="fails on the merged main (student accuracy 0.28 apart; the "
-                         "resumed student restarts at epoch 1): issue 25 open")
 def test_a_killed_two_worker_job_resumes(tmp_path):
     out = tmp_path / "run"
     scratch = _scratch(out)
@@ -278,5 +278,5 @@ def test_mirrored_run_on_two_logical_cpus(tmp_path, one_worker_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["teacher"]["train_step"]["batch"] == 16
-    assert _first_loss(out, "teacher") == pytest.approx(_first_loss(one_worker_run, "teacher"),
-                                                        rel=0.10)
+    assert _losses(out, "teacher")[0] == pytest.approx(_losses(one_worker_run, "teacher")[0],
+                                                       rel=0.10)

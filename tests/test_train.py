@@ -24,6 +24,7 @@ from kdskin.train import (  # noqa: E402
     accuracy_key,
     checkpoint_path,
     compile_classifier,
+    drop_unfinished_epochs,
     fit_model,
     global_batch_size,
     is_trained,
@@ -147,8 +148,10 @@ def test_callbacks_backup_and_restore_resume_and_student_checkpoint(tmp_path):
     callbacks = make_callbacks(tmp_path, "single", cfg, extra=[first, _Interrupt()])
     kinds = [type(c).__name__ for c in callbacks]
     board = ["TensorBoard"] if tensorboard_available() else []
-    assert kinds == ["StepTimer", "BackupAndRestore", "EarlyStopping", "ReduceLROnPlateau",
-                     "StudentCheckpoint", "CSVLogger", *board, "_Snapshots", "_Interrupt"]
+    # the training state is saved after the epoch's log row (a kill in between reruns the
+    # epoch instead of losing its row), and restored before ``extra`` callbacks begin
+    assert kinds == ["StepTimer", "EarlyStopping", "ReduceLROnPlateau", "StudentCheckpoint",
+                     "CSVLogger", *board, "BackupAndRestore", "_Snapshots", "_Interrupt"]
     with pytest.raises(KeyboardInterrupt):
         _distiller().fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
                          callbacks=callbacks)
@@ -173,6 +176,24 @@ def test_callbacks_backup_and_restore_resume_and_student_checkpoint(tmp_path):
     best = keras.models.load_model(checkpoint_path(tmp_path, "single"))
     assert set(best.output) == {"cnn_exit", "effnet_exit", "logits"}
     assert best.predict(x, verbose=0)["logits"].shape == (16, 7)
+
+
+def test_a_resumed_fit_drops_the_log_rows_of_epochs_it_reruns(tmp_path):
+    """A job killed after an epoch's CSV row but before its backup reruns that epoch: the row
+    is dropped when the callbacks are made, so the log has each epoch once."""
+    cfg = Config()
+    cfg.train.lr_schedule = "plateau"
+    log = tmp_path / "logs" / "single.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch,loss\n0,2.0\n1,1.5\n2,1.2\n")
+    backup = tmp_path / "backup" / "single"
+    backup.mkdir(parents=True)
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": 2, "batch": 0}))
+    make_callbacks(tmp_path, "single", cfg, monitor="val_loss")
+    assert log.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
+    drop_unfinished_epochs(log, 5)  # nothing to drop: the file is left as it is
+    assert log.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
+    drop_unfinished_epochs(tmp_path / "missing.csv", 0)  # no log yet: nothing to do
 
 
 def test_student_checkpoint_targets_plain_models_too(tmp_path):
@@ -267,7 +288,7 @@ def test_cosine_schedule_and_validation_metrics_drive_the_callbacks(tmp_path):
     callbacks = make_callbacks(tmp_path, "single", cfg, validation=(x, y), epochs=3,
                                learning_rate=1e-3)
     kinds = [type(c).__name__ for c in callbacks]
-    assert kinds[:4] == ["StepTimer", "ValidationMetrics", "BackupAndRestore", "EarlyStopping"]
+    assert kinds[:3] == ["StepTimer", "ValidationMetrics", "EarlyStopping"]
     assert "LearningRateScheduler" in kinds and "ReduceLROnPlateau" not in kinds
     history = _distiller().fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
                                callbacks=callbacks)
