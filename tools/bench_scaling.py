@@ -124,7 +124,8 @@ def cmd_workers(args: argparse.Namespace) -> None:
     if args.from_runs:  # runs made elsewhere (e.g. the two-worker test's), 1 worker first
         runs = [run_figures(Path(r)) for r in args.from_runs]
         write_json(args.out, {"command": " ".join(sys.argv), "job": "from runs",
-                              "machine": before, "machine_after": before, "runs": runs})
+                              "conditions": args.conditions, "machine": before,
+                              "machine_after": before, "runs": runs})
         print(f"wrote {args.out}")
         return
     runs = []
@@ -132,7 +133,8 @@ def cmd_workers(args: argparse.Namespace) -> None:
         for n in (1, 2):
             print(f"{n} worker(s)...", file=sys.stderr)
             runs.append(run_job(n, args, Path(tmp) / f"w{n}"))
-    write_json(args.out, {"command": " ".join(sys.argv), "job": JOB, "machine": before,
+    write_json(args.out, {"command": " ".join(sys.argv), "job": JOB,
+                          "conditions": args.conditions, "machine": before,
                           "machine_after": _machine(), "runs": runs})
     print(f"wrote {args.out}")
 
@@ -187,6 +189,7 @@ def cmd_memory(args: argparse.Namespace) -> None:
             raise SystemExit(f"bench_scaling: {pipeline} {size}: {proc.stderr.strip()[-500:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         write_json(args.out, {"command": " ".join(sys.argv), "data": args.data,  # so far
+                              "conditions": args.conditions,
                               "machine": before, "machine_after": _machine(),
                               "results": results})
     print(f"wrote {args.out}")
@@ -199,7 +202,7 @@ def _workers_section(w: dict) -> list[str]:
     one, two = w["runs"]
     lines = ["## Workers: 1 vs 2", "",
              f"`{w['command']}`; measured {w['machine']['when']} on this {w['machine']['cpus']}"
-             f"-core machine, **shared with another training** (load average "
+             f"-core machine, {w.get('conditions', 'conditions not recorded')} (load average "
              f"{w['machine']['load_average']} before, {w['machine_after']['load_average']} "
              f"after): both workers run on the same 2 cores, so the 2-worker figures measure "
              f"the overhead of the collectives and of sharing the cores, not what a second "
@@ -214,6 +217,14 @@ def _workers_section(w: dict) -> list[str]:
             s = run["stages"][name]
             lines.append(f"| {label} (`{s['model']}`) | {run['workers']} | {s['global_batch']} | "
                          f"{s['ms_per_step']:.1f} | {s['images_per_s']:.1f} | {s['params']:,} |")
+    gain = {name: two["stages"][name]["images_per_s"] / one["stages"][name]["images_per_s"]
+            for name in STAGES}
+    ratios = ", ".join(f"{label} x{gain[name]:.2f}" for name, label in STAGES.items())
+    lines += ["", f"Images/s of 2 workers over 1 on this machine: {ratios}. One process does "
+              "not keep both cores busy on the small teacher, so two gain there; the KD stage "
+              "all-reduces the student's gradients every step through the loopback while both "
+              "processes share the cores, and loses. Neither figure is a speed-up across "
+              "machines: the prediction below is."]
     lines += ["", "## Prediction for N machines", "",
               "From one worker's measured step (compute) and the all-reduced gradients "
               "(`kdskin/scaling.py`: a ring all-reduce sends 2(N-1)/N x 4 bytes x parameters "
@@ -301,11 +312,12 @@ def _predict_section(p: dict) -> list[str]:
 
 def _memory_section(m: dict) -> list[str]:
     lines = ["## Input pipelines: peak memory", "",
-             f"`{m['command']}`; measured {m['machine']['when']} on a machine **shared with "
-             f"another training** (load average {m['machine']['load_average']}; the epoch times "
-             f"are upper bounds). One epoch of the training feed (batch 64, shuffle) in a fresh "
-             f"process each; peak resident memory of the process, and above its baseline "
-             f"(Python, TensorFlow and the file table: "
+             f"`{m['command']}`; measured {m['machine']['when']} on this "
+             f"{m['machine']['cpus']}-core machine, "
+             f"{m.get('conditions', 'conditions not recorded')} (load average "
+             f"{m['machine']['load_average']}). One epoch of the training feed (batch 64, "
+             f"shuffle) in a fresh process each; peak resident memory of the process, and "
+             f"above its baseline (Python, TensorFlow and the file table: "
              f"{min(r['baseline_rss_mb'] for r in m['results']):.0f} MB).", "",
              "| pipeline | px | images | peak RSS (MB) | above baseline (MB) | "
              "decoded array (MB) | epoch (s) |", "|---|---|---|---|---|---|---|"]
@@ -351,6 +363,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     w = sub.add_parser("workers", help="step time and images/s of 1 vs 2 local workers")
     w.add_argument("--out", type=Path, default=WORKERS_JSON)
+    w.add_argument("--conditions", default="conditions not recorded",
+                   help="what else ran on the machine, for the document (e.g. 'nothing else "
+                        "running')")
     w.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
     w.add_argument("--batch", type=int, default=16, help="per-worker batch")
     w.add_argument("--epochs", type=int, default=3, help="epochs of each stage (at least 2)")
@@ -361,6 +376,8 @@ def main() -> None:
     w.set_defaults(func=cmd_workers)
     m = sub.add_parser("memory", help="peak memory of the memory and stream pipelines")
     m.add_argument("--data", required=True)
+    m.add_argument("--conditions", default="conditions not recorded",
+                   help="what else ran on the machine, for the document")
     m.add_argument("--out", type=Path, default=MEMORY_JSON)
     m.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     m.add_argument("--repeats", type=int, nargs="+", default=[4],
