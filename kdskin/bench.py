@@ -446,7 +446,7 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
     from kdskin.console import progress_bar
     from kdskin.export.litert import TFLiteClassifier
     from kdskin.export.quiet import quiet
-    from kdskin.models.contract import count_params, load_keras
+    from kdskin.models.contract import count_params, input_size, load_keras
 
     run = RunDir(Path(run_dir))
     if not run.models.is_dir() and not run.tflite.is_dir():
@@ -514,7 +514,7 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
                 teacher = None if stage == "baseline" else load_keras(run.model(TEACHER))
                 step_model = _distillation_step(teacher, fresh, full_cfg, stage)
                 if teacher is not None:  # batches come at the teacher's size (it may be larger)
-                    size = max(size, int(teacher.inputs[0].shape[1]))
+                    size = max(size, input_size(teacher))
                 what = (f"student alone, cross-entropy (stage {stage})" if stage == "baseline"
                         else f"KD step, stage {stage}: frozen teacher forward + student step")
             else:

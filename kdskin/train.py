@@ -349,10 +349,10 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     run.logs.mkdir(parents=True, exist_ok=True)
     checkpoint = run.checkpoint(name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    resuming = (backup / "training_metadata.json").exists()
+    start = resume_epoch(run, name)
+    resuming = start is not None
     if resuming:
-        drop_unfinished_epochs(run.history_csv(name),
-                               int(read_json(backup / "training_metadata.json").get("epoch", 0)))
+        drop_unfinished_epochs(run.history_csv(name), start)
     t = cfg.train
     monitor = monitor or t.monitor
     if monitor in ValidationMetrics.KEYS and validation is None:
@@ -392,6 +392,13 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     # Before ``extra``, which then see the restored weights when training begins.
     callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(backup)))
     return [*callbacks, *extra]
+
+
+def resume_epoch(run_dir: str | Path | RunDir, name: str) -> int | None:
+    """The epoch an interrupted ``fit`` of ``name`` resumes from (its ``BackupAndRestore``
+    state in ``run_dir``), or None when there is nothing to resume."""
+    meta = _run(run_dir).backup(name) / "training_metadata.json"
+    return int(read_json(meta).get("epoch", 0)) if meta.is_file() else None
 
 
 def drop_unfinished_epochs(history_csv: Path, epoch: int) -> None:

@@ -60,7 +60,7 @@ from kdskin.distill.stages import (  # re-exported here for older callers
     check_loss_weights,
 )
 from kdskin.errors import ConfigError, ModelError
-from kdskin.models.contract import is_trained, output_names
+from kdskin.models.contract import input_size, is_trained, output_names
 
 __all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "KdskinDistiller",
            "check_teacher_trained", "make_stage_model", "student_fusion"]
@@ -230,7 +230,7 @@ class KdskinDistiller(keras.Model):
         """``inputs`` (``(B, S, S, 3)`` or ``{"image": ...}``) at the student's size ``s``:
         ``(B, s, s, 3)`` (as given when ``S == s``)."""
         images = inputs["image"] if isinstance(inputs, Mapping) else inputs
-        size = int(self.student.inputs[0].shape[1])
+        size = input_size(self.student)
         if images.shape[1] is None or int(images.shape[1]) == size:
             return inputs
         return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=True)

@@ -32,7 +32,7 @@ import tensorflow as tf
 from kdskin.compat import producing_layer
 from kdskin.constants import PROBS_NAME
 from kdskin.errors import DataError, KdskinError, ModelError
-from kdskin.models.contract import named_outputs
+from kdskin.models.contract import input_size, named_outputs
 
 LayerSpec = str | Sequence[str] | None
 ClassIndex = int | Sequence[int] | np.ndarray | None
@@ -155,10 +155,6 @@ def resolve_layers(model: keras.Model, layer: LayerSpec) -> tuple[str, ...]:
                              f"not a (batch, h, w, channels) feature map; pick one of "
                              f"{', '.join(candidates[-12:])}")
     return wanted
-
-
-def input_size(model: keras.Model) -> int:
-    return int(model.inputs[0].shape[1])
 
 
 def as_image_batch(images: Any, size: int | None, what: str = "images"

@@ -33,7 +33,6 @@ from kdskin.explain.cams import (
     ScoreCAM,
     as_image_batch,
     explainable_model,
-    input_size,
     predict_probs_fn,
 )
 from kdskin.explain.cams import class_indices as resolve_classes
@@ -45,7 +44,7 @@ from kdskin.explain.faithfulness import (
 from kdskin.explain.lime_explainer import LimeExplainer
 from kdskin.explain.methods import CAM_METHODS, METHODS, TITLES, check_methods_for
 from kdskin.io import atomic_write, atomic_write_bytes, atomic_write_text, write_json
-from kdskin.models.contract import load_keras
+from kdskin.models.contract import input_size, load_keras
 
 __all__ = ["CAM_METHODS", "METHODS", "TITLES", "class_name", "explain_images", "load_model",
            "model_kind",

@@ -56,6 +56,11 @@ def output_names(model: Any) -> list[str]:
     return list(named_outputs(model))
 
 
+def input_size(model: keras.Model) -> int:
+    """The side ``S`` of a model's ``(B, S, S, 3)`` image input."""
+    return int(model.inputs[0].shape[1])
+
+
 def check_classifier(model: Any) -> tuple[int, str]:
     """Check that ``model`` is a kdskin classifier; return ``(image_size, head)``.
 

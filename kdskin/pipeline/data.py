@@ -207,20 +207,24 @@ def data_of_model(cfg: Config, model: str | Path, data: str | None = None,
     return data_of_run(run or RunDir(Path(model).parent), cfg, data, split_file), cfg
 
 
-def datasets(cfg: Config, data: RunData, batch: int, targets: Any = None) -> tuple[Any, Any]:
-    """``(train, val)`` ``tf.data`` pipelines: augmentation and balance on train only."""
+def datasets(cfg: Config, data: RunData, batch: int, targets: Any = None,
+             train_from: RunData | None = None) -> tuple[Any, Any]:
+    """``(train, val)`` ``tf.data`` pipelines: augmentation and balance on train only.
+    ``train_from``: where the training split comes from instead of ``data`` (the splits at a
+    larger teacher's size, :func:`teacher_data`); validation is always ``data``'s."""
     from kdskin.data.pipeline import make_tf_dataset
 
-    if data.train_files is not None:
+    source = train_from or data
+    if source.train_files is not None:
         from kdskin.data.stream import stream_dataset
 
-        train = stream_dataset(data.train_files, cfg.data.image_size, batch, training=True,
-                               augment=cfg.augment, oversample=data.oversample,
+        train = stream_dataset(source.train_files, cfg.data.image_size, batch, training=True,
+                               augment=cfg.augment, oversample=source.oversample,
                                seed=cfg.train.seed, shuffle_buffer=cfg.data.shuffle_buffer,
-                               cache_file=data.stream_cache, targets=targets)
+                               cache_file=source.stream_cache, targets=targets)
     else:
-        train = make_tf_dataset(data.train.images, data.train.labels, batch, training=True,
-                                augment=cfg.augment, oversample=data.oversample,
+        train = make_tf_dataset(source.train.images, source.train.labels, batch, training=True,
+                                augment=cfg.augment, oversample=source.oversample,
                                 seed=cfg.train.seed, targets=targets)
     val = make_tf_dataset(data.val.images, data.val.labels, batch, targets=targets)
     return train, val

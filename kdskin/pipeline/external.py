@@ -63,7 +63,7 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
     from kdskin.decision import score_with_rules
     from kdskin.evaluate import KerasClassifier, evaluate_arrays
     from kdskin.export.litert import TFLiteClassifier
-    from kdskin.models.contract import load_keras
+    from kdskin.models.contract import input_size, load_keras
     from kdskin.pipeline.trust import intervals
     from kdskin.shift_suite import shift_suite, worst
 
@@ -85,7 +85,7 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
     parts = {cfg.data.image_size: part}  # the set decoded at each model's input size
 
     def images_for(model: Any) -> Any:
-        size = int(model.inputs[0].shape[1])
+        size = input_size(model)
         if size not in parts:
             parts[size] = load_external(cfg, run, size)[0]
         return parts[size]
@@ -100,7 +100,7 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
             f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}, melanoma "
             f"recall {metrics['melanoma_recall']:.4f}")
         if name == final and rules is not None:
-            result["trust"][name] = score_with_rules(rules, part.labels, probs)
+            result["trust"][name] = score_with_rules(rules, part_m.labels, probs)
         suite(name, clf, part_m)
     for path in sorted(run.tflite.glob("model_*.tflite")):
         kind = path.stem.removeprefix("model_")

@@ -49,7 +49,7 @@ def evaluate_model(model: Any, data: RunData) -> tuple[dict[str, Any], dict[str,
 def record(run: RunDir, name: str, model: Any, history: Any, seconds: float,
            kind: str, **extra: Any) -> ModelRecord:
     """The :class:`ModelRecord` of a saved model (no metrics yet); plots its history."""
-    from kdskin.models.contract import count_params
+    from kdskin.models.contract import count_params, input_size
     from kdskin.plots import plot_history
 
     path = run.model(name)
@@ -60,7 +60,7 @@ def record(run: RunDir, name: str, model: Any, history: Any, seconds: float,
         train_seconds=round(seconds, 1),
         epochs=len(history.history.get("loss", [])) if history else None,
         train_step=getattr(history, "step_time", None) or {},
-        input_size=int(model.inputs[0].shape[1]), **extra)
+        input_size=input_size(model), **extra)
 
 
 def save_model(model: Any, run: RunDir, name: str) -> None:
@@ -72,12 +72,9 @@ def save_model(model: Any, run: RunDir, name: str) -> None:
 def _prepare_fit(cfg: Config, run: RunDir, name: str) -> None:
     """Before ``fit``: every worker of a multi-worker run must resume ``name`` from the same
     epoch (each restores its own ``BackupAndRestore`` state; the chief's is in the run)."""
-    from kdskin.io import read_json
-    from kdskin.train import check_workers_agree
+    from kdskin.train import check_workers_agree, resume_epoch
 
-    meta = run.backup(name) / "training_metadata.json"
-    epoch = int(read_json(meta).get("epoch", 0)) if meta.is_file() else 0
-    check_workers_agree(f"the epoch {name} resumes from", epoch)
+    check_workers_agree(f"the epoch {name} resumes from", resume_epoch(run, name) or 0)
 
 
 def _local_copy(model: Any, run: RunDir, name: str, strategy: Any) -> Any:
@@ -180,9 +177,8 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
                                      cfg, class_weight=data.class_weight,
                                      logit_adjustment=data.logit_adjustment)
     batch = global_batch_size(cfg, strategy)
-    train_ds, val_ds = datasets(cfg, data, batch)
-    if stage != "baseline" and teacher_data is not None and teacher_data is not data:
-        train_ds = datasets(cfg, teacher_data, batch)[0]
+    train_ds, val_ds = datasets(cfg, data, batch,
+                                train_from=teacher_data if stage != "baseline" else None)
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, distiller),
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels),
