@@ -371,13 +371,18 @@ def test_a_pretrained_start_records_its_weights(run_dir, tmp_path):
                  "--out", str(out), "--set", "student.weights=imagenet",
                  "--set", "reference_effnet.enabled=true", "--set", "reference_effnet.epochs=1",
                  "--set", "distill.stages=[multi_fusion]", "--set", "student.epochs=1",
-                 "--set", "baseline.enabled=false", "--set", "reference.enabled=false",
+                 "--set", "baseline.enabled=false", "--set", "reference.epochs=1",
                  "--set", "export.enabled=false", "--set", "bench.enabled=false",
                  "--set", "explain.enabled=false", "--set", "trust.enabled=false"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    # each stage's time is its own: the pretrained reference's does not hold the plain one's
+    stages = metrics["stage_seconds"]
+    assert list(stages)[1:4] == ["reference_cnn", "reference_effnet", "teacher"]
+    assert sum(stages.values()) <= metrics["wall_seconds"] + stages["report"] + 1
     source = weights_source.describe("B0").to_dict()
     assert metrics["pretrained"] == {"student": source, "reference_effnet": source}
-    assert set(metrics["models"]) == {"teacher", "reference_effnet", "student_multi_fusion"}
+    assert set(metrics["models"]) == {"teacher", "reference_cnn", "reference_effnet",
+                                      "student_multi_fusion"}
     assert metrics["models"]["reference_effnet"]["epochs"] == 1
     card = (out / "MODEL_CARD.md").read_text()
     assert (f"Initialisation of the student: EfficientNet-Lite0 branch from ImageNet weights, "

@@ -209,6 +209,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             ref.epochs or cfg.student.epochs, ref.learning_rate or cfg.student.learning_rate)
         finish(record(run, REFERENCE_CNN, model, hist, secs,
                       "strong plain reference: VGG-style CNN, cross-entropy"), model)
+    stage_start = (time.perf_counter(), time.process_time())
     if cfg.reference_effnet.enabled and _load_existing(run, REFERENCE_EFFNET, state) is None:
         from kdskin.models.reference import build_reference_effnet
 
