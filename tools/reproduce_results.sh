@@ -15,34 +15,32 @@ EXTERNAL=${2:-../shared/data/isic2018_dev}
 RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 
-run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAME.log (on $DATA,
-         # or on $RUN_DATA when set: RUN_DATA=DIR run NAME ARGS...)
+run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAME.log
   local name=$1; shift
   if [[ -f "$RUNS/$name/report.md" ]]; then echo "skip $name (done)"; return; fi
   echo "== $name: kdskin run $*"
-  kdskin run --data-dir "${RUN_DATA:-$DATA}" --external "$EXTERNAL" --out "$RUNS/$name" "$@" \
+  kdskin run --data-dir "$DATA" --external "$EXTERNAL" --out "$RUNS/$name" "$@" \
     > "$RUNS/$name.log" 2>&1
 }
 
-# 1. What shipped before (configs/previous/cpu.yaml, within 60 minutes on 2 cores): the
-#    teacher, the final distilled student, calibration and decision rules, the int8 export and
-#    its check, the external evaluation, the benchmark, explanations, MODEL_CARD.md.
-run cpu --config configs/previous/cpu.yaml
+# 1. What ships (configs/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
+#    distilled student, calibration and decision rules, the int8 export and its check, the
+#    external evaluation, the benchmark, explanations, MODEL_CARD.md.
+run cpu --config configs/cpu.yaml
 # ... and again with training seed 44 (its own teacher too): a second int8 file, so the headline's
 #    int8 figures are a mean over two trainings of the whole pipeline.
-run cpu_seed44 --config configs/previous/cpu.yaml --set train.seed=44
+run cpu_seed44 --config configs/cpu.yaml --set train.seed=44
 # 2. The ablation with the same budget and the cpu run's teacher: the paper's CNN, the strong
 #    plain reference, the student alone, single- and multi-stage KD.
-run cpu_ablation --config configs/previous/cpu_ablation.yaml \
-  --teacher "$RUNS/cpu/models/teacher.keras"
+run cpu_ablation --config configs/cpu_ablation.yaml --teacher "$RUNS/cpu/models/teacher.keras"
 # 3. The recipe study (docs/RESULTS.md, "Recipe study"): the previous recipe as the control
 #    (it trains its own teacher), then one change at a time for the student with that teacher,
 #    so only the student's settings differ. No export, benchmark, explanations or decision rules:
 #    validation, test and external figures only. About 25 min each after the control.
 previous_recipe=(--set "student.cnn_filters=[32,64]" --set student.l2=0.01
                  --set train.early_stopping_patience=6 --set teacher.epochs=22)
-run recipe_control --config configs/previous/cpu.yaml "${previous_recipe[@]}"
-study=(--config configs/previous/cpu.yaml "${previous_recipe[@]}"
+run recipe_control --config configs/cpu.yaml "${previous_recipe[@]}"
+study=(--config configs/cpu.yaml "${previous_recipe[@]}"
        --teacher "$RUNS/recipe_control/models/teacher.keras"
        --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
        --set trust.enabled=false)
@@ -62,14 +60,13 @@ run recipe_cnn4_fullcos "${study[@]}" "${cnn4[@]}" --set train.early_stopping_pa
 #    at a time for the student; training seed 43 of the shipped recipe itself, and seed 43
 #    of the strong plain reference alone, to see how large one seed's noise is (the seed runs
 #    join the cpu group in the document: mean +- std). About 22 min each (reference: 15).
-student_only=(--config configs/previous/cpu.yaml --set export.enabled=false
-              --set bench.enabled=false
+student_only=(--config configs/cpu.yaml --set export.enabled=false --set bench.enabled=false
               --set explain.enabled=false --set trust.enabled=false)
 shipped=("${student_only[@]}" --teacher "$RUNS/cpu/models/teacher.keras")
 run study_seed43 "${shipped[@]}" --set train.seed=43
 run study_t4 "${shipped[@]}" --set distill.temperature=4
 run study_logit_adjusted "${shipped[@]}" --set data.balance=logit_adjusted
-reference_only=(--config configs/previous/cpu_ablation.yaml --set teacher.enabled=false
+reference_only=(--config configs/cpu_ablation.yaml --set teacher.enabled=false
                 --set "distill.stages=[]" --set baseline.enabled=false --set export.enabled=false
                 --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false)
 run ref_seed43 "${reference_only[@]}" --set train.seed=43
@@ -77,8 +74,7 @@ run study_strong_augment "${shipped[@]}" "${strong_augment[@]}"
 # 3c. The teacher's training length and capacity: the cpu recipe's teacher alone (no student),
 #    trained for 40 epochs instead of 20 (about 45 min), and twice as deep (4 transformer and 4
 #    conv blocks, 20 epochs, about 45 min); chosen on validation against the cpu run's teacher.
-teacher_only=(--config configs/previous/cpu.yaml --set "distill.stages=[]"
-              --set export.enabled=false
+teacher_only=(--config configs/cpu.yaml --set "distill.stages=[]" --set export.enabled=false
               --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false)
 run teacher_e40 "${teacher_only[@]}" --set teacher.epochs=40
 run teacher_deep "${teacher_only[@]}" --set teacher.vit_depth=4 --set teacher.conv_depth=4
@@ -98,31 +94,25 @@ run study_loss_kd "${shipped[@]}" --set distill.alpha=0.2 --set distill.beta=0.5
 run ref_seed44 "${reference_only[@]}" --set train.seed=44
 # Explanation faithfulness of the shipped student on 49 test images (deletion / insertion).
 if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
-  kdskin explain --config configs/previous/cpu.yaml --evaluate --method all \
+  kdskin explain --config configs/cpu.yaml --evaluate --method all \
     --model "$RUNS/cpu/models/student_multi_fusion.keras" --out "$RUNS/explain_cpu" \
     > "$RUNS/explain_cpu.log" 2>&1
 fi
-# 5. The stronger start (issue 23, in progress): all 10,015 HAM10000 images ($FULL, not the
-#    subset in $DATA), ImageNet EfficientNet-Lite0 (the pretrained extra).
+# 5. The stronger start (issue 23, in progress): all 10,015 HAM10000 images, ImageNet
+#    EfficientNet-Lite0 in the student and in the teacher's conv branch (configs/cpu_pretrained.yaml;
+#    needs the pretrained extra). 85 min on a 2-core machine shared with other jobs (teacher 47,
+#    student 25). It reads the full set, not the subset of $DATA.
 FULL=${FULL:-../shared/data/ham10000_full}
-# 5a. The first candidate (configs/cpu_pretrained.yaml): ImageNet EfficientNet-Lite0 in the
-#    student and in the teacher's conv branch (teacher (b) of the issue). 85 min on a 2-core
-#    machine shared with other jobs (teacher 47, student 25).
-RUN_DATA=$FULL run start_imagenet_full --config configs/cpu_pretrained.yaml
-# 5b. The shipped recipe (configs/cpu.yaml): its hybrid teacher on the full data (teacher
-#    (a): ConvMixer branch, from scratch, 6 epochs), the student's EfficientNet-Lite0 from
-#    ImageNet (8 epochs at 5e-4), and both references a user would pick instead: the VGG-style
-#    CNN at its own rate (1e-3) and EfficientNet-Lite0 from ImageNet alone (5e-4), 10 epochs
-#    each. About 2 h on a 2-core AMD EPYC (references 30 + 15 min, teacher 29, student 27).
-RUN_DATA=$FULL run full_cpu --config configs/cpu.yaml \
-  --set reference.enabled=true --set reference.learning_rate=0.001 --set reference.epochs=10 \
-  --set reference_effnet.enabled=true --set reference_effnet.epochs=10
+if [[ ! -f "$RUNS/start_imagenet_full/report.md" ]]; then
+  kdskin run --config configs/cpu_pretrained.yaml --data-dir "$FULL" --external "$EXTERNAL" \
+    --out "$RUNS/start_imagenet_full" > "$RUNS/start_imagenet_full.log" 2>&1
+fi
 # 4. The document, from all the runs (cpu and cpu_ablation share the config name, so one table),
 #    followed by the runs of the recipe before the previous one (sqrt class weights, every stage
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in full_cpu cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 ref_seed44 study_t4 \
+for name in cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 ref_seed44 study_t4 \
     study_logit_adjusted study_strong_augment study_class_weight study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos \
     start_imagenet_full; do
