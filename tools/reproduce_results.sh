@@ -15,11 +15,12 @@ EXTERNAL=${2:-../shared/data/isic2018_dev}
 RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 
-run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAME.log
+run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAME.log (on $DATA,
+         # or on $RUN_DATA when set: RUN_DATA=DIR run NAME ARGS...)
   local name=$1; shift
   if [[ -f "$RUNS/$name/report.md" ]]; then echo "skip $name (done)"; return; fi
   echo "== $name: kdskin run $*"
-  kdskin run --data-dir "$DATA" --external "$EXTERNAL" --out "$RUNS/$name" "$@" \
+  kdskin run --data-dir "${RUN_DATA:-$DATA}" --external "$EXTERNAL" --out "$RUNS/$name" "$@" \
     > "$RUNS/$name.log" 2>&1
 }
 
@@ -98,15 +99,22 @@ if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
     --model "$RUNS/cpu/models/student_multi_fusion.keras" --out "$RUNS/explain_cpu" \
     > "$RUNS/explain_cpu.log" 2>&1
 fi
-# 5. The stronger start (issue 23, in progress): all 10,015 HAM10000 images, ImageNet
-#    EfficientNet-Lite0 in the student and in the teacher's conv branch (configs/cpu_pretrained.yaml;
-#    needs the pretrained extra). 85 min on a 2-core machine shared with other jobs (teacher 47,
-#    student 25). It reads the full set, not the subset of $DATA.
+# 5. The stronger start (issue 23, in progress): all 10,015 HAM10000 images ($FULL, not the
+#    subset in $DATA), ImageNet EfficientNet-Lite0 (the pretrained extra).
 FULL=${FULL:-../shared/data/ham10000_full}
-if [[ ! -f "$RUNS/start_imagenet_full/report.md" ]]; then
-  kdskin run --config configs/cpu_pretrained.yaml --data-dir "$FULL" --external "$EXTERNAL" \
-    --out "$RUNS/start_imagenet_full" > "$RUNS/start_imagenet_full.log" 2>&1
-fi
+# 5a. The first candidate (configs/cpu_pretrained.yaml): ImageNet EfficientNet-Lite0 in the
+#    student and in the teacher's conv branch (teacher (b) of the issue). 85 min on a 2-core
+#    machine shared with other jobs (teacher 47, student 25).
+RUN_DATA=$FULL run start_imagenet_full --config configs/cpu_pretrained.yaml
+# 5b. The cpu recipe's hybrid teacher on the full data (teacher (a): ConvMixer branch, from
+#    scratch, 6 epochs), the student's EfficientNet-Lite0 from ImageNet (8 epochs at 5e-4), and
+#    both references a user would pick instead: the VGG-style CNN at its own rate (1e-3) and
+#    EfficientNet-Lite0 from ImageNet alone (5e-4), 10 epochs each. About 2 h on a 2-core AMD
+#    EPYC (references 30 + 15 min, teacher 29, student 27, the rest 8).
+RUN_DATA=$FULL run full_imagenet --config configs/cpu.yaml --set student.weights=imagenet \
+  --set student.learning_rate=0.0005 --set student.epochs=8 --set teacher.epochs=6 \
+  --set reference.enabled=true --set reference.learning_rate=0.001 --set reference.epochs=10 \
+  --set reference_effnet.enabled=true --set reference_effnet.epochs=10
 # 4. The document, from all the runs (cpu and cpu_ablation share the config name, so one table),
 #    followed by the runs of the recipe before the previous one (sqrt class weights, every stage
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
@@ -115,7 +123,7 @@ report=()
 for name in cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 ref_seed44 study_t4 \
     study_logit_adjusted study_strong_augment study_class_weight study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos \
-    start_imagenet_full; do
+    full_imagenet start_imagenet_full; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
