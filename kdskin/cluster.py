@@ -131,7 +131,7 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> WorkerRole:
 
 
 def worker_scratch(run_root: str | Path, role: WorkerRole) -> Path:
-    """Where a worker that is not the chief writes (its copy of models, checkpoints, backups,
+    """Where a worker that is not the chief writes (its copy of models, backups and
     logs): ``$TMPDIR/kdskin-worker-RANK-HASH`` with ``HASH`` from the run directory's absolute
     path, so a rerun with ``--resume`` finds it again. Never inside the run directory."""
     digest = hashlib.sha1(str(Path(run_root).resolve()).encode()).hexdigest()[:12]

@@ -215,7 +215,7 @@ class TrainConfig:
     #: (per-epoch cosine decay from the stage's learning rate to ~0 over its epochs; better
     #: final weights when the epoch budget is short and fixed).
     lr_schedule: str = choice_field("cosine", LR_SCHEDULES)
-    #: What early stopping, the LR plateau and the best checkpoint watch. Keras' own
+    #: What early stopping (and the best epoch it keeps) and the LR plateau watch. Keras' own
     #: ``val_accuracy``/``val_loss``, or balanced accuracy / macro AUC computed on the
     #: validation split each epoch (the ISIC metric: accuracy rewards ignoring rare classes).
     monitor: str = choice_field("val_macro_auc", MONITORS)

@@ -8,7 +8,7 @@ One run directory holds everything one ``kdskin run`` made::
     RUN/logs/               CSV + TensorBoard logs        RUN/plots/        PNG plots
     RUN/explanations/       CAM / LIME overlays           RUN/bench.json    the benchmark
     RUN/cache/              decoded images                RUN/data/         the built-in dataset
-    RUN/checkpoints/, RUN/backup/  training state, only while the run is unfinished
+    RUN/backup/             training state, only while the run is unfinished
 
 Every other module asks :class:`RunDir` for a path and :func:`final_student_name` for the model
 that ships; nothing else spells a run-folder path or guesses a model's run.
@@ -122,17 +122,14 @@ class RunDir:
 
     @property
     def checkpoints(self) -> Path:
-        """The best epoch of each fit so far (scratch of training, read by nothing: a stage's
-        model is ``models/NAME.keras``); removed when the run is done."""
+        """Where kdskin before 2026-12-03 wrote each fit's best epoch so far (a second copy of a
+        model, read by nothing); no longer written, and removed from a run when it completes."""
         return self.root / "checkpoints"
 
     @property
     def backups(self) -> Path:
         """``BackupAndRestore`` state of an interrupted fit (training state, as above)."""
         return self.root / "backup"
-
-    def checkpoint(self, name: str) -> Path:
-        return self.checkpoints / f"{name}.keras"
 
     def backup(self, name: str) -> Path:
         return self.backups / name
@@ -154,9 +151,9 @@ class RunDir:
         return metrics.wall_seconds is not None and self.report.is_file()
 
     def remove_training_state(self) -> None:
-        """Delete ``checkpoints/`` and ``backup/``: state of the fits, of use only while the run
-        is unfinished (``--resume`` continues an interrupted fit from its backup); a checkpoint
-        is a second copy of a model, without the run's decision rules, easy to pick by mistake."""
+        """Delete ``backup/`` (state of the fits, of use only while the run is unfinished:
+        ``--resume`` continues an interrupted fit from it) and an older kdskin's ``checkpoints/``
+        (second copies of models, without the run's decision rules, easy to pick by mistake)."""
         import shutil
 
         for folder in (self.checkpoints, self.backups):

@@ -7,10 +7,11 @@
 * :func:`compile_classifier` -- plain cross-entropy training (baseline CNN, teacher) with class
   weights inside the loss: Keras' ``fit(class_weight=...)`` raises ``"class_weight is only
   supported for Models with a single output"`` for the multi-exit teacher (checked, Keras 3.15).
-* :func:`make_callbacks` -- early stopping, LR schedule, best-model checkpoint (the *student* for a
-  distiller), CSV and TensorBoard logs, and ``BackupAndRestore`` so an interrupted run resumes.
-Paths written (named by :class:`kdskin.rundir.RunDir`): the history CSV and TensorBoard logs, the
-``BackupAndRestore`` folder (deleted when ``fit`` completes) and the best-model checkpoint.
+* :func:`make_callbacks` -- early stopping (which keeps the best epoch in memory), LR schedule,
+  CSV and TensorBoard logs, and a ``BackupAndRestore`` so an interrupted run resumes.
+Paths written (named by :class:`kdskin.rundir.RunDir`): the history CSV and TensorBoard logs and
+the backup folder (deleted when ``fit`` completes). No best-epoch ``.keras`` is written during a
+fit: a stage's model is saved once, after it (``models/NAME.keras``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdskin.cluster import WorkerRole
-from kdskin.compat import build_before_fit
+from kdskin.compat import build_before_fit, state_backup
 from kdskin.config import DISTRIBUTIONS, Config
 from kdskin.distill.losses import ClassWeightedCrossEntropy
 from kdskin.errors import ConfigError
@@ -145,7 +146,7 @@ def check_workers_agree(what: str, value: int) -> None:
 def mean_across_workers(values: Sequence[float]) -> list[float]:
     """``values`` averaged over the workers of a multi-worker run (a collective: every worker
     calls it at the same point); ``values`` unchanged otherwise. Used so that decisions taken
-    from locally computed metrics (early stopping, the best checkpoint) are the same on every
+    from locally computed metrics (early stopping, the best epoch) are the same on every
     worker even where BatchNorm statistics differ between them."""
     strategy = _STRATEGIES.get("multi_worker")
     if strategy is None or not _ROLE or _ROLE[0].num_workers < 2:
@@ -217,22 +218,6 @@ def labels_for(model: keras.Model, y: Any) -> Any:
 # --------------------------------------------------------------------------- callbacks
 
 
-class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint`` that saves ``model.student`` when the model is a distiller.
-
-    The distiller (teacher + student + loss) is a training harness, not a deliverable: the
-    ``.keras`` file holds the student alone, loadable with ``keras.models.load_model``. The logs
-    the monitor reads still come from the distiller's ``fit``.
-    """
-
-    def set_model(self, model: keras.Model) -> None:
-        super().set_model(getattr(model, "student", model))
-
-
-def checkpoint_path(run_dir: str | Path | RunDir, name: str) -> Path:
-    return _run(run_dir).checkpoint(name)
-
-
 def _run(run_dir: str | Path | RunDir) -> RunDir:
     return run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
 
@@ -242,7 +227,7 @@ class ValidationMetrics(keras.callbacks.Callback):
 
     ``images`` ``(N, S, S, 3)`` 0..255 and ``labels`` ``(N,)`` of the validation split; the
     model's (or a distiller's student's) ``"logits"`` are scored once per epoch. Put it before
-    the callbacks that read these keys (early stopping, checkpoint, CSV and TensorBoard logs).
+    the callbacks that read these keys (early stopping, LR plateau, CSV and TensorBoard logs).
     """
 
     KEYS = ("val_balanced_accuracy", "val_macro_auc")
@@ -335,8 +320,8 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     when ``cfg.train.early_stopping_patience`` is 0, so the last epoch is kept), the
     learning-rate schedule (``ReduceLROnPlateau``, or a cosine ``LearningRateScheduler`` from
     ``learning_rate`` over ``epochs`` when ``cfg.train.lr_schedule`` is ``cosine``),
-    :class:`StudentCheckpoint` (best ``monitor``), ``CSVLogger`` (appends when resuming) and
-    ``TensorBoard``, ``BackupAndRestore`` (so a rerun of the same ``fit`` resumes from the last
+    ``CSVLogger`` (appends when resuming) and ``TensorBoard``, a ``BackupAndRestore``
+    (:func:`kdskin.compat.state_backup`: a rerun of the same ``fit`` resumes from the last
     finished epoch: weights, optimizer and epoch number; after the logs, so an epoch's log row is
     written before its state, and a resumed run's CSV log has each epoch once:
     :func:`drop_unfinished_epochs`), then ``extra``. ``monitor`` (default
@@ -347,8 +332,6 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     run = _run(run_dir)
     backup = run.backup(name)
     run.logs.mkdir(parents=True, exist_ok=True)
-    checkpoint = run.checkpoint(name)
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
     start = resume_epoch(run, name)
     resuming = start is not None
     if resuming:
@@ -377,11 +360,7 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, factor=t.reduce_lr_factor, patience=t.reduce_lr_patience,
             mode=mode, min_lr=t.min_learning_rate, verbose=1))
-    callbacks += [
-        StudentCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
-                          save_best_only=True),
-        keras.callbacks.CSVLogger(str(run.history_csv(name)), append=resuming),
-    ]
+    callbacks.append(keras.callbacks.CSVLogger(str(run.history_csv(name)), append=resuming))
     if tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard(name))))
     else:
@@ -390,7 +369,7 @@ def make_callbacks(run_dir: str | Path | RunDir, name: str, cfg: Config, monitor
     # After the logs: an epoch's training state is saved only once its log row is written, so a
     # job killed in between reruns that epoch (its row dropped above) instead of losing the row.
     # Before ``extra``, which then see the restored weights when training begins.
-    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=str(backup)))
+    callbacks.append(state_backup(str(backup)))
     return [*callbacks, *extra]
 
 

@@ -196,8 +196,8 @@ def test_two_workers_train_into_one_run_directory(two_worker_run):
     assert set(metrics["models"]) == {"teacher", "student_multi_fusion"}
     for name in ("teacher", "student_multi_fusion"):
         assert (out / "models" / f"{name}.keras").is_file()
-    # the completed run keeps no training state (checkpoints/, backup/)
-    assert not (out / "checkpoints").exists()
+    # the completed run keeps no training state (backup/), and never wrote checkpoints/
+    assert not (out / "backup").exists() and not (out / "checkpoints").exists()
     # the other worker wrote only its scratch copy, removed when it finished
     assert not _scratch(out).exists()
     assert metrics["config_values"]["train"]["distribution"] == "multi_worker"

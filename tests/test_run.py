@@ -177,8 +177,8 @@ def test_run_directory_layout(run_dir):
                  "student_multi", "student_multi_fusion"]:
         assert (run_dir / "models" / f"{name}.keras").is_file(), name
     assert not list(run_dir.rglob("*.tmp*")), "temporary files left behind"
-    # issue 26: the fits' checkpoints (a second student_multi_fusion.keras without the
-    # decision rules) and backups are gone once the run is done
+    # issue 26: no second student_multi_fusion.keras (without the decision rules) from a
+    # best-epoch checkpoint, and the fits' backups are gone once the run is done
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "backup").exists()
 
 
@@ -190,7 +190,7 @@ def test_readme_documents_the_run_directory(run_dir):
     documented = {m.rstrip("/") for m in re.findall(r"^  ([\w.]+/?)", block, re.M)}
     made = {p.name for p in run_dir.iterdir()}
     assert made <= documented, made - documented
-    assert documented - made == {"checkpoints", "backup"}, documented - made
+    assert documented - made == {"backup"}, documented - made
 
 
 def test_stage_times_are_recorded(run_dir):

@@ -34,7 +34,7 @@ def test_paths_and_run_of_a_model(tmp_path):
     run = RunDir(tmp_path / "r")
     assert run.model("teacher") == tmp_path / "r" / "models" / "teacher.keras"
     assert run.plot("teacher", "history") == tmp_path / "r" / "plots" / "teacher_history.png"
-    assert run.checkpoint("x").parent.name == "checkpoints"
+    assert run.backup("x").parent.name == "backup"
     run.models.mkdir(parents=True)
     model = run.model("teacher")
     model.write_bytes(b"x")

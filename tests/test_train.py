@@ -18,11 +18,9 @@ import tensorflow as tf  # noqa: E402
 
 from kdskin.config import Config  # noqa: E402
 from kdskin.distill import make_stage_model  # noqa: E402
-from kdskin.errors import ConfigError  # noqa: E402
+from kdskin.errors import ConfigError, KdskinError  # noqa: E402
 from kdskin.train import (  # noqa: E402
-    StudentCheckpoint,
     accuracy_key,
-    checkpoint_path,
     compile_classifier,
     drop_unfinished_epochs,
     fit_model,
@@ -135,12 +133,13 @@ class _Snapshots(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.at_begin = [w.copy() for w in self.model.student.get_weights()]
+        self.steps_at_begin = int(self.model.optimizer.iterations.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
         self.at_end[epoch] = [w.copy() for w in self.model.student.get_weights()]
 
 
-def test_callbacks_backup_and_restore_resume_and_student_checkpoint(tmp_path):
+def test_callbacks_backup_and_restore_resume(tmp_path):
     cfg = Config()
     cfg.train.monitor, cfg.train.lr_schedule = "val_accuracy", "plateau"
     x, y = batch(16)
@@ -150,13 +149,21 @@ def test_callbacks_backup_and_restore_resume_and_student_checkpoint(tmp_path):
     board = ["TensorBoard"] if tensorboard_available() else []
     # the training state is saved after the epoch's log row (a kill in between reruns the
     # epoch instead of losing its row), and restored before ``extra`` callbacks begin
-    assert kinds == ["StepTimer", "EarlyStopping", "ReduceLROnPlateau", "StudentCheckpoint",
-                     "CSVLogger", *board, "BackupAndRestore", "_Snapshots", "_Interrupt"]
+    assert kinds == ["StepTimer", "EarlyStopping", "ReduceLROnPlateau", "CSVLogger", *board,
+                     "StateBackup", "_Snapshots", "_Interrupt"]
+    assert isinstance(callbacks[-3], keras.callbacks.BackupAndRestore)
     with pytest.raises(KeyboardInterrupt):
         _distiller().fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
                          callbacks=callbacks)
     meta = json.loads((tmp_path / "backup" / "single" / "training_metadata.json").read_text())
     assert meta["epoch"] == 1
+    # the state is one .npz of plain arrays (no pickle): the distiller's variables (teacher and
+    # student) and the optimizer's
+    state = tmp_path / "backup" / "single" / "latest.state.npz"
+    with np.load(state, allow_pickle=False) as saved:
+        assert len(saved.files) == len(first.model.variables) + len(
+            first.model.optimizer.variables)
+    assert not list((tmp_path / "backup").rglob("*.tmp*"))
 
     # "Rerun": a fresh process would rebuild the models (different initial student weights).
     second = _Snapshots()
@@ -166,16 +173,47 @@ def test_callbacks_backup_and_restore_resume_and_student_checkpoint(tmp_path):
     assert history.epoch == [1, 2]  # continued from epoch 2 (index 1)
     for restored, saved in zip(second.at_begin, first.at_end[0], strict=True):
         np.testing.assert_allclose(restored, saved)
+    assert second.steps_at_begin == 2  # the optimizer's state too (2 steps of 8 in epoch 0)
     assert not (tmp_path / "backup" / "single").exists()  # removed after a completed fit
     rows = (tmp_path / "logs" / "single.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch") and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
     assert "loss_kd" in rows[0] and "val_accuracy" in rows[0]
     if tensorboard_available():
         assert any((tmp_path / "logs" / "single").rglob("events.out.tfevents*"))
-    # The checkpoint is the student alone, loadable as a plain model.
-    best = keras.models.load_model(checkpoint_path(tmp_path, "single"))
-    assert set(best.output) == {"cnn_exit", "effnet_exit", "logits"}
-    assert best.predict(x, verbose=0)["logits"].shape == (16, 7)
+    # no best-epoch copy of the model is written during a fit (read by nothing)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_backup_of_another_model_is_refused_in_one_line(tmp_path):
+    """A backup folder left by a fit of another configuration (other variables) is refused
+    with a one-line error naming it and what to do, before any weight is overwritten."""
+    cfg = Config()
+    cfg.train.lr_schedule = "plateau"
+    x, y = batch(16)
+    with pytest.raises(KeyboardInterrupt):
+        _distiller().fit(x, y, batch_size=8, epochs=3, validation_data=(x, y), verbose=0,
+                         callbacks=make_callbacks(tmp_path, "single", cfg, monitor="val_loss",
+                                                  extra=[_Interrupt()]))
+    other = make_stage_model("single", mark_trained(tiny_teacher()),
+                             tiny_student(3, fusion="average"), Config())
+    other.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
+    before = [w.copy() for w in other.student.get_weights()]
+    with pytest.raises(KdskinError) as info:
+        other.fit(x, y, batch_size=8, epochs=3, verbose=0,
+                  callbacks=make_callbacks(tmp_path, "single", cfg, monitor="loss"))
+    message = str(info.value)
+    assert "\n" not in message and "latest.state.npz" in message and "delete" in message
+    assert "does not fit this model" in message
+    for kept, old in zip(other.student.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(kept, old)
+
+
+def test_without_its_private_hooks_the_backup_is_keras_own(monkeypatch, tmp_path):
+    from kdskin import compat
+
+    monkeypatch.setattr(compat, "_check_backup", lambda: "BackupAndRestore changed")
+    callback = compat.state_backup(str(tmp_path / "b"))
+    assert type(callback) is keras.callbacks.BackupAndRestore
 
 
 def test_a_resumed_fit_drops_the_log_rows_of_epochs_it_reruns(tmp_path):
@@ -194,16 +232,6 @@ def test_a_resumed_fit_drops_the_log_rows_of_epochs_it_reruns(tmp_path):
     drop_unfinished_epochs(log, 5)  # nothing to drop: the file is left as it is
     assert log.read_text() == "epoch,loss\n0,2.0\n1,1.5\n"
     drop_unfinished_epochs(tmp_path / "missing.csv", 0)  # no log yet: nothing to do
-
-
-def test_student_checkpoint_targets_plain_models_too(tmp_path):
-    cb = StudentCheckpoint(str(tmp_path / "m.keras"))
-    student = tiny_student()
-    cb.set_model(student)
-    assert cb.model is student
-    d = _distiller()
-    cb.set_model(d)
-    assert cb.model is d.student
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
@@ -302,7 +330,7 @@ def test_cosine_schedule_and_validation_metrics_drive_the_callbacks(tmp_path):
     for key in ValidationMetrics.KEYS:
         assert len(history.history[key]) == 3
         assert all(0.0 <= v <= 1.0 for v in history.history[key])
-    assert (tmp_path / "checkpoints" / "single.keras").is_file()
+    assert not (tmp_path / "checkpoints").exists()  # no best-epoch copy is written
     timer = next(c for c in callbacks if isinstance(c, StepTimer))
     summary = timer.summary(8)
     assert summary["ms_per_step"] > 0 and summary["steps"] == 2  # 2 epochs x (2 steps - 1)

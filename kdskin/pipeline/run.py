@@ -9,7 +9,7 @@ model is saved and recorded in ``metrics.json`` at once, so ``--resume`` skips i
 ``fit`` resumes from its ``BackupAndRestore`` state, and the results recorded after training
 are kept (only what is missing is made). Each stage's wall and CPU seconds are recorded
 (``stage_seconds``, ``stage_cpu_seconds``). When the run completes its training state
-(``checkpoints/``, ``backup/``) is deleted; ``--resume`` of a completed run says so and stops.
+(``backup/``) is deleted; ``--resume`` of a completed run says so and stops.
 """
 
 from __future__ import annotations
