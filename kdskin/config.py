@@ -133,6 +133,9 @@ class ShiftAugmentConfig:
     enabled: bool = False
     probability: float = 0.5
     colour_gain: float = 0.15  # per-channel gains in [1 - g, 1 + g] (white balance)
+    #: over-exposure: a blend towards white, x + w (255 - x), w in [0, whiten] (paler skin,
+    #: less contrast: what a per-channel gain or the colour-constancy layer cannot undo)
+    whiten: float = 0.3
     #: black borders: a centred circle of diameter in [1 - border, 1 + 2 border] of the side,
     #: or (half of the time) a rectangular frame border/4 to border of the side wide
     border: float = 0.12

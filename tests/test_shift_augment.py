@@ -12,7 +12,7 @@ from kdskin.config import ShiftAugmentConfig, load_config
 from kdskin.errors import ConfigError
 
 S = 32
-OFF = ShiftAugmentConfig(enabled=True, probability=1.0, colour_gain=0.0, border=0.0,
+OFF = ShiftAugmentConfig(enabled=True, probability=1.0, colour_gain=0.0, whiten=0.0, border=0.0,
                          zoom_out=0.0, aspect=0.0, blur=0.0, jpeg_quality=100)
 
 
@@ -52,6 +52,21 @@ def test_colour_gains_shift_channel_means_within_the_range():
     assert (ratio >= 0.8 - 1e-4).all() and (ratio <= 1.2 + 1e-4).all()
     assert np.abs(ratio - 1.0).max() > 0.05
     assert np.ptp(ratio, axis=1).max() > 0.02  # per channel, not one brightness factor
+
+
+def test_whiten_blends_towards_white_within_the_range():
+    """Over-exposure: every pixel moves towards 255 by one weight per image, in [0, whiten];
+    the contrast shrinks by the same factor (what the colour-constancy layer cannot undo)."""
+    x = _batch()
+    out = _run(dataclasses.replace(OFF, whiten=0.3), x)
+    weight = (out - x) / (255.0 - x)  # (n, S, S, 3): the blend weight of each pixel
+    per_image = weight.reshape(len(x), -1)
+    np.testing.assert_allclose(per_image, per_image[:, :1].repeat(per_image.shape[1], 1),
+                               atol=1e-4)
+    assert (per_image >= -1e-5).all() and (per_image <= 0.3 + 1e-5).all()
+    assert np.ptp(per_image[:, 0]) > 0.05  # drawn per image
+    np.testing.assert_allclose(np.ptp(out, axis=(1, 2, 3)),
+                               np.ptp(x, axis=(1, 2, 3)) * (1 - per_image[:, 0]), rtol=1e-4)
 
 
 def test_borders_are_black_and_the_centre_is_kept():
@@ -98,6 +113,7 @@ def test_config_checks_and_default_off():
     for bad, match in (("augment.shift.border=0.7", r"augment.shift.border must be in \[0, "
                                                     r"0.5\]"),
                        ("augment.shift.probability=2", "augment.shift.probability"),
+                       ("augment.shift.whiten=0.8", r"augment.shift.whiten must be in \[0, "),
                        ("augment.shift.blur=5", "augment.shift.blur"),
                        ("augment.shift.jpeg_quality=0", "augment.shift.jpeg_quality")):
         with pytest.raises(ConfigError, match=match):

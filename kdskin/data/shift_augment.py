@@ -4,6 +4,8 @@
 Per image, each transform is applied with probability ``cfg.probability``, in this order:
 
 1. colour gains: each channel times a factor in ``[1 - colour_gain, 1 + colour_gain]``;
+   then over-exposure: a blend towards white, ``x + w (255 - x)`` with ``w`` in
+   ``[0, whiten]`` (the suite's ``whiter`` shift is ``w = 0.3``);
 2. zoom-out and aspect: the content shrunk to a scale in ``[1 - zoom_out, 1]`` and its width
    scaled by a factor in ``[1 / (1 + aspect), 1 + aspect]``, about the centre, the frame filled
    by reflection (``keras.ops.image.affine_transform``);
@@ -95,6 +97,10 @@ def shift_augment(images: tf.Tensor, seed: Any, cfg: Any) -> tf.Tensor:
         gains = _uniform(seed, 1, (batch, 1, 1, 3), 1.0 - cfg.colour_gain, 1.0 + cfg.colour_gain)
         on = _chosen(seed, 2, batch, p)
         x = x * (1.0 + on * (gains - 1.0))
+    if cfg.whiten > 0:
+        weight = _chosen(seed, 14, batch, p) * _uniform(seed, 15, (batch, 1, 1, 1), 0.0,
+                                                        cfg.whiten)
+        x = x + weight * (255.0 - tf.clip_by_value(x, 0.0, 255.0))
     if cfg.zoom_out > 0 or cfg.aspect > 0:
         on = _chosen(seed, 3, batch, p)[:, 0, 0, 0]
         scales = _uniform(seed, 4, (batch,), 1.0 - cfg.zoom_out, 1.0)

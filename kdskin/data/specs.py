@@ -74,11 +74,11 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> str:
 
 def check_shift_augment(cfg: Any) -> Any:
     """``augment.shift`` (:class:`kdskin.config.ShiftAugmentConfig`): probability in [0, 1],
-    colour_gain, border, zoom_out and aspect in [0, 0.5], blur in [0, 3] pixels, jpeg_quality
-    in [1, 100] (100: no JPEG)."""
+    colour_gain, whiten, border, zoom_out and aspect in [0, 0.5], blur in [0, 3] pixels,
+    jpeg_quality in [1, 100] (100: no JPEG)."""
     if not 0.0 <= cfg.probability <= 1.0:
         raise ConfigError(f"augment.shift.probability must be in [0, 1], got {cfg.probability}")
-    for key in ("colour_gain", "border", "zoom_out", "aspect"):
+    for key in ("colour_gain", "whiten", "border", "zoom_out", "aspect"):
         value = getattr(cfg, key)
         if not 0.0 <= value <= 0.5:
             raise ConfigError(f"augment.shift.{key} must be in [0, 0.5] (0: off), got {value}")
