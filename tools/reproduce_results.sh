@@ -115,6 +115,17 @@ RUN_DATA=$FULL run full_imagenet --config configs/cpu.yaml --set student.weights
   --set student.learning_rate=0.0005 --set student.epochs=8 --set teacher.epochs=6 \
   --set reference.enabled=true --set reference.learning_rate=0.001 --set reference.epochs=10 \
   --set reference_effnet.enabled=true --set reference_effnet.epochs=10
+# 5c. Other clinics (issue 24): the student of 5b again, with 5b's teacher, plus Shades-of-Grey
+#    colour constancy inside the model and the acquisition-shift augmentation, first without and
+#    then with its over-exposure transform (augment.shift.whiten, added after the first showed
+#    the suite's 'whiter' shift as the worst); 5b's own student is the "without" row. No
+#    benchmark or explanations. About 45 min each on a 2-core AMD EPYC.
+clinics=(--config configs/cpu.yaml --teacher "$RUNS/full_imagenet/models/teacher.keras"
+         --set student.weights=imagenet --set student.learning_rate=0.0005 --set student.epochs=8
+         --set data.colour_constancy=shades_of_grey --set augment.shift.enabled=true
+         --set bench.enabled=false --set explain.enabled=false)
+RUN_DATA=$FULL run full_cc_shift "${clinics[@]}" --set augment.shift.whiten=0
+RUN_DATA=$FULL run full_cc_shift_w "${clinics[@]}"
 # 4. The document, from all the runs (cpu and cpu_ablation share the config name, so one table),
 #    followed by the runs of the recipe before the previous one (sqrt class weights, every stage
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
@@ -123,7 +134,7 @@ report=()
 for name in cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 ref_seed44 study_t4 \
     study_logit_adjusted study_strong_augment study_class_weight study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos \
-    full_imagenet start_imagenet_full; do
+    full_imagenet full_cc_shift full_cc_shift_w start_imagenet_full; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
