@@ -326,6 +326,7 @@ def _state_backup_class() -> type:
 
         def __init__(self, backup_dir: str) -> None:
             super().__init__(backup_dir=backup_dir)
+            self._keras_weights_path = self._weights_path  # an older kdskin's backup
             self._weights_path = os.path.join(backup_dir, "latest.state.npz")
 
         def _state(self) -> list[Any]:
@@ -345,6 +346,17 @@ def _state_backup_class() -> type:
                 {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
         def _load_model(self) -> None:
+            if not os.path.exists(self._weights_path) and os.path.exists(
+                    self._keras_weights_path):
+                # a backup written by Keras' own callback (an older kdskin, or this one
+                # without the private members): read it, so that its epoch is never resumed
+                # with fresh weights
+                npz, self._weights_path = self._weights_path, self._keras_weights_path
+                try:
+                    super()._load_model()
+                finally:
+                    self._weights_path = npz
+                return
             if os.path.exists(self._weights_path):
                 optimizer = self.model.optimizer
                 if optimizer is not None and not optimizer.built:

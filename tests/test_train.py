@@ -208,6 +208,27 @@ def test_a_backup_of_another_model_is_refused_in_one_line(tmp_path):
         np.testing.assert_array_equal(kept, old)
 
 
+def test_a_backup_written_by_keras_own_callback_is_resumed_with_its_weights(tmp_path):
+    """A fit interrupted under an older kdskin (Keras' own BackupAndRestore, .weights.h5)
+    resumes from that file: never its epoch with fresh weights."""
+    x, y = batch(16)
+    first = _Snapshots()
+    backup = tmp_path / "backup" / "single"
+    with pytest.raises(KeyboardInterrupt):
+        _distiller().fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(backup_dir=str(backup)), first, _Interrupt()])
+    assert (backup / "latest.weights.h5").is_file()
+    cfg = Config()
+    cfg.train.lr_schedule = "plateau"
+    second = _Snapshots()
+    callbacks = make_callbacks(tmp_path, "single", cfg, monitor="loss", extra=[second])
+    history = _distiller(seed=7).fit(x, y, batch_size=8, epochs=3, verbose=0,
+                                     callbacks=callbacks)
+    assert history.epoch == [1, 2] and second.steps_at_begin == 2
+    for restored, saved in zip(second.at_begin, first.at_end[0], strict=True):
+        np.testing.assert_allclose(restored, saved)
+
+
 def test_without_its_private_hooks_the_backup_is_keras_own(monkeypatch, tmp_path):
     from kdskin import compat
 
