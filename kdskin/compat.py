@@ -28,7 +28,7 @@ Private APIs used, and what happens without them:
 - Keras' ``Trainer._symbolic_build`` (:func:`build_before_fit`: every variable a first training
   step would create, made before ``fit`` so its train function is traced once, not twice;
   without it, recorded in the log, and the first epoch is slower).
-- Keras' ``BackupAndRestore._save_model`` / ``_load_model`` / ``_weights_path`` and
+- Keras' ``BackupAndRestore._save_model`` / ``_load_model`` / ``_training_metadata_path`` and
   ``Trainer._initial_epoch`` (:func:`state_backup`: the interrupted fit's state written as one
   ``.npz`` of the variables instead of Keras' per-layer ``.weights.h5``; without them, Keras'
   own ``BackupAndRestore``, and each epoch's save is slower).
@@ -47,6 +47,7 @@ TensorFlow and Keras are imported inside the functions: importing this module is
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable
@@ -286,9 +287,8 @@ def build_before_fit(model: Any, element_spec: Any) -> str | None:
 
 
 #: Private members of ``keras.callbacks.BackupAndRestore`` that :func:`state_backup` uses.
-BACKUP_MEMBERS: tuple[str, ...] = ("_save_model", "_load_model", "_weights_path",
-                                   "_training_metadata_path", "_current_epoch",
-                                   "_last_batch_seen")
+BACKUP_MEMBERS: tuple[str, ...] = ("_save_model", "_load_model", "_training_metadata_path",
+                                   "_current_epoch", "_last_batch_seen")
 
 
 def state_backup(backup_dir: str) -> Any:
@@ -311,7 +311,9 @@ def state_backup(backup_dir: str) -> Any:
     return _state_backup_class()(backup_dir)
 
 
+@functools.cache
 def _state_backup_class() -> type:
+    """The :func:`state_backup` class, defined once per process."""
     import json
     import os
 
@@ -326,8 +328,7 @@ def _state_backup_class() -> type:
 
         def __init__(self, backup_dir: str) -> None:
             super().__init__(backup_dir=backup_dir)
-            self._keras_weights_path = self._weights_path  # an older kdskin's backup
-            self._weights_path = os.path.join(backup_dir, "latest.state.npz")
+            self._state_path = os.path.join(backup_dir, "latest.state.npz")
 
         def _state(self) -> list[Any]:
             optimizer = self.model.optimizer
@@ -341,40 +342,34 @@ def _state_backup_class() -> type:
                 with open(tmp, "wb") as f:
                     np.savez(f, *values)
 
-            atomic_write(self._weights_path, write)
+            atomic_write(self._state_path, write)
             atomic_write_text(self._training_metadata_path, json.dumps(
                 {"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
         def _load_model(self) -> None:
-            if not os.path.exists(self._weights_path) and os.path.exists(
-                    self._keras_weights_path):
-                # a backup written by Keras' own callback (an older kdskin, or this one
-                # without the private members): read it, so that its epoch is never resumed
-                # with fresh weights
-                npz, self._weights_path = self._weights_path, self._keras_weights_path
-                try:
-                    super()._load_model()
-                finally:
-                    self._weights_path = npz
+            if not os.path.exists(self._state_path):
+                # nothing saved yet, or a backup written by Keras' own callback (an older
+                # kdskin, or this one without the private members): Keras reads it, so its
+                # epoch is never resumed with fresh weights
+                super()._load_model()
                 return
-            if os.path.exists(self._weights_path):
-                optimizer = self.model.optimizer
-                if optimizer is not None and not optimizer.built:
-                    optimizer.build(self.model.trainable_variables)
-                state = self._state()
-                with np.load(self._weights_path, allow_pickle=False) as saved:
-                    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-                bad = [f"{v.path} {tuple(v.shape)} vs saved {value.shape}"
-                       for v, value in zip(state, values, strict=False)
-                       if tuple(v.shape) != value.shape]
-                if len(values) != len(state) or bad:
-                    raise KdskinError(
-                        f"{self._weights_path}: the saved training state does not fit this "
-                        f"model ({len(values)} arrays for {len(state)} variables"
-                        + (f"; {bad[0]}" if bad else "") + "): it was saved by another "
-                        f"configuration; delete {self.backup_dir} to train this fit afresh")
-                for variable, value in zip(state, values, strict=True):
-                    variable.assign(value)
+            optimizer = self.model.optimizer
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(self.model.trainable_variables)
+            state = self._state()
+            with np.load(self._state_path, allow_pickle=False) as saved:
+                values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            bad = [f"{v.path} {tuple(v.shape)} vs saved {value.shape}"
+                   for v, value in zip(state, values, strict=False)
+                   if tuple(v.shape) != value.shape]
+            if len(values) != len(state) or bad:
+                raise KdskinError(
+                    f"{self._state_path}: the saved training state does not fit this model "
+                    f"({len(values)} arrays for {len(state)} variables"
+                    + (f"; {bad[0]}" if bad else "") + "): it was saved by another "
+                    f"configuration; delete {self.backup_dir} to train this fit afresh")
+            for variable, value in zip(state, values, strict=True):
+                variable.assign(value)
             if os.path.exists(self._training_metadata_path):
                 with open(self._training_metadata_path) as f:
                     self.model._initial_epoch = json.load(f)["epoch"]
