@@ -86,9 +86,10 @@ def test_writes_three_models_and_labels(exported):
     for kind in ("fp32", "dynamic", "int8"):
         assert files[kind].name == f"model_{kind}.tflite" and files[kind].stat().st_size > 0
     assert files["labels"].read_text().splitlines() == list(CLASSES)
-    # TF 2.21 + Keras 3.15: from_keras_model converts kdskin functional models directly.
-    assert info["method"] == {"fp32": "from_keras_model", "dynamic": "from_keras_model",
-                              "int8": "from_keras_model"}
+    # One model.export, then from_saved_model for each file (no fallback needed).
+    assert info["method"] == {"fp32": "saved_model", "dynamic": "saved_model",
+                              "int8": "saved_model"}
+    assert "fallback_reason" not in info
     leftovers = [p.name for p in files["fp32"].parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
 
@@ -272,15 +273,33 @@ def test_interrupted_write_leaves_no_temp(exported, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_falls_back_to_saved_model(exported, tmp_path, monkeypatch):
+def test_one_saved_model_serves_every_file(exported, tmp_path, monkeypatch):
+    """``auto`` writes the SavedModel once per model, not once per file."""
+    model, _, _ = exported
+    calls: list[str] = []
+    original = keras.Model.export
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "export", counting)
+    x = np.random.default_rng(2).integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
+    info: dict = {}
+    export_tflite(model, tmp_path, x, kinds=("fp32", "dynamic", "int8"), info=info)
+    assert len(calls) == 1
+    assert set(info["method"].values()) == {"saved_model"}
+
+
+def test_falls_back_to_from_keras_model(exported, tmp_path, monkeypatch):
     import tensorflow as tf
 
     model, _, _ = exported
-    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model",
-                        classmethod(lambda cls, m: _Broken()))
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model",
+                        classmethod(lambda cls, p: _Broken()))
     info: dict = {}
     files = export_tflite(model, tmp_path, None, kinds=("fp32",), info=info)
-    assert info["method"] == {"fp32": "saved_model"}
+    assert info["method"] == {"fp32": "from_keras_model"}
     assert "converter exploded" in info["fallback_reason"]
     x = np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
     np.testing.assert_allclose(TFLiteClassifier(files["fp32"]).predict(x),

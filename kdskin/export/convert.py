@@ -43,15 +43,16 @@ from kdskin.export.quiet import quiet
 from kdskin.export.specs import APP_DIR, FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.io import atomic_write_bytes, atomic_write_text
 from kdskin.models.contract import check_classifier, deployable
-from kdskin.models.inputs import colour_constancy_of
-from kdskin.models.layers import COLOUR_CONSTANCY_NAME
+from kdskin.models.inputs import float_front_of
+from kdskin.models.layers import BORDER_FILL_NAME, COLOUR_CONSTANCY_NAME
 
 #: Names of the ops at the input that the int8 file keeps in float32, before its first
 #: quantize op: the in-model downscale of the app files (kdskin.export.resize: exact
-#: anti-aliasing, then the same int8 body as model_int8.tflite) and the colour-constancy layer
-#: (kdskin.models.layers.ColourConstancy: a per-image p-norm, power and division, whose int8
-#: version would round the small powers of dark pixels to zero).
-FLOAT_FRONT: tuple[str, ...] = ("pillow_downscale", COLOUR_CONSTANCY_NAME)
+#: anti-aliasing, then the same int8 body as model_int8.tflite), the border-fill layer
+#: (kdskin.models.layers.BorderFill: a mask from cumulative sums and a per-image mean colour)
+#: and the colour-constancy layer (kdskin.models.layers.ColourConstancy: a per-image p-norm,
+#: power and division, whose int8 version would round the small powers of dark pixels to zero).
+FLOAT_FRONT: tuple[str, ...] = ("pillow_downscale", BORDER_FILL_NAME, COLOUR_CONSTANCY_NAME)
 
 # --------------------------------------------------------------------------- calibration data
 
@@ -243,7 +244,9 @@ def _convert_all(deploy: Any, model_name: str, out_dir: Path, representative: np
         order = ["fp32", *[k for k in order if k != "fp32"]]
     with tempfile.TemporaryDirectory(prefix="kdskin_savedmodel_") as tmp:
         saved_model_dir: Path | None = None
-        current = "from_keras_model" if method in ("auto", "from_keras_model") else "saved_model"
+        # One SavedModel serves every kind: from_keras_model writes a new one per conversion
+        # (TF 2.21: ExportArchive + write_out, about 80% of a conversion's time).
+        current = "saved_model" if method in ("auto", "saved_model") else "from_keras_model"
         steps = progress(order, desc="converting", unit="file") if show_progress else order
         for kind in steps:
             if kind == "int8" and quantizer == "ai_edge_quantizer":
@@ -271,9 +274,9 @@ def _convert_all(deploy: Any, model_name: str, out_dir: Path, representative: np
                     except KdskinError:
                         raise
                     except Exception as exc:  # converter errors are many types; keep one line
-                        if method == "auto" and current == "from_keras_model":
+                        if method == "auto" and current == "saved_model":
                             info.setdefault("fallback_reason", one_line(exc))
-                            current = "saved_model"
+                            current = "from_keras_model"
                             continue
                         raise ModelError(f"model '{model_name}': {kind} TFLite conversion "
                                          f"failed ({current}): {one_line(exc)}") from None
@@ -304,12 +307,14 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     ``model``: a training model (outputs with "logits") or a deployable one ("probs" only);
     it is wrapped by ``to_deployable`` so every file ends in the softmax. ``representative``:
     (N, S, S, 3) uint8 or float 0..255 images from the TRAINING split (needed for "int8"; see
-    :func:`representative_sample`). ``method``: "auto" (``from_keras_model``, falling back to
-    ``model.export`` + ``from_saved_model`` on failure, keras#19108), "from_keras_model" or
-    "saved_model". ``info``, if given, receives the method used per kind, the centred
-    convolutions (``centre_input``, see :mod:`kdskin.export.centre`) and the int8 head's float
-    ops (``int8_head``: "float" or "int8", see the module docstring), and why a step that needs
-    a private API was skipped (``centre_input_skipped``, ``int8_head_fallback``, ``compat``).
+    :func:`representative_sample`). ``method``: "auto" (``model.export`` once, then
+    ``from_saved_model`` for every kind; ``from_keras_model`` if that fails, which freezes the
+    model when it cannot be saved), "from_keras_model" (a SavedModel written per file by the
+    converter itself) or "saved_model". ``info``, if given, receives the method used per kind,
+    the centred convolutions (``centre_input``, see :mod:`kdskin.export.centre`) and the int8
+    head's float ops (``int8_head``: "float" or "int8", see the module docstring), and why a
+    step that needs a private API was skipped (``centre_input_skipped``, ``int8_head_fallback``,
+    ``compat``).
     ``quantizer``: "converter" (default) or "ai_edge_quantizer" (the int8 file made from the
     float one by :mod:`kdskin.export.quantizer`). ``metadata``: a
     :class:`kdskin.export.metadata.ModelInfo` written into every file as TFLite metadata (if no
@@ -346,10 +351,11 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
                          f"{app_factor}")
     size, _ = check_classifier(model)
     wants_int8 = "int8" in kinds or bool(app_factor and "int8" in app_kinds)
-    if wants_int8 and int8_head == "int8" and colour_constancy_of(model) is not None:
-        raise ModelError(f"model '{model.name}' has a colour-constancy layer, which runs in "
-                         f"float32 at the int8 file's input; int8_head='int8' (every op "
-                         f"integer) cannot hold it: use int8_head='float'")
+    front = float_front_of(model)
+    if wants_int8 and int8_head == "int8" and front:
+        raise ModelError(f"model '{model.name}' has input layers ({', '.join(front)}) that run "
+                         f"in float32 at the int8 file's input; int8_head='int8' (every op "
+                         f"integer) cannot hold them: use int8_head='float'")
     if wants_int8:
         if representative is None or len(representative) == 0:
             raise DataError("the int8 export needs representative training images; pass "
