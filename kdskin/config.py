@@ -107,6 +107,10 @@ class DataConfig:
     #: scaled so its p-norm equals the image's mean norm (kdskin.models.layers.ColourConstancy).
     colour_constancy: str = choice_field("none", COLOUR_CONSTANCY)
     colour_constancy_p: float = SHADES_OF_GREY_P
+    #: Fill a black border (a dermatoscope's round field, a rectangular frame) with the image's
+    #: mean colour, as a layer at every model's input before colour constancy: dark pixels joined
+    #: to the image's edge by a row or column of dark pixels (kdskin.models.layers.BorderFill).
+    border_fill: bool = False
     #: How the TRAINING split reaches ``fit``: ``memory`` (every image decoded once into an
     #: array) or ``stream`` (decoded and resized from the files in ``tf.data`` batch by batch,
     #: memory flat in the number of images); validation and test stay decoded arrays.
@@ -477,6 +481,10 @@ def _check_rules(cfg: Config) -> None:
         raise ConfigError("data.colour_constancy runs in float32 at the int8 file's input, which "
                           "export.int8_head=int8 (every op integer) cannot hold; set "
                           "export.int8_head=float or data.colour_constancy=none")
+    if cfg.data.border_fill and cfg.export.enabled and cfg.export.int8_head == "int8":
+        raise ConfigError("data.border_fill runs in float32 at the int8 file's input, which "
+                          "export.int8_head=int8 (every op integer) cannot hold; set "
+                          "export.int8_head=float or data.border_fill=false")
     for key in UNIT_AUGMENTATIONS:
         check_unit_interval(f"augment.{key}", getattr(cfg.augment, key))
     check_shift_augment(cfg.augment.shift)

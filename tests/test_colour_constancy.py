@@ -267,7 +267,7 @@ def test_all_integer_int8_refuses_colour_constancy(exported_cc, tmp_path):
 
     model, _, _ = exported_cc
     images, _ = brightness_data(n_per_class=2)
-    with pytest.raises(ModelError, match="colour-constancy layer.*int8_head='float'"):
+    with pytest.raises(ModelError, match=r"input layers \(colour_constancy\).*int8_head='float'"):
         export_tflite(model, tmp_path, images, kinds=("int8",), int8_head="int8")
 
 

@@ -17,8 +17,9 @@ black pixel), so "same" padding becomes an explicit constant pad and the convolu
 "valid": the rewritten model computes the same function (to float rounding), and the weight
 error now scales with ``|x - 128|``. It only applies where the pattern is exactly
 "model input -> scalar Rescaling -> Conv2D (stride s, no dilation, one group, channels last)",
-where a colour-constancy layer (:class:`~kdskin.models.layers.ColourConstancy`, 0..255 in and
-out) may sit between the input and the rescaling; anything else is left as it is.
+where a border-fill and a colour-constancy layer (:class:`~kdskin.models.layers.BorderFill`,
+:class:`~kdskin.models.layers.ColourConstancy`, 0..255 in and out) may sit between the input and
+the rescaling; anything else is left as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import keras
 import numpy as np
 
 from kdskin.compat import functional_nodes
-from kdskin.models.layers import ColourConstancy
+from kdskin.models.layers import BorderFill, ColourConstancy
 
 #: The integer the centred input is shifted by (uint8 pixels -> int8 values, exactly).
 CENTRE: int = 128
@@ -78,7 +79,7 @@ def centrable_convs(model: keras.Model) -> dict[str, tuple[float, float]]:
 
     Those are ``Conv2D`` layers (channels last, no dilation, one group, "same" or "valid",
     static spatial input size, used once in the model) whose input is a scalar ``Rescaling``
-    of the model's input (or of its colour-constancy layer's 0..255 output). Raises
+    of the model's input (or of its border-fill or colour-constancy layer's 0..255 output). Raises
     :class:`kdskin.compat.CompatError` when the model's layer graph cannot be read (a private
     Keras API, :func:`kdskin.compat.functional_nodes`): the caller records why centring was
     skipped instead of skipping it silently.
@@ -87,8 +88,9 @@ def centrable_convs(model: keras.Model) -> dict[str, tuple[float, float]]:
     producer = {id(t): node for node in nodes for t in node.output_tensors}
     uses = Counter(id(node.operation) for node in nodes)
     inputs = {id(t) for t in model.inputs}
-    for node in nodes:  # pixels 0..255 after colour constancy count as the input
-        if (isinstance(node.operation, ColourConstancy) and len(node.input_tensors) == 1
+    for node in nodes:  # pixels 0..255 after the input front count as the input (in order)
+        if (isinstance(node.operation, (BorderFill, ColourConstancy))
+                and len(node.input_tensors) == 1
                 and id(node.input_tensors[0]) in inputs):
             inputs.update(id(t) for t in node.output_tensors)
     found: dict[str, tuple[float, float]] = {}

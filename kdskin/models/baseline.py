@@ -12,16 +12,18 @@ from kdskin.models.specs import validate_baseline
 
 def build_baseline_cnn(image_size: int, num_classes: int = NUM_CLASSES,
                        name: str = "baseline_cnn",
-                       colour_constancy: float | None = None) -> keras.Model:
+                       colour_constancy: float | None = None,
+                       border_fill: bool = False) -> keras.Model:
     """Conv16-pool-Conv32-pool-Flatten-Dense128-Dropout0.5-Dense, as in the paper.
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
     Convolutions are 3x3 'valid' with ReLU, pools are 2x2.
     ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none).
+    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
+    layer before it (black borders filled with the image's mean colour).
     """
     validate_baseline(image_size, num_classes)
-    image, pixels = image_input(image_size, colour_constancy)
+    image, pixels = image_input(image_size, colour_constancy, border_fill)
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(pixels)
     x = layers.Conv2D(16, 3, activation="relu", name="block_1_conv")(x)
     x = layers.MaxPooling2D(2, name="block_1_pool")(x)

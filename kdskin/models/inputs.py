@@ -1,11 +1,12 @@
-"""The image input every kdskin model builder starts from, with optional colour constancy.
+"""The image input every kdskin model builder starts from, with its optional input front.
 
 One place makes the input: ``image`` ``(batch, S, S, 3)`` float32 0..255 (the input contract,
-:mod:`kdskin.constants`) and, when a Minkowski norm is given, a
-:class:`~kdskin.models.layers.ColourConstancy` layer named ``colour_constancy`` right after it,
-so the normalisation is part of the model: it runs in training and at inference and travels in
-every exported ``.tflite``. The builders feed the returned ``pixels`` (still 0..255) to their
-branches.
+:mod:`kdskin.constants`), then, when asked, a :class:`~kdskin.models.layers.BorderFill` layer
+named ``border_fill`` (a black border filled with the image's mean colour) and a
+:class:`~kdskin.models.layers.ColourConstancy` layer named ``colour_constancy`` (in that order:
+the illuminant is estimated without the black border). Both are part of the model: they run in
+training and at inference and travel in every exported ``.tflite``. The builders feed the
+returned ``pixels`` (still 0..255) to their branches.
 """
 
 from __future__ import annotations
@@ -15,20 +16,30 @@ from typing import Any
 import keras
 
 from kdskin.constants import INPUT_NAME
-from kdskin.models.layers import COLOUR_CONSTANCY_NAME, ColourConstancy
+from kdskin.models.layers import (
+    BORDER_FILL_NAME,
+    COLOUR_CONSTANCY_NAME,
+    BorderFill,
+    ColourConstancy,
+)
 
 
-def image_input(image_size: int, colour_constancy: float | None = None) -> tuple[Any, Any]:
+def image_input(image_size: int, colour_constancy: float | None = None,
+                border_fill: bool = False) -> tuple[Any, Any]:
     """``(image, pixels)``: the model's input tensor and what the branches see.
 
     ``colour_constancy``: the Minkowski norm p of the colour-constancy layer (1 grey world, 6
     Shades of Grey; :func:`kdskin.models.specs.colour_constancy_power` resolves the config), or
-    None for none (``pixels`` is then ``image`` itself).
+    None for none; ``border_fill``: a border-fill layer first. With neither, ``pixels`` is
+    ``image`` itself.
     """
     image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
-    if colour_constancy is None:
-        return image, image
-    return image, ColourConstancy(colour_constancy, name=COLOUR_CONSTANCY_NAME)(image)
+    pixels = image
+    if border_fill:
+        pixels = BorderFill(name=BORDER_FILL_NAME)(pixels)
+    if colour_constancy is not None:
+        pixels = ColourConstancy(colour_constancy, name=COLOUR_CONSTANCY_NAME)(pixels)
+    return image, pixels
 
 
 def colour_constancy_of(model: keras.Model) -> float | None:
@@ -37,3 +48,15 @@ def colour_constancy_of(model: keras.Model) -> float | None:
         if isinstance(layer, ColourConstancy):
             return layer.power
     return None
+
+
+def has_border_fill(model: keras.Model) -> bool:
+    """Whether ``model`` has a border-fill layer."""
+    return any(isinstance(layer, BorderFill) for layer in model.layers)
+
+
+def float_front_of(model: keras.Model) -> list[str]:
+    """Names of ``model``'s input-front layers (border fill, colour constancy): per-image
+    statistics that an int8 file computes in float32 before its first quantize op."""
+    return [layer.name for layer in model.layers
+            if isinstance(layer, (BorderFill, ColourConstancy))]

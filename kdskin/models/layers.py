@@ -128,7 +128,65 @@ class ColourConstancy(keras.layers.Layer):
         return config
 
 
+BORDER_FILL_NAME = "border_fill"
+
+
+@keras.saving.register_keras_serializable(package="kdskin")
+class BorderFill(keras.layers.Layer):
+    """Fill a black border (a round dermatoscope field, a frame) with the image's mean colour.
+
+    ``(batch, H, W, 3)`` 0..255 -> ``(batch, H, W, 3)`` 0..255, no weights. A pixel is border
+    when it is dark (every channel below ``threshold``) and a straight row or column of dark
+    pixels joins it to an edge of the image: outside a centred circle or inside a frame every
+    dark pixel is so joined, while a dark lesion inside the field is not (unless it reaches the
+    edge itself). The mask is then grown by ``grow`` pixels (a ``2 grow + 1`` max-pool) to take
+    the anti-aliased rim of a resized border. Border pixels get the mean colour of the other
+    pixels of their image (black if the whole image is border). Row/column reachability is a
+    cumulative sum of the non-dark pixels from each edge (TFLite ``CUMSUM``, ``REVERSE_V2``).
+    """
+
+    def __init__(self, threshold: float = 24.0, grow: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 < threshold <= 128.0:
+            raise ValueError(f"{self.name}: threshold must be in (0, 128], got {threshold}")
+        if int(grow) != grow or grow < 0:
+            raise ValueError(f"{self.name}: grow must be a whole number >= 0, got {grow}")
+        self.threshold = float(threshold)
+        self.grow = int(grow)
+
+    def mask(self, x: Any) -> Any:
+        """``(batch, H, W, 1)`` float32: 1 on the border, 0 elsewhere."""
+        light = ops.cast(ops.max(x, axis=-1, keepdims=True) >= self.threshold, x.dtype)
+        border = None
+        for axis in (1, 2):
+            from_start = ops.cumsum(light, axis=axis)
+            from_end = ops.flip(ops.cumsum(ops.flip(light, axis=axis), axis=axis), axis=axis)
+            for seen in (from_start, from_end):  # no light pixel between it and the edge
+                reach = ops.cast(seen < 0.5, x.dtype)
+                border = reach if border is None else ops.maximum(border, reach)
+        if self.grow:
+            size = 2 * self.grow + 1
+            border = ops.max_pool(border, pool_size=size, strides=1, padding="same")
+        return border
+
+    def call(self, x: Any) -> Any:
+        border = self.mask(x)
+        keep = 1.0 - border
+        count = ops.maximum(ops.sum(keep, axis=(1, 2), keepdims=True), 1.0)  # (b, 1, 1, 1)
+        fill = ops.sum(x * keep, axis=(1, 2), keepdims=True) / count  # (b, 1, 1, 3)
+        return x * keep + fill * border
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"threshold": self.threshold, "grow": self.grow})
+        return config
+
+
 CUSTOM_LAYERS: dict[str, type[keras.layers.Layer]] = {
+    "BorderFill": BorderFill,
     "ColourConstancy": ColourConstancy,
     "LayerScale": LayerScale,
     "PositionEmbedding": PositionEmbedding,

@@ -44,15 +44,17 @@ def conv_stage(filters: int, index: int) -> layers.Layer:
 def build_reference_cnn(image_size: int, filters: Sequence[int] = REFERENCE_FILTERS,
                         dropout: float = 0.3, num_classes: int = NUM_CLASSES,
                         name: str = "reference_cnn",
-                        colour_constancy: float | None = None) -> keras.Model:
+                        colour_constancy: float | None = None,
+                        border_fill: bool = False) -> keras.Model:
     """The VGG-style reference CNN.
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
     ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none).
+    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
+    layer before it (black borders filled with the image's mean colour).
     """
     validate_reference(image_size, filters, dropout)
-    image, pixels = image_input(image_size, colour_constancy)
+    image, pixels = image_input(image_size, colour_constancy, border_fill)
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(pixels)
     for i, f in enumerate(filters, start=1):
         x = conv_stage(int(f), i)(x)
@@ -66,7 +68,8 @@ def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = 
                            dropout: float = 0.2, bn_momentum: float = 0.9,
                            num_classes: int = NUM_CLASSES,
                            name: str = "reference_effnet",
-                           colour_constancy: float | None = None) -> keras.Model:
+                           colour_constancy: float | None = None,
+                           border_fill: bool = False) -> keras.Model:
     """EfficientNet-Lite ``variant`` alone (``weights`` ``imagenet`` or ``none``).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``; layers keep
@@ -74,10 +77,11 @@ def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = 
     ``logits``. Raises :class:`~kdskin.errors.ConfigError` before building anything when it
     cannot be built (the weights package missing included).
     ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none).
+    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
+    layer before it (black borders filled with the image's mean colour).
     """
     validate_reference_effnet(image_size, variant, weights, dropout)
-    image, pixels = image_input(image_size, colour_constancy)
+    image, pixels = image_input(image_size, colour_constancy, border_fill)
     x = efficientnet_lite(pixels, variant)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)

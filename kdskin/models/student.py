@@ -138,7 +138,8 @@ def load_effnet_weights(image: Any, features: Any, path: str, label: str) -> Non
 
 def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CLASSES,
                   fusion: str | None = None, name: str = "student",
-                  colour_constancy: float | None = None) -> keras.Model:
+                  colour_constancy: float | None = None,
+                  border_fill: bool = False) -> keras.Model:
     """Build the fused CNN + EfficientNet student (see the module docstring).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
@@ -146,7 +147,8 @@ def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CL
     (:func:`kdskin.models.specs.validate_student`, a missing weights file included) before
     building anything, and :class:`ModelError` for an incompatible weights file.
     ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none).
+    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
+    layer before it (black borders filled with the image's mean colour).
     """
     fusion = cfg.fusion if fusion is None else fusion
     validate_student(cfg, image_size, num_classes, fusion)
@@ -154,7 +156,7 @@ def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CL
     label = f"EfficientNet{'-Lite' if cfg.efficientnet_variant == 'lite' else ''}" \
             f"{cfg.efficientnet}"
 
-    image, pixels = image_input(image_size, colour_constancy)
+    image, pixels = image_input(image_size, colour_constancy, border_fill)
 
     cnn_features = cnn_branch(pixels, cfg)
     cnn_pooled = layers.GlobalAveragePooling2D(name="cnn_pool")(cnn_features)

@@ -215,16 +215,18 @@ def lite_conv_branch(image: Any, cfg: TeacherConfig, num_classes: int
 
 def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CLASSES,
                   name: str = "teacher",
-                  colour_constancy: float | None = None) -> keras.Model:
+                  colour_constancy: float | None = None,
+                  border_fill: bool = False) -> keras.Model:
     """Build the hybrid ViT + ConvNeXt/ConvMixer teacher (see the module docstring).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
     Raises :class:`ConfigError` before building anything if the configuration cannot work.
     ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none).
+    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
+    layer before it (black borders filled with the image's mean colour).
     """
     validate_teacher(cfg, image_size, num_classes)
-    image, pixels = image_input(image_size, colour_constancy)
+    image, pixels = image_input(image_size, colour_constancy, border_fill)
     # Centred input (-1..1), not 0..1: both branches start with a linear patch embedding
     # followed by LayerNorm, and on all-positive 0..1 pixels a dark patch embeds to nearly a
     # scaled copy of a light one, which LayerNorm then maps to the same vector -- the branch

@@ -168,6 +168,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
     test_probs: dict[str, Any] = {}
     colour = cfg.data.colour_power()  # every model's input layer (None: no colour constancy)
+    fill = cfg.data.border_fill  # a border-fill layer before it
 
     def finish(entry: ModelRecord, model: Any, on: RunData | None = None) -> None:
         """Evaluate ``model`` on ``on`` (the splits at its input size; default the run's)."""
@@ -193,7 +194,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     if cfg.baseline.enabled and _load_existing(run, BASELINE_CNN, state) is None:
         model, hist, secs = train_classifier(
             cfg, data, run, BASELINE_CNN,
-            lambda: build_baseline_cnn(cfg.data.image_size, colour_constancy=colour),
+            lambda: build_baseline_cnn(cfg.data.image_size, colour_constancy=colour,
+                                       border_fill=fill),
             cfg.baseline.epochs, cfg.baseline.learning_rate)
         finish(record(run, BASELINE_CNN, model, hist, secs, "paper baseline CNN, cross-entropy"),
                model)
@@ -205,7 +207,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         model, hist, secs = train_classifier(
             cfg, data, run, REFERENCE_CNN,
             lambda: build_reference_cnn(cfg.data.image_size, ref.filters, ref.dropout,
-                                        colour_constancy=colour),
+                                        colour_constancy=colour, border_fill=fill),
             ref.epochs or cfg.student.epochs, ref.learning_rate or cfg.student.learning_rate)
         finish(record(run, REFERENCE_CNN, model, hist, secs,
                       "strong plain reference: VGG-style CNN, cross-entropy"), model)
@@ -218,7 +220,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             cfg, data, run, REFERENCE_EFFNET,
             lambda: build_reference_effnet(cfg.data.image_size, eff.variant, eff.weights,
                                            eff.dropout, cfg.student.bn_momentum,
-                                           colour_constancy=colour),
+                                           colour_constancy=colour, border_fill=fill),
             eff.epochs or cfg.student.epochs, eff.learning_rate or cfg.student.learning_rate)
         finish(record(run, REFERENCE_EFFNET, model, hist, secs,
                       f"pretrained reference: EfficientNet-Lite{eff.variant[1:]} "
@@ -238,7 +240,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     if teacher_model is None and cfg.teacher.enabled:
         teacher_model, hist, secs = train_classifier(
             cfg, tdata, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
-                                           colour_constancy=colour),
+                                           colour_constancy=colour, border_fill=fill),
             cfg.teacher.epochs, cfg.teacher.learning_rate,
             exit_weight=cfg.teacher.exit_loss_weight)
         finish(record(run, TEACHER, teacher_model, hist, secs,
