@@ -11,7 +11,7 @@ from kdskin.io import atomic_write_text
 HEADER = """\
 # quickstart: the default configuration (identical to the defaults in kdskin/config.py; regenerate
 # with `python tools/write_quickstart_config.py`). Runs on the built-in generated dataset and
-# finishes the whole pipeline in 7-9.5 minutes on 2 quiet CPU cores (measured: README,
+# finishes the whole pipeline in 6.5-10.5 minutes on 2 quiet CPU cores (measured: README,
 # "Configs"). Small models, few epochs, first-look sizes of the benchmark and int8 calibration.
 """
 

@@ -126,7 +126,7 @@ class StudentConfig:
     bn_momentum: float = 0.9
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 6
+    epochs: int = 5
     learning_rate: float = 1e-3
 
 
