@@ -50,6 +50,24 @@ ROWS: tuple[tuple[str, str, float | None], ...] = (
     (INT8, "Multi-stage KD + layer fusion, int8 .tflite", None),
 )
 LABELS = {key: label for key, label, _ in ROWS}
+
+
+def exported_model(metrics: RunMetrics) -> str:
+    """The model behind a run's ``.tflite`` files: export.json's ``source_model``, else the
+    trust stage's model (the same final student; runs before ``source_model`` was recorded),
+    else the multi-fusion student."""
+    return ((metrics.export or {}).get("source_model") or (metrics.trust or {}).get("model")
+            or student_name("multi_fusion"))
+
+
+def int8_label(runs: Sequence[RunMetrics]) -> str:
+    """Label of the int8 file's row: the exported model's label (e.g. "Student alone (fused,
+    CE only), int8 .tflite" for a run without a teacher), generic when the runs differ."""
+    sources = {exported_model(m) for m in runs}
+    if len(sources) == 1:
+        source = sources.pop()
+        return f"{LABELS.get(source, source)}, int8 .tflite"
+    return "Exported student, int8 .tflite"
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "melanoma_recall")
 METRIC_HEADS = ("accuracy", "balanced acc.", "macro F1", "macro AUC", "melanoma recall")
 
@@ -163,6 +181,8 @@ def results_table(runs: Sequence[RunMetrics], paper_column: bool = True) -> str:
         present = [r[key] for r in flat if key in r]
         if not present:
             continue
+        if key == INT8:
+            label = int8_label(runs)
         first = {k: next((p[k] for p in present if p.get(k) is not None), None)
                  for k in ("params", "size_bytes", "train_ms", "infer_ms")}
         cells = [label, *(_mean_std([p.get(m) for p in present]) for m in METRICS),
@@ -292,7 +312,7 @@ def intervals_table(metrics: RunMetrics) -> str:
             for set_name, iv in record.intervals.items()]
     int8_ext = metrics.external.get("tflite", {}).get(INT8, {}).get("intervals")
     if int8_ext:
-        rows.append((LABELS[INT8], "external", int8_ext))
+        rows.append((int8_label([metrics]), "external", int8_ext))
     if not rows:
         return ""
     lines = ["| model | set | " + " | ".join(METRIC_HEADS) + " |",

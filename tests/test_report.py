@@ -71,6 +71,25 @@ def test_results_table_reports_mean_and_std_over_seeds():
     assert "Single-stage KD" not in table  # no run has it: no row
 
 
+def test_the_int8_row_names_the_model_it_was_exported_from():
+    """A run without a teacher ships its student alone: the int8 row says so, not "layer
+    fusion"; runs before export.json recorded its source read it from the trust stage."""
+    alone = _metrics(42, 0.8)
+    del alone["models"]["student_multi_fusion"]
+    alone["export"]["source_model"] = "student_baseline"
+    int8_line = [line for line in results_table(_typed([alone])).splitlines()
+                 if "int8 .tflite" in line]
+    assert len(int8_line) == 1
+    assert int8_line[0].startswith("| Student alone (fused, CE only), int8 .tflite |")
+    older = _metrics(1, 0.8)
+    older["trust"] = {"model": "student_baseline"}
+    assert "| Student alone (fused, CE only), int8 .tflite |" in results_table(_typed([older]))
+    fused = results_table(_typed([_metrics(2, 0.8)]))
+    assert "| Multi-stage KD + layer fusion, int8 .tflite |" in fused
+    mixed = results_table(_typed([alone, _metrics(2, 0.8)]))
+    assert "| Exported student, int8 .tflite |" in mixed
+
+
 def test_reused_teacher_counts_once_and_sizes_are_float_weights():
     runs = [_metrics(s, 0.8) for s in (42, 1, 2)]
     for i, metrics in enumerate(runs):  # the seed runs reuse the first run's teacher

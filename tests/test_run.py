@@ -223,6 +223,7 @@ def test_export_json_records_int8_head_and_centring(run_dir):
     temperature = json.loads((run_dir / "metrics.json").read_text())["trust"]["rules"][
         "temperature"]
     assert export["decision"]["temperature"] == temperature and temperature != 1.0
+    assert export["source_model"] == "student_multi_fusion"  # the report's int8 row label
     # The fused student's head: exits average (ADD, MUL), + fusion logits (ADD), the folded
     # calibration temperature (MUL), softmax.
     assert sorted(export["int8"]["float_ops"]) == ["ADD", "ADD", "MUL", "MUL", "SOFTMAX"]

@@ -356,7 +356,7 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
     from kdskin.models.contract import load_keras, to_deployable
 
     model = load_keras(run.model(name))
-    extra = dict(extra or {})
+    extra = {**(extra or {}), "source_model": name}
     if rules is not None:
         model = to_deployable(model, temperature=rules.temperature)
         extra["decision"] = rules.folded().to_dict()
