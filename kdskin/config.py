@@ -476,15 +476,14 @@ def _check_rules(cfg: Config) -> None:
     check_class_weight_power(cfg.data.class_weight_power)
     check_logit_adjust_tau(cfg.data.logit_adjust_tau)
     cfg.data.colour_power()
-    if (cfg.data.colour_constancy != "none" and cfg.export.enabled
-            and cfg.export.int8_head == "int8"):
-        raise ConfigError("data.colour_constancy runs in float32 at the int8 file's input, which "
-                          "export.int8_head=int8 (every op integer) cannot hold; set "
-                          "export.int8_head=float or data.colour_constancy=none")
-    if cfg.data.border_fill and cfg.export.enabled and cfg.export.int8_head == "int8":
-        raise ConfigError("data.border_fill runs in float32 at the int8 file's input, which "
-                          "export.int8_head=int8 (every op integer) cannot hold; set "
-                          "export.int8_head=float or data.border_fill=false")
+    front = {key: off for key, off, on in (
+        ("data.colour_constancy", "none", cfg.data.colour_constancy != "none"),
+        ("data.border_fill", "false", cfg.data.border_fill)) if on}
+    if front and cfg.export.enabled and cfg.export.int8_head == "int8":
+        raise ConfigError(f"{' and '.join(front)} run(s) in float32 at the int8 file's input, "
+                          f"which export.int8_head=int8 (every op integer) cannot hold; set "
+                          f"export.int8_head=float or "
+                          f"{' and '.join(f'{k}={v}' for k, v in front.items())}")
     for key in UNIT_AUGMENTATIONS:
         check_unit_interval(f"augment.{key}", getattr(cfg.augment, key))
     check_shift_augment(cfg.augment.shift)

@@ -50,11 +50,6 @@ def colour_constancy_of(model: keras.Model) -> float | None:
     return None
 
 
-def has_border_fill(model: keras.Model) -> bool:
-    """Whether ``model`` has a border-fill layer."""
-    return any(isinstance(layer, BorderFill) for layer in model.layers)
-
-
 def float_front_of(model: keras.Model) -> list[str]:
     """Names of ``model``'s input-front layers (border fill, colour constancy): per-image
     statistics that an int8 file computes in float32 before its first quantize op."""
