@@ -33,7 +33,7 @@ from kdskin.data.specs import (
     check_split_fractions,
     check_unit_interval,
 )
-from kdskin.distill.stages import STAGES, validate_distill
+from kdskin.distill.stages import STAGES, TEACHER_VIEWS, validate_distill
 from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
 from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
@@ -255,6 +255,9 @@ class DistillConfig:
     #: student exit -> teacher exit ("last" resolves to the branch's deepest exit)
     exit_map: dict[str, str] = field(
         default_factory=lambda: {"cnn_exit": "conv_exit_last", "effnet_exit": "vit_exit_last"})
+    #: the image the teacher's targets are computed on: the student's ("augmented") or the same
+    #: image before augment.shift ("unshifted"; kdskin.distill.stages.TEACHER_VIEWS)
+    teacher_view: str = choice_field("augmented", TEACHER_VIEWS)
 
 
 @dataclass

@@ -49,6 +49,9 @@ SPLIT_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "dx", "split")
 #: Name of the input layer and of the probability output of deployed models.
 INPUT_NAME = "image"
 PROBS_NAME = "probs"
+#: Key of the teacher's own view in a distillation training batch ``({INPUT_NAME: student's
+#: image, TEACHER_INPUT_NAME: teacher's image}, labels)`` (``distill.teacher_view: unshifted``).
+TEACHER_INPUT_NAME = "teacher_image"
 LABELS_FILE = "labels.txt"
 
 #: The melanoma class, reported on its own (sensitivity) in every evaluation.

@@ -311,6 +311,43 @@ def test_a_larger_teacher_sees_its_own_images_and_the_student_them_resized():
                          Config())
 
 
+def test_the_teacher_can_see_its_own_view_of_the_batch():
+    """distill.teacher_view: unshifted -- with ``{"image": A, "teacher_image": B}`` the student
+    runs on A and the teacher on B: the KD terms are those of teacher(B) against student(A)."""
+    from kdskin.distill.losses import logit_distillation
+
+    a, y = batch(seed=0)
+    b, _ = batch(seed=1)
+    teacher = mark_trained(tiny_teacher())
+    student = tiny_student()
+    d = make_stage_model("single", teacher, student, Config())
+    views = {"image": a, "teacher_image": b}
+    np.testing.assert_allclose(np.asarray(d(views)["logits"]),
+                               np.asarray(student(a)["logits"]), rtol=1e-6, atol=1e-6)
+    kd = logit_distillation(d.temperature)
+
+    def expected_kd(teacher_images: np.ndarray) -> float:
+        per = kd.per_sample(teacher(teacher_images), student(a))
+        return float(np.mean(np.asarray(per)))
+
+    d.compute_loss(views, y, training=True)
+    got = float(d.term_trackers["loss_kd"].result())
+    np.testing.assert_allclose(got, expected_kd(b), rtol=1e-5)
+    assert abs(got - expected_kd(a)) > 1e-4  # the student's images would give another loss
+    hist = d.fit(views, y, batch_size=8, epochs=1, validation_data=(a, y), verbose=0)
+    assert np.isfinite(hist.history["loss_kd"]).all()
+
+
+def test_teacher_view_is_a_checked_choice():
+    from kdskin.config import load_config
+
+    assert load_config().distill.teacher_view == "augmented"
+    assert load_config(overrides=["distill.teacher_view=unshifted"]).distill.teacher_view \
+        == "unshifted"
+    with pytest.raises(ConfigError, match="distill.teacher_view"):
+        load_config(overrides=["distill.teacher_view=clean"])
+
+
 def test_class_weight_changes_distiller_loss_and_fit_class_weight_is_refused():
     x, y = batch()
     teacher = mark_trained(tiny_teacher())

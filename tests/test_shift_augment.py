@@ -138,3 +138,34 @@ def test_training_dataset_applies_it_seeded():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     assert (a[:, 0, 0] == 0).all()  # every image got a black border
+
+
+def test_unshifted_view_keeps_the_image_before_the_shift_for_the_teacher():
+    """distill.teacher_view: unshifted -- the batch carries the shifted image for the student and
+    the same image before the shift for the teacher; without the shift it is a plain batch."""
+    from kdskin.config import AugmentConfig
+    from kdskin.constants import INPUT_NAME, TEACHER_INPUT_NAME
+    from kdskin.data.pipeline import make_tf_dataset
+
+    x = _batch(16).astype(np.uint8)
+    y = np.arange(16) % 7
+    keras_off = dict(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0, hue=0.0,
+                     saturation=0.0)
+    aug = AugmentConfig(**keras_off, shift=dataclasses.replace(OFF, colour_gain=0.3,
+                                                               border=0.15))
+    plain = [np.asarray(b[0]) for b in make_tf_dataset(x, y, 8, training=True, augment=aug,
+                                                       seed=3)]
+    both = list(make_tf_dataset(x, y, 8, training=True, augment=aug, seed=3,
+                                unshifted_view=True))
+    assert all(set(b[0]) == {INPUT_NAME, TEACHER_INPUT_NAME} for b in both)
+    for shifted, (views, _) in zip(plain, both, strict=True):
+        np.testing.assert_array_equal(np.asarray(views[INPUT_NAME]), shifted)
+    clean = np.concatenate([np.asarray(v[TEACHER_INPUT_NAME]) for v, _ in both])
+    # the teacher's view is the dataset's own images (shuffled), untouched by the shift
+    assert sorted(map(bytes, clean.astype(np.uint8))) == sorted(map(bytes, x))
+    assert not np.array_equal(clean, np.concatenate(plain))
+    # no shift augmentation: nothing to keep apart, a plain batch of images
+    no_shift = AugmentConfig(**keras_off)
+    first = next(iter(make_tf_dataset(x, y, 8, training=True, augment=no_shift, seed=3,
+                                      unshifted_view=True)))
+    assert np.asarray(first[0]).shape == (8, *x.shape[1:])

@@ -196,7 +196,8 @@ def logit_adjustment(labels: np.ndarray, tau: float = 1.0) -> np.ndarray:
 def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
                     training: bool = False, augment: AugmentConfig | None = None,
                     oversample: bool = False, seed: int = 0,
-                    targets: Sequence[str] | None = None, cache: bool = True):
+                    targets: Sequence[str] | None = None, cache: bool = True,
+                    unshifted_view: bool = False):
     """A ``tf.data.Dataset`` of ``(images float32 (B,S,S,3) 0..255, labels int32 (B,))``.
 
     ``training`` shuffles, and applies ``augment`` (its Keras layers, then its acquisition
@@ -204,7 +205,7 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
     (class-balanced sampling
     with replacement, same epoch length); both are refused outside training so evaluation data
     are never altered. ``targets``: output names; labels become ``{name: labels}`` for models
-    with several outputs.
+    with several outputs. ``unshifted_view``: see :func:`finish_batches`.
     """
     import tensorflow as tf
 
@@ -232,16 +233,24 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
         if training:
             ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     return finish_batches(ds, batch_size, training=training, augment=augment, seed=seed,
-                          targets=targets)
+                          targets=targets, unshifted_view=unshifted_view)
 
 
 def finish_batches(ds, batch_size: int, *, training: bool = False,
                    augment: AugmentConfig | None = None, seed: int = 0,
-                   targets: Sequence[str] | None = None):
+                   targets: Sequence[str] | None = None, unshifted_view: bool = False):
     """``(image uint8 (S,S,3), label)`` elements -> batches of ``(float32 0..255, int32)``,
     augmented when ``training`` (Keras 3 layers, seeded), labels as ``{name: labels}`` for
-    ``targets``, prefetched. Shared by the in-memory and the streaming path."""
+    ``targets``, prefetched. Shared by the in-memory and the streaming path.
+
+    ``unshifted_view`` (a distillation stage with ``distill.teacher_view: unshifted``): when the
+    acquisition-shift augmentation applies, the images come as ``{"image": shifted,
+    "teacher_image": the same images before the shift}`` (both ``(B, S, S, 3)``; the Keras
+    layers' augmentation is shared); without the shift augmentation it changes nothing.
+    """
     import tensorflow as tf
+
+    from kdskin.constants import INPUT_NAME, TEACHER_INPUT_NAME
 
     ds = ds.batch(batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -255,10 +264,13 @@ def finish_batches(ds, batch_size: int, *, training: bool = False,
         shift = augment.shift
         # stateless, seeded by (seed, batch index): the same batch index draws the same
         # strengths every epoch, on other images (the split is reshuffled each epoch)
-        ds = ds.enumerate().map(
-            lambda i, xy: (shift_augment(xy[0], tf.stack([tf.constant(seed, tf.int64), i]),
-                                         shift), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
+
+        def shifted(i, xy):
+            x, y = xy
+            moved = shift_augment(x, tf.stack([tf.constant(seed, tf.int64), i]), shift)
+            return ({INPUT_NAME: moved, TEACHER_INPUT_NAME: x} if unshifted_view else moved), y
+
+        ds = ds.enumerate().map(shifted, num_parallel_calls=tf.data.AUTOTUNE)
     if targets:
         names = list(targets)
         ds = ds.map(lambda x, y: (x, {name: y for name in names}))

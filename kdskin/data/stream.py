@@ -74,13 +74,15 @@ def _decoded(ds, image_size: int):
 def stream_dataset(files: SplitFiles, image_size: int, batch_size: int, *,
                    training: bool = False, augment: AugmentConfig | None = None,
                    oversample: bool = False, seed: int = 0, shuffle_buffer: int = 1024,
-                   cache_file: str | Path | None = None, targets: Sequence[str] | None = None):
+                   cache_file: str | Path | None = None, targets: Sequence[str] | None = None,
+                   unshifted_view: bool = False):
     """A ``tf.data.Dataset`` of ``(images float32 (B,S,S,3) 0..255, labels int32 (B,))`` read
     from ``files``; what :func:`kdskin.data.pipeline.make_tf_dataset` gives for the decoded
     arrays (same pixels, same augmentation and balance rules), decoded batch by batch.
 
     ``cache_file``: prefix of an on-disk ``tf.data`` cache of the decoded images (written during
-    the first epoch); ``shuffle_buffer``: images mixed after the cache.
+    the first epoch); ``shuffle_buffer``: images mixed after the cache. ``unshifted_view``: see
+    :func:`kdskin.data.pipeline.finish_batches`.
     """
     import tensorflow as tf
 
@@ -115,4 +117,4 @@ def stream_dataset(files: SplitFiles, image_size: int, batch_size: int, *,
     if cache_file is None:
         ds = _decoded(ds, image_size)
     return finish_batches(ds, batch_size, training=training, augment=augment, seed=seed,
-                          targets=targets)
+                          targets=targets, unshifted_view=unshifted_view)

@@ -44,6 +44,7 @@ from keras import ops
 
 from kdskin.compat import print_msg
 from kdskin.config import Config
+from kdskin.constants import INPUT_NAME, TEACHER_INPUT_NAME
 from kdskin.distill.losses import (
     ExitDistillation,
     class_weight_vector,
@@ -104,8 +105,10 @@ class KdskinDistiller(keras.Model):
             raw logits, and validation and prediction use raw logits.
 
     ``call`` runs the student only; the teacher runs only inside the training loss, never in
-    ``evaluate``/``predict``. Inputs: ``(B, S, S, 3)`` pixels 0..255 (or ``{"image": ...}``);
-    labels ``(B,)`` class indices (or one-hot ``(B, 7)``).
+    ``evaluate``/``predict``. Inputs: ``(B, S, S, 3)`` pixels 0..255 (or ``{"image": ...}``),
+    or in training ``{"image": student's (B, S, S, 3), "teacher_image": teacher's (B, S, S, 3)}``
+    (the teacher's targets computed on another view of the same images, e.g. before the
+    acquisition-shift augmentation); labels ``(B,)`` class indices (or one-hot ``(B, 7)``).
 
     History keys: ``loss`` (what is optimised: ``total`` + student regularisation), ``total``,
     the stage's terms (see :data:`STAGE_TERMS`), ``loss_reg`` when the student has
@@ -227,13 +230,24 @@ class KdskinDistiller(keras.Model):
         return self.student(self.student_view(inputs), training=training)
 
     def student_view(self, inputs: Any) -> Any:
-        """``inputs`` (``(B, S, S, 3)`` or ``{"image": ...}``) at the student's size ``s``:
-        ``(B, s, s, 3)`` (as given when ``S == s``)."""
-        images = inputs["image"] if isinstance(inputs, Mapping) else inputs
+        """``inputs`` (``(B, S, S, 3)``, ``{"image": ...}`` or ``{"image": ..., "teacher_image":
+        ...}``) at the student's size ``s``: ``(B, s, s, 3)`` (as given when ``S == s`` and there
+        is no teacher's view)."""
+        if isinstance(inputs, Mapping) and TEACHER_INPUT_NAME in inputs:
+            inputs = inputs[INPUT_NAME]
+        images = inputs[INPUT_NAME] if isinstance(inputs, Mapping) else inputs
         size = input_size(self.student)
         if images.shape[1] is None or int(images.shape[1]) == size:
             return inputs
         return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=True)
+
+    @staticmethod
+    def teacher_view(inputs: Any) -> Any:
+        """What the teacher sees of a training batch: ``inputs["teacher_image"]`` when the batch
+        carries one (``distill.teacher_view: unshifted``), else ``inputs`` themselves."""
+        if isinstance(inputs, Mapping) and TEACHER_INPUT_NAME in inputs:
+            return inputs[TEACHER_INPUT_NAME]
+        return inputs
 
     def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
         """Compile with an optimizer only: the loss and metrics are set by the stage."""
@@ -277,7 +291,7 @@ class KdskinDistiller(keras.Model):
             y, y_pred["logits"], self._class_weights if training else None,
             self._logit_adjustment if training else None))}
         if training and self.teacher is not None:
-            teacher_out = self.teacher(x, training=False)
+            teacher_out = self.teacher(self.teacher_view(x), training=False)
             teacher_out = {k: ops.stop_gradient(v) for k, v in teacher_out.items()}
             values["loss_kd"] = reduce(self.kd_loss.per_sample(teacher_out, y_pred))
             if "loss_exits" in self.term_weights:

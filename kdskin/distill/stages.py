@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from kdskin.errors import ConfigError
 from kdskin.models.specs import FUSED_HEADS, FUSIONS, STUDENT_OUTPUTS, check_choice
 
-__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "check_loss_weights",
+__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "TEACHER_VIEWS",
+           "check_loss_weights",
            "check_stages", "check_temperature", "resolve_exit_map", "stage_student_fusion",
            "validate_distill"]
 
@@ -44,6 +45,14 @@ STAGE_FUSION: dict[str, str] = {"multi": "none", "multi_fusion": "fused"}
 #: Stages whose student is built with the configured ``student.fusion`` (the others use
 #: ``"none"``): the student-alone ablation and the final fused student share an architecture.
 CONFIGURED_FUSION_STAGES: tuple[str, ...] = ("baseline", "multi_fusion")
+
+#: What the teacher sees in a training step (``distill.teacher_view``): ``"augmented"``, the
+#: student's training image, every augmentation included; ``"unshifted"``, the same image
+#: before the acquisition-shift augmentation (``augment.shift``: colour gains, borders, zoom-out,
+#: blur, JPEG), so a teacher trained on clean images gives its targets for the image it knows
+#: while the student learns to give them for the shifted one. The Keras augmentation layers
+#: (flips, rotation, ...) are shared. The two are the same when ``augment.shift`` is off.
+TEACHER_VIEWS: tuple[str, ...] = ("augmented", "unshifted")
 
 #: Stages that distil from the teacher through the exit map.
 EXIT_MAP_STAGES: tuple[str, ...] = ("multi", "multi_fusion")

@@ -178,8 +178,10 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
                                      cfg, class_weight=data.class_weight,
                                      logit_adjustment=data.logit_adjustment)
     batch = global_batch_size(cfg, strategy)
-    train_ds, val_ds = datasets(cfg, data, batch,
-                                train_from=teacher_data if stage != "baseline" else None)
+    distilled = stage != "baseline"
+    train_ds, val_ds = datasets(cfg, data, batch, train_from=teacher_data if distilled else None,
+                                unshifted_view=distilled
+                                and cfg.distill.teacher_view == "unshifted")
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, distiller),
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels),
