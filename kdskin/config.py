@@ -256,7 +256,8 @@ class DistillConfig:
     exit_map: dict[str, str] = field(
         default_factory=lambda: {"cnn_exit": "conv_exit_last", "effnet_exit": "vit_exit_last"})
     #: the image the teacher's targets are computed on: the student's ("augmented") or the same
-    #: image before augment.shift ("unshifted"; kdskin.distill.stages.TEACHER_VIEWS)
+    #: image before augment.shift ("unshifted"; kdskin.distill.stages.TEACHER_VIEWS; a teacher
+    #: the run trains then trains without augment.shift)
     teacher_view: str = choice_field("augmented", TEACHER_VIEWS)
 
 

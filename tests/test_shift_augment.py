@@ -169,3 +169,34 @@ def test_unshifted_view_keeps_the_image_before_the_shift_for_the_teacher():
     first = next(iter(make_tf_dataset(x, y, 8, training=True, augment=no_shift, seed=3,
                                       unshifted_view=True)))
     assert np.asarray(first[0]).shape == (8, *x.shape[1:])
+
+
+def test_the_teacher_of_an_unshifted_view_trains_without_the_shift():
+    """distill.teacher_view: unshifted -- the run's teacher trains on the training split without
+    augment.shift (it only ever judges unshifted images); the students keep it."""
+    from kdskin.config import AugmentConfig, Config
+    from kdskin.data.pipeline import SplitArrays
+    from kdskin.distill.stages import teacher_trains_shifted
+    from kdskin.pipeline.data import RunData, datasets
+
+    assert teacher_trains_shifted("augmented") and not teacher_trains_shifted("unshifted")
+    x = _batch(16).astype(np.uint8)
+    y = np.arange(16) % 7
+    split = SplitArrays(x, y, [f"i{i}" for i in range(16)])
+    data = RunData(train=split, val=split, test=split, class_weight=None, oversample=False,
+                   protocol="lesion_grouped", source="test")
+    cfg = Config()
+    keras_off = dict(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0, hue=0.0,
+                     saturation=0.0)
+    cfg.augment = AugmentConfig(**keras_off, shift=dataclasses.replace(OFF, border=0.15))
+    cfg.train.seed = 3
+
+    def images(**kw):
+        train, _ = datasets(cfg, data, 8, **kw)
+        return np.concatenate([np.asarray(b[0]) for b in train])
+
+    shifted, plain = images(), images(shift=False)
+    assert (shifted[:, 0, 0] == 0).all()  # every image got a black border
+    # without the shift: the split's own images (shuffled), untouched
+    assert sorted(map(bytes, plain.astype(np.uint8))) == sorted(map(bytes, x))
+    assert cfg.augment.shift.enabled  # the run's config is not changed

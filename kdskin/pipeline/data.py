@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,27 +208,30 @@ def data_of_model(cfg: Config, model: str | Path, data: str | None = None,
 
 
 def datasets(cfg: Config, data: RunData, batch: int, targets: Any = None,
-             train_from: RunData | None = None, unshifted_view: bool = False
-             ) -> tuple[Any, Any]:
+             train_from: RunData | None = None, unshifted_view: bool = False,
+             shift: bool = True) -> tuple[Any, Any]:
     """``(train, val)`` ``tf.data`` pipelines: augmentation and balance on train only.
     ``train_from``: where the training split comes from instead of ``data`` (the splits at a
     larger teacher's size, :func:`teacher_data`); validation is always ``data``'s.
     ``unshifted_view``: training images also before the shift augmentation, for the teacher
-    (:func:`kdskin.data.pipeline.finish_batches`)."""
+    (:func:`kdskin.data.pipeline.finish_batches`). ``shift=False``: without ``augment.shift``
+    (the teacher of ``distill.teacher_view: unshifted``)."""
     from kdskin.data.pipeline import make_tf_dataset
 
     source = train_from or data
+    augment = cfg.augment if shift else replace(
+        cfg.augment, shift=replace(cfg.augment.shift, enabled=False))
     if source.train_files is not None:
         from kdskin.data.stream import stream_dataset
 
         train = stream_dataset(source.train_files, cfg.data.image_size, batch, training=True,
-                               augment=cfg.augment, oversample=source.oversample,
+                               augment=augment, oversample=source.oversample,
                                seed=cfg.train.seed, shuffle_buffer=cfg.data.shuffle_buffer,
                                cache_file=source.stream_cache, targets=targets,
                                unshifted_view=unshifted_view)
     else:
         train = make_tf_dataset(source.train.images, source.train.labels, batch, training=True,
-                                augment=cfg.augment, oversample=source.oversample,
+                                augment=augment, oversample=source.oversample,
                                 seed=cfg.train.seed, targets=targets,
                                 unshifted_view=unshifted_view)
     val = make_tf_dataset(data.val.images, data.val.labels, batch, targets=targets)

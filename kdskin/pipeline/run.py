@@ -23,6 +23,7 @@ from typing import Any
 
 from kdskin.config import Config
 from kdskin.console import log
+from kdskin.distill.stages import teacher_trains_shifted
 from kdskin.errors import KdskinError
 from kdskin.pipeline.data import RunData, prepare_data, teacher_data
 from kdskin.pipeline.stages import (
@@ -242,7 +243,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             cfg, tdata, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
                                            colour_constancy=colour, border_fill=fill),
             cfg.teacher.epochs, cfg.teacher.learning_rate,
-            exit_weight=cfg.teacher.exit_loss_weight)
+            exit_weight=cfg.teacher.exit_loss_weight,
+            shift=teacher_trains_shifted(cfg.distill.teacher_view))
         finish(record(run, TEACHER, teacher_model, hist, secs,
                       f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
                teacher_model, tdata)

@@ -107,8 +107,9 @@ def _monitor(cfg: Config, model: Any) -> str:
 
 def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
                      build: Callable[[], Any], epochs: int, lr: float,
-                     exit_weight: float = 0.3) -> tuple[Any, Any, float]:
-    """Train a plain cross-entropy model (baseline CNN, teacher); save it.
+                     exit_weight: float = 0.3, shift: bool = True) -> tuple[Any, Any, float]:
+    """Train a plain cross-entropy model (baseline CNN, teacher); save it. ``shift=False``:
+    without ``augment.shift`` (:func:`kdskin.distill.stages.teacher_trains_shifted`).
 
     Returns ``(model, history, seconds)``.
     """
@@ -130,7 +131,8 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
                            logit_adjustment=data.logit_adjustment)
     names = list(model.output_names)
     batch = global_batch_size(cfg, strategy)
-    train_ds, val_ds = datasets(cfg, data, batch, targets=names if len(names) > 1 else None)
+    train_ds, val_ds = datasets(cfg, data, batch, targets=names if len(names) > 1 else None,
+                                shift=shift)
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, model),
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels), epochs=epochs,
@@ -139,7 +141,9 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
                "logit-adjusted CE" if data.logit_adjustment is not None else "CE") + (
         " on class-balanced resampled batches" if data.oversample else "")
     log(f"training {name}: {model.count_params():,} parameters, up to {epochs} epochs, "
-        f"loss = {balance}" + (" on every output" if len(names) > 1 else ""))
+        f"loss = {balance}" + (" on every output" if len(names) > 1 else "")
+        + ("" if shift or not cfg.augment.shift.enabled else
+           ", without the shift augmentation (distill.teacher_view: unshifted)"))
     _prepare_fit(cfg, run, name)
     t0 = time.time()
     history = fit_model(model, train_ds, val_ds, epochs, callbacks, verbose=cfg.train.verbose)
