@@ -18,17 +18,28 @@ def test_shipped_configs_load(name):
     assert cfg.name == name.removesuffix("_ablation")
 
 
-def test_cpu_ablation_config_is_the_cpu_config_but_for_what_it_trains():
+@pytest.mark.parametrize("folder", ["", "previous/"])
+def test_cpu_ablation_config_is_the_cpu_config_but_for_what_it_trains(folder):
     """`kdskin report runs/cpu runs/cpu_ablation` puts both runs in one table only when every
-    experiment setting is equal (the ones kdskin.report.NOT_EXPERIMENT lists may differ)."""
+    experiment setting is equal (the ones kdskin.report.NOT_EXPERIMENT lists may differ); the
+    same for the previous recipe's pair (configs/previous/)."""
     from kdskin.report import settings_of
 
     def settings(name: str) -> dict:
-        return settings_of(load_config(CONFIGS / f"{name}.yaml").to_dict())
+        return settings_of(load_config(CONFIGS / f"{folder}{name}.yaml").to_dict())
 
     cpu, ablation = settings("cpu"), settings("cpu_ablation")
-    assert {k for k in cpu if cpu[k] != ablation.get(k)} == set()
-    assert load_config(CONFIGS / "cpu_ablation.yaml").reference.enabled
+    assert {k for k in cpu | ablation if cpu.get(k) != ablation.get(k)} == set()
+    assert load_config(CONFIGS / f"{folder}cpu_ablation.yaml").reference.enabled
+
+
+def test_the_shipped_cpu_recipe_is_not_the_previous_one():
+    """configs/previous/ keeps the recipe the saved runs were made with; configs/cpu.yaml moved
+    on (all of HAM10000 from an ImageNet start, colour constancy, the shift augmentation)."""
+    cpu, previous = (load_config(CONFIGS / f"{f}cpu.yaml") for f in ("", "previous/"))
+    assert (cpu.student.weights, previous.student.weights) == ("imagenet", "none")
+    assert cpu.data.colour_constancy == "shades_of_grey" and cpu.augment.shift.enabled
+    assert cpu.distill.teacher_view == "unshifted" and cpu.name == previous.name == "cpu"
 
 
 def test_paper_config_holds_the_papers_settings():

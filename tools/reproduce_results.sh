@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Reproduce docs/RESULTS.md: every run behind it, one after the other, then the document itself.
-# Usage, from the repository root with kdskin installed:
+# Usage, from the repository root with kdskin installed with the pretrained extra:
 #   tools/reproduce_results.sh [HAM10000_DIR] [EXTERNAL_DIR]
-# (defaults: ../shared/data/ham10000 and ../shared/data/isic2018_dev, the external set that is
-# scored whole and never trained on). Each step is skipped when its run directory already has a
-# report.md, so an interrupted reproduction continues where it stopped (an interrupted run
-# itself: kdskin run --resume). 2 CPU cores: about 1 h for the cpu run, 1.5 h for the ablation,
-# 2.5 h for the recipe study of the previous recipe, 2 h for the study of the shipped one,
-# 2 h for the teacher study, 1.5 h for class balance, loss weights and the reference's third
-# seed, 1 h for the second whole cpu run.
+# (defaults: ../shared/data/ham10000, the 5,984-image subset of the previous recipe's runs, and
+# ../shared/data/isic2018_dev, the external set that is scored whole and never trained on; the
+# shipped recipe's runs read all of HAM10000 from $FULL, default ../shared/data/ham10000_full).
+# Each step is skipped when its run directory already has a report.md, so an interrupted
+# reproduction continues where it stopped (an interrupted run itself: kdskin run --resume).
+# The document takes each run from $RUNS/NAME when it finished there, else from its saved
+# metrics (docs/results/NAME.json). 2 CPU cores: about 35 min for the cpu run, 50 min for its
+# ablation; the previous recipe's runs (configs/previous/) about 14 h in all.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
+FULL=${FULL:-../shared/data/ham10000_full}
+PREV=configs/previous  # the recipe shipped before the full-data one, as it was
 RUNS=${RUNS:-runs}
 mkdir -p "$RUNS"
 
@@ -24,24 +27,36 @@ run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAM
     > "$RUNS/$name.log" 2>&1
 }
 
-# 1. What ships (configs/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
+# 0. What ships (configs/cpu.yaml, within 60 minutes on 2 cores): all 10,015 HAM10000 images,
+#    the teacher (trained without the shift augmentation), the final distilled student from an
+#    ImageNet EfficientNet-Lite0 start with Shades of Grey and the shift augmentation, calibration
+#    and decision rules, the int8 export and its check, the external evaluation with the shift
+#    suite, the benchmark, explanations, MODEL_CARD.md. Then its ablation with the same teacher:
+#    the paper's CNN, both references (VGG-style CNN; EfficientNet-Lite0 from ImageNet alone),
+#    the student alone.
+RUN_DATA=$FULL run cpu_full --config configs/cpu.yaml
+RUN_DATA=$FULL run cpu_full_ablation --config configs/cpu_ablation.yaml \
+  --teacher "$RUNS/cpu_full/models/teacher.keras"
+# The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
+# studies that led from it to the shipped one (step 5).
+# 1. What shipped before ($PREV/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
 #    distilled student, calibration and decision rules, the int8 export and its check, the
 #    external evaluation, the benchmark, explanations, MODEL_CARD.md.
-run cpu --config configs/cpu.yaml
+run cpu --config "$PREV/cpu.yaml"
 # ... and again with training seed 44 (its own teacher too): a second int8 file, so the headline's
 #    int8 figures are a mean over two trainings of the whole pipeline.
-run cpu_seed44 --config configs/cpu.yaml --set train.seed=44
+run cpu_seed44 --config "$PREV/cpu.yaml" --set train.seed=44
 # 2. The ablation with the same budget and the cpu run's teacher: the paper's CNN, the strong
 #    plain reference, the student alone, single- and multi-stage KD.
-run cpu_ablation --config configs/cpu_ablation.yaml --teacher "$RUNS/cpu/models/teacher.keras"
+run cpu_ablation --config "$PREV/cpu_ablation.yaml" --teacher "$RUNS/cpu/models/teacher.keras"
 # 3. The recipe study (docs/RESULTS.md, "Recipe study"): the previous recipe as the control
 #    (it trains its own teacher), then one change at a time for the student with that teacher,
 #    so only the student's settings differ. No export, benchmark, explanations or decision rules:
 #    validation, test and external figures only. About 25 min each after the control.
 previous_recipe=(--set "student.cnn_filters=[32,64]" --set student.l2=0.01
                  --set train.early_stopping_patience=6 --set teacher.epochs=22)
-run recipe_control --config configs/cpu.yaml "${previous_recipe[@]}"
-study=(--config configs/cpu.yaml "${previous_recipe[@]}"
+run recipe_control --config "$PREV/cpu.yaml" "${previous_recipe[@]}"
+study=(--config "$PREV/cpu.yaml" "${previous_recipe[@]}"
        --teacher "$RUNS/recipe_control/models/teacher.keras"
        --set export.enabled=false --set bench.enabled=false --set explain.enabled=false
        --set trust.enabled=false)
@@ -61,13 +76,13 @@ run recipe_cnn4_fullcos "${study[@]}" "${cnn4[@]}" --set train.early_stopping_pa
 #    at a time for the student; training seed 43 of the shipped recipe itself, and seed 43
 #    of the strong plain reference alone, to see how large one seed's noise is (the seed runs
 #    join the cpu group in the document: mean +- std). About 22 min each (reference: 15).
-student_only=(--config configs/cpu.yaml --set export.enabled=false --set bench.enabled=false
+student_only=(--config "$PREV/cpu.yaml" --set export.enabled=false --set bench.enabled=false
               --set explain.enabled=false --set trust.enabled=false)
 shipped=("${student_only[@]}" --teacher "$RUNS/cpu/models/teacher.keras")
 run study_seed43 "${shipped[@]}" --set train.seed=43
 run study_t4 "${shipped[@]}" --set distill.temperature=4
 run study_logit_adjusted "${shipped[@]}" --set data.balance=logit_adjusted
-reference_only=(--config configs/cpu_ablation.yaml --set teacher.enabled=false
+reference_only=(--config "$PREV/cpu_ablation.yaml" --set teacher.enabled=false
                 --set "distill.stages=[]" --set baseline.enabled=false --set export.enabled=false
                 --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false)
 run ref_seed43 "${reference_only[@]}" --set train.seed=43
@@ -75,7 +90,7 @@ run study_strong_augment "${shipped[@]}" "${strong_augment[@]}"
 # 3c. The teacher's training length and capacity: the cpu recipe's teacher alone (no student),
 #    trained for 40 epochs instead of 20 (about 45 min), and twice as deep (4 transformer and 4
 #    conv blocks, 20 epochs, about 45 min); chosen on validation against the cpu run's teacher.
-teacher_only=(--config configs/cpu.yaml --set "distill.stages=[]" --set export.enabled=false
+teacher_only=(--config "$PREV/cpu.yaml" --set "distill.stages=[]" --set export.enabled=false
               --set bench.enabled=false --set explain.enabled=false --set trust.enabled=false)
 run teacher_e40 "${teacher_only[@]}" --set teacher.epochs=40
 run teacher_deep "${teacher_only[@]}" --set teacher.vit_depth=4 --set teacher.conv_depth=4
@@ -95,13 +110,12 @@ run study_loss_kd "${shipped[@]}" --set distill.alpha=0.2 --set distill.beta=0.5
 run ref_seed44 "${reference_only[@]}" --set train.seed=44
 # Explanation faithfulness of the shipped student on 49 test images (deletion / insertion).
 if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
-  kdskin explain --config configs/cpu.yaml --evaluate --method all \
+  kdskin explain --config "$PREV/cpu.yaml" --evaluate --method all \
     --model "$RUNS/cpu/models/student_multi_fusion.keras" --out "$RUNS/explain_cpu" \
     > "$RUNS/explain_cpu.log" 2>&1
 fi
-# 5. The stronger start (issue 23, in progress): all 10,015 HAM10000 images ($FULL, not the
-#    subset in $DATA), ImageNet EfficientNet-Lite0 (the pretrained extra).
-FULL=${FULL:-../shared/data/ham10000_full}
+# 5. The stronger start (issue 23): all 10,015 HAM10000 images ($FULL, not the subset in
+#    $DATA), ImageNet EfficientNet-Lite0 (the pretrained extra), on the previous recipe.
 # 5a. The first candidate (configs/cpu_pretrained.yaml): ImageNet EfficientNet-Lite0 in the
 #    student and in the teacher's conv branch (teacher (b) of the issue). 85 min on a 2-core
 #    machine shared with other jobs (teacher 47, student 25).
@@ -111,7 +125,7 @@ RUN_DATA=$FULL run start_imagenet_full --config configs/cpu_pretrained.yaml
 #    both references a user would pick instead: the VGG-style CNN at its own rate (1e-3) and
 #    EfficientNet-Lite0 from ImageNet alone (5e-4), 10 epochs each. About 2 h on a 2-core AMD
 #    EPYC (references 30 + 15 min, teacher 29, student 27, the rest 8).
-RUN_DATA=$FULL run full_imagenet --config configs/cpu.yaml --set student.weights=imagenet \
+RUN_DATA=$FULL run full_imagenet --config "$PREV/cpu.yaml" --set student.weights=imagenet \
   --set student.learning_rate=0.0005 --set student.epochs=8 --set teacher.epochs=6 \
   --set reference.enabled=true --set reference.learning_rate=0.001 --set reference.epochs=10 \
   --set reference_effnet.enabled=true --set reference_effnet.epochs=10
@@ -120,7 +134,7 @@ RUN_DATA=$FULL run full_imagenet --config configs/cpu.yaml --set student.weights
 #    then with its over-exposure transform (augment.shift.whiten, added after the first showed
 #    the suite's 'whiter' shift as the worst); 5b's own student is the "without" row. No
 #    benchmark or explanations. About 45 min each on a 2-core AMD EPYC.
-clinics=(--config configs/cpu.yaml --teacher "$RUNS/full_imagenet/models/teacher.keras"
+clinics=(--config "$PREV/cpu.yaml" --teacher "$RUNS/full_imagenet/models/teacher.keras"
          --set student.weights=imagenet --set student.learning_rate=0.0005 --set student.epochs=8
          --set data.colour_constancy=shades_of_grey --set augment.shift.enabled=true
          --set bench.enabled=false --set explain.enabled=false)
@@ -128,39 +142,41 @@ RUN_DATA=$FULL run full_cc_shift "${clinics[@]}" --set augment.shift.whiten=0
 RUN_DATA=$FULL run full_cc_shift_w "${clinics[@]}"
 # 5d. The same student trained alone (no teacher), with colour constancy and the augmentation,
 #    without and with the border-fill layer (data.border_fill). About 16 min each.
-alone=(--config configs/cpu.yaml --set teacher.enabled=false --set "distill.stages=[baseline]"
+alone=(--config "$PREV/cpu.yaml" --set teacher.enabled=false --set "distill.stages=[baseline]"
        --set student.weights=imagenet --set student.learning_rate=0.0005 --set student.epochs=8
        --set data.colour_constancy=shades_of_grey --set augment.shift.enabled=true
        --set bench.enabled=false --set explain.enabled=false)
 RUN_DATA=$FULL run sa_cc_shift "${alone[@]}"
 RUN_DATA=$FULL run sa_cc_shift_fill "${alone[@]}" --set data.border_fill=true
 # 5e. 5b's teacher trained with colour constancy and the augmentation (no student).
-RUN_DATA=$FULL run teacher_cc_shift --config configs/cpu.yaml --set teacher.epochs=6 \
+RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epochs=6 \
   --set "distill.stages=[]" --set data.colour_constancy=shades_of_grey \
   --set augment.shift.enabled=true --set bench.enabled=false --set explain.enabled=false
-# 5f. The whole pipeline with the teacher's targets for the unshifted image
-#    (distill.teacher_view: unshifted): the cpu recipe's hybrid teacher (6 epochs, colour
-#    constancy, trained without the shift augmentation) and the student of 5c (whiten 0.3), which
-#    sees the shifted image; with the benchmark and explanations (a whole-pipeline time).
-RUN_DATA=$FULL run full_unshifted --config configs/cpu.yaml --set teacher.epochs=6 \
-  --set student.weights=imagenet --set student.learning_rate=0.0005 --set student.epochs=8 \
-  --set data.colour_constancy=shades_of_grey --set augment.shift.enabled=true \
-  --set distill.teacher_view=unshifted
-# 4. The document, from all the runs (cpu and cpu_ablation share the config name, so one table),
-#    followed by the runs of the recipe before the previous one (sqrt class weights, every stage
+# 5f. 5c's student with the teacher's targets for the unshifted image
+#    (distill.teacher_view: unshifted), its own teacher trained with colour constancy but without
+#    the shift augmentation, the whole pipeline: measured as `full_unshifted`, the same settings
+#    as step 0's configs/cpu.yaml, into which it was adopted (its run is cpu_full).
+# 4. The document, from all the runs (cpu_full and cpu_full_ablation share the config name and
+#    settings, so one table and the headline; the same for cpu and cpu_ablation), followed by
+#    the runs of the recipe before the previous one (sqrt class weights, every stage
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 ref_seed44 study_t4 \
-    study_logit_adjusted study_strong_augment study_class_weight study_loss_ce study_loss_kd \
+for name in cpu_full cpu_full_ablation cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 \
+    ref_seed44 study_t4 study_logit_adjusted study_strong_augment study_class_weight \
+    study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos \
     full_imagenet full_cc_shift full_cc_shift_w sa_cc_shift sa_cc_shift_fill teacher_cc_shift \
-    full_unshifted start_imagenet_full; do
+    start_imagenet_full; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
+  elif [[ -f "docs/results/$name.json" ]]; then report+=("docs/results/$name.json")
   else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
 done
 previous=(docs/results/prev_cpu.json docs/results/prev_cpu_seed1.json
           docs/results/prev_cpu_seed2.json docs/results/prev_cpu_concat.json
           docs/results/prev_cpu_effnet_standard.json docs/results/prev_cpu_leaky.json)
+# The explanations' faithfulness: the previous recipe's student (the step after step 3d).
+explain="$RUNS/explain_cpu"
+[[ -f "$explain/faithfulness.json" ]] || explain=docs/results/explain/explain_cpu.json
 kdskin report "${report[@]}" "${previous[@]}" --out docs/RESULTS.md --results-dir docs/results \
-  --explain "$RUNS/explain_cpu"
+  --explain "$explain"
