@@ -14,6 +14,9 @@ from kdskin.errors import ConfigError
 S = 32
 OFF = ShiftAugmentConfig(enabled=True, probability=1.0, colour_gain=0.0, whiten=0.0, border=0.0,
                          zoom_out=0.0, aspect=0.0, blur=0.0, jpeg_quality=100)
+#: AugmentConfig arguments that turn off every Keras augmentation layer (the shift's alone acts)
+KERAS_OFF = dict(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0, hue=0.0,
+                 saturation=0.0)
 
 
 def _batch(n: int = 8, seed: int = 0) -> np.ndarray:
@@ -149,9 +152,7 @@ def test_unshifted_view_keeps_the_image_before_the_shift_for_the_teacher():
 
     x = _batch(16).astype(np.uint8)
     y = np.arange(16) % 7
-    keras_off = dict(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0, hue=0.0,
-                     saturation=0.0)
-    aug = AugmentConfig(**keras_off, shift=dataclasses.replace(OFF, colour_gain=0.3,
+    aug = AugmentConfig(**KERAS_OFF, shift=dataclasses.replace(OFF, colour_gain=0.3,
                                                                border=0.15))
     plain = [np.asarray(b[0]) for b in make_tf_dataset(x, y, 8, training=True, augment=aug,
                                                        seed=3)]
@@ -165,7 +166,7 @@ def test_unshifted_view_keeps_the_image_before_the_shift_for_the_teacher():
     assert sorted(map(bytes, clean.astype(np.uint8))) == sorted(map(bytes, x))
     assert not np.array_equal(clean, np.concatenate(plain))
     # no shift augmentation: nothing to keep apart, a plain batch of images
-    no_shift = AugmentConfig(**keras_off)
+    no_shift = AugmentConfig(**KERAS_OFF)
     first = next(iter(make_tf_dataset(x, y, 8, training=True, augment=no_shift, seed=3,
                                       unshifted_view=True)))
     assert np.asarray(first[0]).shape == (8, *x.shape[1:])
@@ -186,9 +187,7 @@ def test_the_teacher_of_an_unshifted_view_trains_without_the_shift():
     data = RunData(train=split, val=split, test=split, class_weight=None, oversample=False,
                    protocol="lesion_grouped", source="test")
     cfg = Config()
-    keras_off = dict(flip=False, rotation=0.0, zoom=0.0, brightness=0.0, contrast=0.0, hue=0.0,
-                     saturation=0.0)
-    cfg.augment = AugmentConfig(**keras_off, shift=dataclasses.replace(OFF, border=0.15))
+    cfg.augment = AugmentConfig(**KERAS_OFF, shift=dataclasses.replace(OFF, border=0.15))
     cfg.train.seed = 3
 
     def images(**kw):

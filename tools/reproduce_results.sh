@@ -33,9 +33,10 @@ run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAM
 #    and decision rules, the int8 export and its check, the external evaluation with the shift
 #    suite, the benchmark, explanations, MODEL_CARD.md. Then its ablation with the same teacher:
 #    the paper's CNN, both references (VGG-style CNN; EfficientNet-Lite0 from ImageNet alone),
-#    the student alone. Seed 43 of the whole pipeline: the headline's int8 figures are a mean of two.
+#    the student alone. Seed 43 of the whole pipeline: a second int8 file, so the headline's int8
+#    figures are a mean of two.
 RUN_DATA=$FULL run cpu_full --config configs/cpu.yaml
-RUN_DATA=$FULL run cpu_full_seed43 --config configs/cpu.yaml --set train.seed=43  # a second file
+RUN_DATA=$FULL run cpu_full_seed43 --config configs/cpu.yaml --set train.seed=43
 RUN_DATA=$FULL run cpu_full_ablation --config configs/cpu_ablation.yaml \
   --teacher "$RUNS/cpu_full/models/teacher.keras"
 # The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
@@ -163,15 +164,16 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 study_seed43 ref_seed43 \
-    ref_seed44 study_t4 study_logit_adjusted study_strong_augment study_class_weight \
-    study_loss_ce study_loss_kd \
+for name in cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
+    study_seed43 ref_seed43 ref_seed44 study_t4 study_logit_adjusted study_strong_augment \
+    study_class_weight study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos \
     full_imagenet full_cc_shift full_cc_shift_w sa_cc_shift sa_cc_shift_fill teacher_cc_shift \
     start_imagenet_full; do
   if [[ -f "$RUNS/$name/report.md" ]]; then report+=("$RUNS/$name")
   elif [[ -f "docs/results/$name.json" ]]; then report+=("docs/results/$name.json")
-  else echo "warning: $RUNS/$name has no finished run; left out of the document" >&2; fi
+  else echo "warning: neither $RUNS/$name (finished) nor docs/results/$name.json; left out of" \
+            "the document" >&2; fi
 done
 previous=(docs/results/prev_cpu.json docs/results/prev_cpu_seed1.json
           docs/results/prev_cpu_seed2.json docs/results/prev_cpu_concat.json

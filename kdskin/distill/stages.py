@@ -61,6 +61,7 @@ def teacher_trains_shifted(teacher_view: str) -> bool:
     augmentation lost 0.21 external balanced accuracy; README, other clinics)."""
     return teacher_view != "unshifted"
 
+
 #: Stages that distil from the teacher through the exit map.
 EXIT_MAP_STAGES: tuple[str, ...] = ("multi", "multi_fusion")
 
