@@ -102,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _call("evaluate", "evaluate_command", _load(args), model=args.model, data=args.data,
                  fmt=args.format, split=args.split, split_file=args.split_file,
                  json_out=args.json, plots=args.plots, strict=args.strict,
-                 shifts=args.shifts)
+                 shifts=args.shifts, against=args.against)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "zoom-out, aspect, blur, JPEG; README 'Other clinics'): balanced accuracy, "
                    "AUC, melanoma recall, drop from clean and out-of-scope share per shift; "
                    "without names every shift")
+    p.add_argument("--against", nargs="+", metavar="M2", default=None,
+                   help="also score these models on the same images and print the paired "
+                   "bootstrap interval of each difference (--model minus M2): is the "
+                   "difference more than resampling noise?")
 
     p = add("predict", cmd_predict, config=False, overrides=False)
     p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")

@@ -106,3 +106,42 @@ def test_evaluate_and_predict_commands(tiny_model_file, ham_dir, tmp_path, capsy
     assert main(["predict", "--model", str(path), "--top", "2", str(img)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[0]
     assert line.startswith(str(img)) and line.count(",") == 1
+
+
+def test_evaluate_against_gives_paired_differences(tiny_model_file, ham_dir, tmp_path, capsys):
+    from kdskin.cli import main
+    from kdskin.models import build_baseline_cnn
+
+    path, _ = tiny_model_file
+    other = tmp_path / "other_40.keras"  # another input size: decoded again at 40 px
+    build_baseline_cnn(40).save(other)
+    out, alone = tmp_path / "eval.json", tmp_path / "other.json"
+    assert main(["evaluate", "--model", str(path), "--data", str(ham_dir), "--split", "all",
+                 "--json", str(out), "--against", str(other), str(path)]) == 0
+    assert main(["evaluate", "--model", str(other), "--data", str(ham_dir), "--split", "all",
+                 "--json", str(alone)]) == 0
+    result, other_result = json.loads(out.read_text()), json.loads(alone.read_text())
+    versus_other, versus_itself = result["comparisons"]
+    assert versus_other["against"] == str(other) and versus_other["input_size"] == 40
+    for key in ("balanced_accuracy", "macro_auc", "melanoma_recall"):
+        d = versus_other["difference"][key]
+        assert d["a"] == pytest.approx(result[key]) and d["b"] == pytest.approx(other_result[key])
+        assert d["value"] == pytest.approx(d["a"] - d["b"])
+        assert d["low"] <= d["value"] <= d["high"]
+        same = versus_itself["difference"][key]
+        assert same["value"] == 0 and same["low"] == 0 and same["high"] == 0
+    printed = capsys.readouterr().out
+    assert f"minus {other}" in printed and "includes 0" in printed
+
+
+def test_evaluate_against_a_missing_model_is_a_one_line_error(tiny_model_file, ham_dir,
+                                                               tmp_path, capsys):
+    from kdskin.cli import main
+
+    path, _ = tiny_model_file
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(path), "--data", str(ham_dir), "--json", str(out),
+                 "--against", str(tmp_path / "none.tflite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "none.tflite: model file not found" in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -74,7 +74,8 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
                      split: str | None = None, split_file: str | None = None,
                      json_out: str | None = None, plots: str | None = None,
                      strict: bool | None = None, resamples: int = 1000,
-                     shifts: list[str] | None = None) -> dict[str, Any]:
+                     shifts: list[str] | None = None,
+                     against: list[str] | None = None) -> dict[str, Any]:
     """``kdskin evaluate``: score ``model`` on one split of ``data`` (or all of an external
     set); print the metrics with bootstrap intervals, calibration before/after and the
     referral operating point; optional JSON and plots. Decodes only the images it scores.
@@ -82,7 +83,9 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
     Metrics are computed on the calibrated probabilities (what ``predict`` and the exported
     files give); a model without decision rules is scored as it is. ``shifts`` (a list, empty
     for all): also the acquisition-shift suite (:mod:`kdskin.shift_suite`), under
-    ``"shift_suite"``."""
+    ``"shift_suite"``. ``against``: other model files scored on the same images (each at its
+    own input size, with its own decision rules); the paired bootstrap of each difference
+    (``model`` minus the other) goes under ``"comparisons"``."""
     from kdskin.data.datasets import read_dataset
     from kdskin.data.pipeline import decode_split
     from kdskin.evaluate import load_classifier, write_plots
@@ -95,6 +98,10 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
         check_shifts(shifts)
     if split is not None and split not in SPLIT_CHOICES:
         raise KdskinError(f"--split {split}: choose one of {', '.join(SPLIT_CHOICES)}")
+    for other in against or ():
+        if not Path(other).is_file():
+            raise KdskinError(f"--against {other}: model file not found; pass a .keras or "
+                              f".tflite file")
     if not Path(data).is_dir():
         raise DataError(f"{data}: dataset folder not found; pass --data DIR")
     classifier = load_classifier(model)
@@ -131,11 +138,69 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
                                             rules=rules_for_model(model), calibrate=True)
         print(format_suite(result["shift_suite"], "acquisition-shift suite (drop: clean minus "
                                                   "shifted; flagged: out-of-scope share)"))
+    if against:
+        result["comparisons"] = compare_against(against, dataset, table, name, part, probs,
+                                                resamples)
+        print(format_comparisons(result["comparisons"], model))
     if json_out:
         write_json(json_out, result)
     if plots:
         write_plots(metrics, part.labels, probs, Path(plots), Path(model).stem)
     return result
+
+
+def compare_against(others: list[str], dataset: Any, table: Any, name: str, part: Any,
+                    probs: np.ndarray, resamples: int = 1000) -> list[dict[str, Any]]:
+    """Paired bootstrap differences of one model's calibrated ``probs`` ``(N, 7)`` on ``part``
+    (the ``name`` rows of ``table``) against each model file in ``others``, scored on the same
+    images decoded at its own input size: ``[{"against", "input_size", "difference":
+    {metric: {"value", "low", "high", "a", "b"}}}]`` (a: the first model, b: the other)."""
+    from kdskin.data.pipeline import decode_split
+    from kdskin.evaluate import load_classifier
+    from kdskin.trust.uncertainty import paired_bootstrap_diff
+
+    out = []
+    for other in others:
+        classifier = load_classifier(other)
+        images = part.images
+        if classifier.input_size != part.images.shape[1]:
+            arrays, _ = decode_split(dataset, table, classifier.input_size, progress=True)
+            if arrays[name].image_ids != part.image_ids:
+                raise DataError(f"--against {other}: its images ({classifier.input_size} px) "
+                                f"are not the ones the first model was scored on; check the "
+                                f"unreadable files reported above")
+            images = arrays[name].images
+        other_probs = calibrated_probs(other, classifier.predict(images))
+        diff = paired_bootstrap_diff(part.labels, probs, other_probs, n_resamples=resamples,
+                                     seed=0)
+        out.append({"against": str(other), "input_size": classifier.input_size,
+                    "difference": diff})
+    return out
+
+
+def format_comparisons(comparisons: list[dict[str, Any]], model: str | Path) -> str:
+    """Each paired difference with its interval, and whether the interval excludes 0."""
+    lines = []
+    for comp in comparisons:
+        lines.append(f"paired differences, {model} minus {comp['against']} (same images, "
+                     f"stratified paired bootstrap, 95%):")
+        for key, d in comp["difference"].items():
+            verdict = ("excludes 0" if d["low"] > 0 or d["high"] < 0
+                       else "includes 0: not distinguishable")
+            lines.append(f"  {key:<18} {d['value']:+.4f}  [{d['low']:+.4f}, {d['high']:+.4f}]"
+                         f"  ({d['a']:.4f} vs {d['b']:.4f}; {verdict})")
+    return "\n".join(lines)
+
+
+def calibrated_probs(model: str | Path, probs: np.ndarray) -> np.ndarray:
+    """``probs`` ``(N, 7)`` after the model's decision rules' calibration (as they are without
+    rules)."""
+    from kdskin.decision import rules_for_model
+
+    rules = rules_for_model(model)
+    if rules is None:
+        return np.asarray(probs, dtype=np.float64)
+    return rules.before_after(probs)[1]
 
 
 def trust_figures(model: str | Path, labels: np.ndarray, probs: np.ndarray,
