@@ -399,7 +399,9 @@ def test_a_teacher_at_a_larger_size_is_trained_and_scored_on_its_own_images(run_
                                                                             capsys):
     """Issue 23 (c): teacher.image_size 48 with a 32 px student. The teacher is trained, gated
     and scored (test and external) on the split decoded at 48 px; the student at 32 px; a
-    reused teacher of another size is refused with what to set."""
+    reused teacher of another size is refused with what to set. With the shipped recipe's
+    shift augmentation and the teacher's targets for the unshifted image (both views at 48 px,
+    the student's resized inside the distiller)."""
     external = tmp_path / "isic"
     write_isic(external)
     out = tmp_path / "big_teacher"
@@ -408,7 +410,8 @@ def test_a_teacher_at_a_larger_size_is_trained_and_scored_on_its_own_images(run_
               "--set", "explain.enabled=false", "--set", "trust.enabled=false",
               "--set", "distill.stages=[single]", "--set", "teacher.image_size=48"]
     assert main(["run", "--config", str(TINY), "--out", str(out), "--external", str(external),
-                 *common]) == 0
+                 *common, "--set", "augment.shift.enabled=true",
+                 "--set", "distill.teacher_view=unshifted"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     models = metrics["models"]
     assert models["teacher"]["input_size"] == 48 and models["student_single"]["input_size"] == 32
