@@ -6,6 +6,7 @@ from kdskin.config import Config, load_config
 from kdskin.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def test_defaults_are_the_quickstart_config():
@@ -18,11 +19,11 @@ def test_shipped_configs_load(name):
     assert cfg.name == name.removesuffix("_ablation")
 
 
-@pytest.mark.parametrize("folder", ["", "previous/"])
+@pytest.mark.parametrize("folder", ["", "previous/", "previous/full/"])
 def test_cpu_ablation_config_is_the_cpu_config_but_for_what_it_trains(folder):
     """`kdskin report runs/cpu runs/cpu_ablation` puts both runs in one table only when every
     experiment setting is equal (the ones kdskin.report.NOT_EXPERIMENT lists may differ); the
-    same for the previous recipe's pair (configs/previous/)."""
+    same for the previous recipes' pairs (configs/previous/, configs/previous/full/)."""
     from kdskin.report import settings_of
 
     def settings(name: str) -> dict:
@@ -40,6 +41,24 @@ def test_the_shipped_cpu_recipe_is_not_the_previous_one():
     assert (cpu.student.weights, previous.student.weights) == ("imagenet", "none")
     assert cpu.data.colour_constancy == "shades_of_grey" and cpu.augment.shift.enabled
     assert cpu.distill.teacher_view == "unshifted" and cpu.name == previous.name == "cpu"
+
+
+def test_the_previous_full_data_recipe_is_the_one_its_saved_runs_were_made_with():
+    """configs/previous/full/ keeps the full-data recipe of the runs saved as
+    docs/results/cpu_full*.json (64 px ConvMixer teacher from scratch); configs/cpu.yaml's
+    teacher moved to EfficientNet-Lite1 from ImageNet at 128 px, its exits distilled."""
+    from kdskin.report import experiment_settings, settings_of
+    from kdskin.rundir import load_metrics
+
+    previous = load_config(CONFIGS / "previous/full/cpu.yaml")
+    for name in ("cpu_full", "cpu_full_seed43"):
+        saved = load_metrics(RESULTS / f"{name}.json")
+        assert experiment_settings(saved) == settings_of(previous.to_dict()), name
+    cpu = load_config(CONFIGS / "cpu.yaml")
+    assert (previous.teacher.conv_branch, previous.teacher_image_size()) == ("convmixer", 64)
+    assert (cpu.teacher.conv_branch, cpu.teacher.conv_variant, cpu.teacher.conv_weights,
+            cpu.teacher_image_size()) == ("efficientnet_lite", "B1", "imagenet", 128)
+    assert set(cpu.distill.exit_map.values()) <= {"conv_exit_1", "conv_exit_last"}
 
 
 def test_paper_config_holds_the_papers_settings():

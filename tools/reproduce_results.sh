@@ -8,8 +8,9 @@
 # Each step is skipped when its run directory already has a report.md, so an interrupted
 # reproduction continues where it stopped (an interrupted run itself: kdskin run --resume).
 # The document takes each run from $RUNS/NAME when it finished there, else from its saved
-# metrics (docs/results/NAME.json). 2 CPU cores: about 35 min for the cpu run, 50 min for its
-# ablation; the previous recipe's runs (configs/previous/) about 14 h in all.
+# metrics (docs/results/NAME.json). 2 CPU cores: about 55 min for the cpu teacher and student,
+# 25 min for a second seed, 35 min for the ablation; the previous recipes' runs
+# (configs/previous/) about 16 h in all.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
@@ -28,16 +29,28 @@ run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAM
 }
 
 # 0. What ships (configs/cpu.yaml, within 60 minutes on 2 cores): all 10,015 HAM10000 images,
-#    the teacher (trained without the shift augmentation), the final distilled student from an
-#    ImageNet EfficientNet-Lite0 start with Shades of Grey and the shift augmentation, calibration
-#    and decision rules, the int8 export and its check, the external evaluation with the shift
-#    suite, the benchmark, explanations, MODEL_CARD.md. Then its ablation with the same teacher:
-#    the paper's CNN, both references (VGG-style CNN; EfficientNet-Lite0 from ImageNet alone),
-#    the student alone. Seed 43 of the whole pipeline: a second int8 file, so the headline's int8
-#    figures are a mean of two.
-RUN_DATA=$FULL run cpu_full --config configs/cpu.yaml
-RUN_DATA=$FULL run cpu_full_seed43 --config configs/cpu.yaml --set train.seed=43
-RUN_DATA=$FULL run cpu_full_ablation --config configs/cpu_ablation.yaml \
+#    the teacher (a small ViT beside EfficientNet-Lite1 from ImageNet at 128 px, trained without
+#    the shift augmentation; about 26 min), the final distilled student from an ImageNet
+#    EfficientNet-Lite0 start at 64 px with Shades of Grey and the shift augmentation (about 25
+#    min), calibration and decision rules, the int8 export and its check, the external
+#    evaluation with the shift suite, the benchmark, explanations, MODEL_CARD.md. Measured as
+#    two runs, the teacher first and then everything else with it reused (one
+#    `kdskin run --config configs/cpu.yaml` does both in one go). Seed 43 of the student with
+#    the same teacher: a second int8 file, so the headline's int8 figures are a mean of two.
+#    Then the ablation with the same teacher: the paper's CNN, both references (VGG-style CNN;
+#    EfficientNet-Lite0 from ImageNet alone), the student alone.
+RUN_DATA=$FULL run cpu_b1_teacher --config configs/cpu.yaml --set "distill.stages=[]"
+b1_teacher=(--teacher "$RUNS/cpu_b1_teacher/models/teacher.keras")
+RUN_DATA=$FULL run cpu_b1 --config configs/cpu.yaml "${b1_teacher[@]}"
+RUN_DATA=$FULL run cpu_b1_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" --set train.seed=43
+RUN_DATA=$FULL run cpu_b1_ablation --config configs/cpu_ablation.yaml "${b1_teacher[@]}"
+# 0b. The full-data recipe shipped before it (configs/previous/full/: the 64 px ConvMixer
+#    hybrid teacher from scratch, 6 epochs, its ViT exit distilled into the EfficientNet exit),
+#    the whole pipeline in one run each (about 35 min), and its ablation.
+PREV_FULL=configs/previous/full
+RUN_DATA=$FULL run cpu_full --config "$PREV_FULL/cpu.yaml"
+RUN_DATA=$FULL run cpu_full_seed43 --config "$PREV_FULL/cpu.yaml" --set train.seed=43
+RUN_DATA=$FULL run cpu_full_ablation --config "$PREV_FULL/cpu_ablation.yaml" \
   --teacher "$RUNS/cpu_full/models/teacher.keras"
 # The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
 # studies that led from it to the shipped one (step 5).
@@ -164,7 +177,8 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
+for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_teacher \
+    cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
     study_seed43 ref_seed43 ref_seed44 study_t4 study_logit_adjusted study_strong_augment \
     study_class_weight study_loss_ce study_loss_kd \
     teacher_e40 teacher_deep study_teacher_deep recipe_control recipe_cnn4 recipe_cnn4_fullcos \
