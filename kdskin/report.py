@@ -156,13 +156,19 @@ TABLE_NOTE = (
 
 def _experiment_rows(runs: Sequence[RunMetrics]) -> list[dict[str, dict[str, Any]]]:
     """``model_rows`` of each run; a teacher reused from another run (``--teacher``) is counted
-    once, in the run that trained it, unless no run of the group trained one."""
+    once, in the run that trained it; where no run of the group trained one, each reused teacher
+    once, in the first run that scored it (one teacher file: the same split and the same test
+    scores, whatever path it was reused from)."""
     flat = [model_rows(m) for m in runs]
     trained = any(TEACHER in r and not m.teacher_from for r, m in zip(flat, runs, strict=True))
-    if trained:
-        for rows, metrics in zip(flat, runs, strict=True):
-            if metrics.teacher_from:
-                rows.pop(TEACHER, None)
+    seen: set[tuple] = set()
+    for rows, metrics in zip(flat, runs, strict=True):
+        if not metrics.teacher_from or TEACHER not in rows:
+            continue
+        identity = (metrics.split_digest, tuple(rows[TEACHER].get(m) for m in METRICS))
+        if trained or identity in seen:
+            rows.pop(TEACHER)
+        seen.add(identity)
     return flat
 
 

@@ -111,9 +111,15 @@ def test_reused_teacher_counts_once_and_sizes_are_float_weights():
     assert auc[column] == "0.7000"  # once, not "0.7000 ± 0.0000" over the reusing runs
     assert "| 500 | 0.00 MB |" in teacher  # params, params x 4 bytes (not the 9000-byte file)
     assert model_rows(_typed(runs)[0])["teacher"]["size_bytes"] == 2000  # params x 4, not the file
-    # a group where every run reused a teacher still shows it
+    # a group where every run reused a teacher still shows it, once per teacher (the same file
+    # reused from two paths is one teacher; another teacher's scores are another)
+    runs[2]["teacher_from"] = "runs/cpu_link/models/teacher.keras"
     only_reused = results_table(_typed(runs[1:]))
     assert next(line for line in only_reused.splitlines()
+                if line.startswith("| Teacher")).split("|")[-3].strip() == "1"
+    runs[2]["models"]["teacher"]["test"] = {k: 0.65 for k in METRIC_KEYS}
+    two_teachers = results_table(_typed(runs[1:]))
+    assert next(line for line in two_teachers.splitlines()
                 if line.startswith("| Teacher")).split("|")[-3].strip() == "2"
 
 
