@@ -28,6 +28,13 @@ run() {  # run NAME ARGS...: one kdskin run into $RUNS/NAME, logged to $RUNS/NAM
     > "$RUNS/$name.log" 2>&1
 }
 
+compare() {  # compare OUT.json MODEL AGAINST...: skipped when OUT.json exists
+  local out=$1 model=$2; shift 2
+  if [[ -f "$out" ]]; then echo "skip $out (done)"; return; fi
+  kdskin evaluate --model "$model" --data "$EXTERNAL" --json "$out" --against "$@" \
+    > "$RUNS/$(basename "${out%.json}").log" 2>&1
+}
+
 # 0. What ships (configs/cpu.yaml, within 60 minutes on 2 cores): all 10,015 HAM10000 images,
 #    the teacher (a small ViT beside EfficientNet-Lite1 from ImageNet at 128 px, trained without
 #    the shift augmentation; about 26 min), the final distilled student from an ImageNet
@@ -52,6 +59,20 @@ RUN_DATA=$FULL run cpu_full --config "$PREV_FULL/cpu.yaml"
 RUN_DATA=$FULL run cpu_full_seed43 --config "$PREV_FULL/cpu.yaml" --set train.seed=43
 RUN_DATA=$FULL run cpu_full_ablation --config "$PREV_FULL/cpu_ablation.yaml" \
   --teacher "$RUNS/cpu_full/models/teacher.keras"
+# 0c. Paired differences on the external set, the same 300 images for every model
+#    (kdskin evaluate --against: stratified paired bootstrap, 95%), into docs/results/compare/.
+mkdir -p docs/results/compare
+ablation="$RUNS/cpu_b1_ablation/models"
+compare docs/results/compare/cpu_b1_int8.json "$RUNS/cpu_b1/tflite/model_int8.tflite" \
+  "$ablation/reference_effnet.keras" "$ablation/reference_cnn.keras" \
+  "$ablation/student_baseline.keras"
+compare docs/results/compare/cpu_b1_seed43_int8.json \
+  "$RUNS/cpu_b1_seed43/tflite/model_int8.tflite" "$ablation/reference_effnet.keras" \
+  "$ablation/reference_cnn.keras" "$ablation/student_baseline.keras" \
+  "$RUNS/cpu_full_seed43/tflite/model_int8.tflite"
+compare docs/results/compare/cpu_b1_teacher.json "$RUNS/cpu_b1_teacher/models/teacher.keras" \
+  "$ablation/student_baseline.keras" "$RUNS/cpu_full_ablation/models/student_baseline.keras" \
+  "$ablation/reference_effnet.keras"
 # The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
 # studies that led from it to the shipped one (step 5).
 # 1. What shipped before ($PREV/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
