@@ -163,6 +163,14 @@ def load_rules(path: str | Path) -> DecisionRules:
     return DecisionRules.from_dict(data, str(path))
 
 
+def calibrated_probs(rules: DecisionRules | None, probs: np.ndarray) -> np.ndarray:
+    """A model's output ``probs`` ``(N, 7)`` after its rules' calibration (float64; as they are
+    without rules)."""
+    if rules is None:
+        return np.asarray(probs, dtype=np.float64)
+    return rules.before_after(probs)[1]
+
+
 def rules_for_model(model_path: str | Path) -> DecisionRules | None:
     """The rules of a model file: ``decision.json`` beside it (exported files), else the trust
     results of the run whose ``models/`` holds it when they were fitted for this model; None

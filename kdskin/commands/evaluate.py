@@ -98,13 +98,10 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
         check_shifts(shifts)
     if split is not None and split not in SPLIT_CHOICES:
         raise KdskinError(f"--split {split}: choose one of {', '.join(SPLIT_CHOICES)}")
-    for other in against or ():
-        if not Path(other).is_file():
-            raise KdskinError(f"--against {other}: model file not found; pass a .keras or "
-                              f".tflite file")
     if not Path(data).is_dir():
         raise DataError(f"{data}: dataset folder not found; pass --data DIR")
     classifier = load_classifier(model)
+    others = [(other, load_classifier(other)) for other in against or ()]  # fail before decoding
     from kdskin.pipeline.external import detect_format
 
     dataset = read_dataset(data, fmt or detect_format(data),
@@ -138,8 +135,8 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
                                             rules=rules_for_model(model), calibrate=True)
         print(format_suite(result["shift_suite"], "acquisition-shift suite (drop: clean minus "
                                                   "shifted; flagged: out-of-scope share)"))
-    if against:
-        result["comparisons"] = compare_against(against, dataset, table, name, part, probs,
+    if others:
+        result["comparisons"] = compare_against(others, dataset, table, name, part, probs,
                                                 resamples)
         print(format_comparisons(result["comparisons"], model))
     if json_out:
@@ -149,32 +146,33 @@ def evaluate_command(cfg: Config, model: str, data: str, fmt: str | None = None,
     return result
 
 
-def compare_against(others: list[str], dataset: Any, table: Any, name: str, part: Any,
-                    probs: np.ndarray, resamples: int = 1000) -> list[dict[str, Any]]:
+def compare_against(others: list[tuple[str, Any]], dataset: Any, table: Any, name: str,
+                    part: Any, probs: np.ndarray, resamples: int = 1000) -> list[dict[str, Any]]:
     """Paired bootstrap differences of one model's calibrated ``probs`` ``(N, 7)`` on ``part``
-    (the ``name`` rows of ``table``) against each model file in ``others``, scored on the same
-    images decoded at its own input size: ``[{"against", "input_size", "difference":
-    {metric: {"value", "low", "high", "a", "b"}}}]`` (a: the first model, b: the other)."""
+    (the ``name`` rows of ``table``) against each ``(model file, classifier)`` of ``others``,
+    scored on the same images decoded at its own input size (once per size): ``[{"against",
+    "input_size", "difference": {metric: {"value", "low", "high", "a", "b"}}}]`` (a: the first
+    model, b: the other)."""
     from kdskin.data.pipeline import decode_split
-    from kdskin.evaluate import load_classifier
+    from kdskin.decision import calibrated_probs, rules_for_model
     from kdskin.trust.uncertainty import paired_bootstrap_diff
 
+    images_at = {part.images.shape[1]: part.images}
     out = []
-    for other in others:
-        classifier = load_classifier(other)
-        images = part.images
-        if classifier.input_size != part.images.shape[1]:
-            arrays, _ = decode_split(dataset, table, classifier.input_size, progress=True)
+    for other, classifier in others:
+        size = classifier.input_size
+        if size not in images_at:
+            arrays, _ = decode_split(dataset, table, size, progress=True)
             if arrays[name].image_ids != part.image_ids:
-                raise DataError(f"--against {other}: its images ({classifier.input_size} px) "
-                                f"are not the ones the first model was scored on; check the "
-                                f"unreadable files reported above")
-            images = arrays[name].images
-        other_probs = calibrated_probs(other, classifier.predict(images))
+                raise DataError(f"--against {other}: its images ({size} px) are not the ones "
+                                f"the first model was scored on; check the unreadable files "
+                                f"reported above")
+            images_at[size] = arrays[name].images
+        other_probs = calibrated_probs(rules_for_model(other),
+                                       classifier.predict(images_at[size]))
         diff = paired_bootstrap_diff(part.labels, probs, other_probs, n_resamples=resamples,
                                      seed=0)
-        out.append({"against": str(other), "input_size": classifier.input_size,
-                    "difference": diff})
+        out.append({"against": str(other), "input_size": size, "difference": diff})
     return out
 
 
@@ -192,34 +190,22 @@ def format_comparisons(comparisons: list[dict[str, Any]], model: str | Path) -> 
     return "\n".join(lines)
 
 
-def calibrated_probs(model: str | Path, probs: np.ndarray) -> np.ndarray:
-    """``probs`` ``(N, 7)`` after the model's decision rules' calibration (as they are without
-    rules)."""
-    from kdskin.decision import rules_for_model
-
-    rules = rules_for_model(model)
-    if rules is None:
-        return np.asarray(probs, dtype=np.float64)
-    return rules.before_after(probs)[1]
-
-
 def trust_figures(model: str | Path, labels: np.ndarray, probs: np.ndarray,
                   resamples: int = 1000) -> dict[str, Any]:
     """Intervals, calibration before/after and the operating point of a model's ``probs`` on
     labelled images, with the model's decision rules (``decision.json`` or its run); the
     calibrated probabilities are returned under ``"_calibrated"``."""
-    from kdskin.decision import rules_for_model, score_with_rules
+    from kdskin.decision import calibrated_probs, rules_for_model, score_with_rules
     from kdskin.trust.calibration import calibration_report
     from kdskin.trust.uncertainty import bootstrap_ci
 
     rules = rules_for_model(model)
+    calibrated = calibrated_probs(rules, probs)
     out: dict[str, Any] = {}
     if rules is None:
-        calibrated = np.asarray(probs, dtype=np.float64)
         out["calibration"] = calibration_report(labels, calibrated, calibrated, temperature=1.0)
         out["decision_rules"] = None
     else:
-        calibrated = rules.before_after(probs)[1]
         out.update(score_with_rules(rules, labels, probs))
         out["decision_rules"] = rules.to_dict()
     out["intervals"] = bootstrap_ci(labels, calibrated, n_resamples=resamples, seed=0)
