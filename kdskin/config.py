@@ -42,10 +42,11 @@ from kdskin.models.specs import (
     CONV_WEIGHTS,
     EFFICIENTNETS,
     SHADES_OF_GREY_P,
+    ColourSpec,
     StudentConfig,
     TeacherConfig,
     choice_field,
-    colour_constancy_power,
+    colour_constancy_spec,
     teacher_output_names,
     validate_baseline,
     validate_reference,
@@ -103,8 +104,10 @@ class DataConfig:
     external_format: str | None = None
     #: Colour constancy as a layer at every model's input (in training, at inference and in
     #: every exported file): none, grey_world (Minkowski p = 1) or shades_of_grey (p =
-    #: colour_constancy_p; 6 as the ISIC 2018/2019 winners). Each channel of each image is
-    #: scaled so its p-norm equals the image's mean norm (kdskin.models.layers.ColourConstancy).
+    #: colour_constancy_p; 6 as the ISIC 2018/2019 winners): each channel of each image is
+    #: scaled so its p-norm equals the image's mean norm (kdskin.models.layers.ColourConstancy);
+    #: or standardise: each channel of each image to HAM10000's mean and contrast, which also
+    #: removes over-exposure (kdskin.models.layers.ColourStandardise).
     colour_constancy: str = choice_field("none", COLOUR_CONSTANCY)
     colour_constancy_p: float = SHADES_OF_GREY_P
     #: Fill a black border (a dermatoscope's round field, a rectangular frame) with the image's
@@ -122,9 +125,10 @@ class DataConfig:
     #: after the first epoch, so later epochs read them instead of decoding the files again.
     stream_cache: bool = False
 
-    def colour_power(self) -> float | None:
-        """The Minkowski norm the model builders get (``colour_constancy=``), None for none."""
-        return colour_constancy_power(self.colour_constancy, self.colour_constancy_p)
+    def colour_spec(self) -> ColourSpec:
+        """What the model builders get (``colour_constancy=``): None for none, a Minkowski norm
+        p, or ``"standardise"`` (:func:`kdskin.models.specs.colour_constancy_spec`)."""
+        return colour_constancy_spec(self.colour_constancy, self.colour_constancy_p)
 
 
 @dataclass
@@ -479,7 +483,7 @@ def _check_rules(cfg: Config) -> None:
         raise ConfigError(f"data.image_size must be at least {MIN_IMAGE_SIZE}, got {size}")
     check_class_weight_power(cfg.data.class_weight_power)
     check_logit_adjust_tau(cfg.data.logit_adjust_tau)
-    cfg.data.colour_power()
+    cfg.data.colour_spec()
     front = {key: off for key, off, on in (
         ("data.colour_constancy", "none", cfg.data.colour_constancy != "none"),
         ("data.border_fill", "false", cfg.data.border_fill)) if on}

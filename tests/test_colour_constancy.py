@@ -13,7 +13,7 @@ from kdskin.config import load_config
 from kdskin.constants import NUM_CLASSES
 from kdskin.errors import ConfigError, ModelError
 from kdskin.models.layers import COLOUR_CONSTANCY_NAME, ColourConstancy
-from kdskin.models.specs import colour_constancy_power
+from kdskin.models.specs import colour_constancy_spec
 
 SIZE = 32
 CAST = np.array([1.25, 1.0, 0.75], np.float32)
@@ -88,12 +88,12 @@ def test_layer_rejects_bad_arguments():
 
 def test_config_colour_constancy_values():
     assert load_config().data.colour_constancy == "none"
-    assert load_config().data.colour_power() is None
-    assert load_config(overrides=["data.colour_constancy=grey_world"]).data.colour_power() == 1.0
+    assert load_config().data.colour_spec() is None
+    assert load_config(overrides=["data.colour_constancy=grey_world"]).data.colour_spec() == 1.0
     cfg = load_config(overrides=["data.colour_constancy=shades_of_grey",
                                  "data.colour_constancy_p=4"])
-    assert cfg.data.colour_power() == 4.0
-    assert colour_constancy_power("shades_of_grey") == 6.0
+    assert cfg.data.colour_spec() == 4.0
+    assert colour_constancy_spec("shades_of_grey") == 6.0
     with pytest.raises(ConfigError, match="data.colour_constancy' must be one of"):
         load_config(overrides=["data.colour_constancy=retinex"])
     with pytest.raises(ConfigError, match=r"data.colour_constancy_p must be a number in \[1, 16\]"):

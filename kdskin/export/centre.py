@@ -17,9 +17,9 @@ black pixel), so "same" padding becomes an explicit constant pad and the convolu
 "valid": the rewritten model computes the same function (to float rounding), and the weight
 error now scales with ``|x - 128|``. It only applies where the pattern is exactly
 "model input -> scalar Rescaling -> Conv2D (stride s, no dilation, one group, channels last)",
-where a border-fill and a colour-constancy layer (:class:`~kdskin.models.layers.BorderFill`,
-:class:`~kdskin.models.layers.ColourConstancy`, 0..255 in and out) may sit between the input and
-the rescaling; anything else is left as it is.
+where a border-fill and a colour layer (:class:`~kdskin.models.layers.BorderFill`,
+:class:`~kdskin.models.layers.ColourConstancy` or ``ColourStandardise``, 0..255 in and out)
+may sit between the input and the rescaling; anything else is left as it is.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from kdskin.compat import functional_nodes
-from kdskin.models.layers import BorderFill, ColourConstancy
+from kdskin.models.layers import COLOUR_LAYERS, BorderFill
 
 #: The integer the centred input is shifted by (uint8 pixels -> int8 values, exactly).
 CENTRE: int = 128
@@ -89,7 +89,7 @@ def centrable_convs(model: keras.Model) -> dict[str, tuple[float, float]]:
     uses = Counter(id(node.operation) for node in nodes)
     inputs = {id(t) for t in model.inputs}
     for node in nodes:  # pixels 0..255 after the input front count as the input (in order)
-        if (isinstance(node.operation, (BorderFill, ColourConstancy))
+        if (isinstance(node.operation, (BorderFill, *COLOUR_LAYERS))
                 and len(node.input_tensors) == 1
                 and id(node.input_tensors[0]) in inputs):
             inputs.update(id(t) for t in node.output_tensors)

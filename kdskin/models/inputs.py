@@ -19,34 +19,42 @@ from kdskin.constants import INPUT_NAME
 from kdskin.models.layers import (
     BORDER_FILL_NAME,
     COLOUR_CONSTANCY_NAME,
+    COLOUR_LAYERS,
     BorderFill,
     ColourConstancy,
+    ColourStandardise,
 )
+from kdskin.models.specs import STANDARDISE, ColourSpec
 
 
-def image_input(image_size: int, colour_constancy: float | None = None,
+def image_input(image_size: int, colour_constancy: ColourSpec = None,
                 border_fill: bool = False) -> tuple[Any, Any]:
     """``(image, pixels)``: the model's input tensor and what the branches see.
 
     ``colour_constancy``: the Minkowski norm p of the colour-constancy layer (1 grey world, 6
-    Shades of Grey; :func:`kdskin.models.specs.colour_constancy_power` resolves the config), or
-    None for none; ``border_fill``: a border-fill layer first. With neither, ``pixels`` is
-    ``image`` itself.
+    Shades of Grey), ``"standardise"`` for per-image standardisation, or None for none
+    (:func:`kdskin.models.specs.colour_constancy_spec` resolves the config); ``border_fill``: a
+    border-fill layer first. With neither, ``pixels`` is ``image`` itself.
     """
     image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
     pixels = image
     if border_fill:
         pixels = BorderFill(name=BORDER_FILL_NAME)(pixels)
-    if colour_constancy is not None:
+    if colour_constancy == STANDARDISE:
+        pixels = ColourStandardise(name=COLOUR_CONSTANCY_NAME)(pixels)
+    elif colour_constancy is not None:
         pixels = ColourConstancy(colour_constancy, name=COLOUR_CONSTANCY_NAME)(pixels)
     return image, pixels
 
 
-def colour_constancy_of(model: keras.Model) -> float | None:
-    """The Minkowski norm of ``model``'s colour-constancy layer, or None if it has none."""
+def colour_constancy_of(model: keras.Model) -> ColourSpec:
+    """``model``'s colour layer as a builder takes it: its Minkowski norm,
+    ``"standardise"``, or None if it has none."""
     for layer in model.layers:
         if isinstance(layer, ColourConstancy):
             return layer.power
+        if isinstance(layer, ColourStandardise):
+            return STANDARDISE
     return None
 
 
@@ -54,4 +62,4 @@ def float_front_of(model: keras.Model) -> list[str]:
     """Names of ``model``'s input-front layers (border fill, colour constancy): per-image
     statistics that an int8 file computes in float32 before its first quantize op."""
     return [layer.name for layer in model.layers
-            if isinstance(layer, (BorderFill, ColourConstancy))]
+            if isinstance(layer, (BorderFill, *COLOUR_LAYERS))]

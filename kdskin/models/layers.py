@@ -128,6 +128,64 @@ class ColourConstancy(keras.layers.Layer):
         return config
 
 
+#: Mean and standard deviation (R, G, B; 0..255) that :class:`ColourStandardise` gives every
+#: image: HAM10000's per-channel mean colour and mean per-image standard deviation (all 10,015
+#: images resized to 64 x 64; ``tools/colour_reference.py``).
+HAM_MEAN_RGB: tuple[float, float, float] = (194.7, 139.3, 145.5)
+HAM_STD_RGB: tuple[float, float, float] = (22.2, 29.3, 32.8)
+
+
+@keras.saving.register_keras_serializable(package="kdskin")
+class ColourStandardise(keras.layers.Layer):
+    """Per-image, per-channel standardisation to a reference colour and contrast, no weights.
+
+    ``(batch, H, W, 3)`` 0..255 -> ``(batch, H, W, 3)`` 0..255. Per image and channel c, with the
+    pixels' mean ``m_c`` and standard deviation ``s_c``:
+    ``y_c = target_mean_c + target_std_c * (x_c - m_c) / max(s_c, min_std)``, clipped to 0..255.
+    Any per-channel affine change of the pixels ``a_c x + b_c`` (``a_c > 0``) is removed exactly
+    (up to clipping, rounding and ``min_std``): a colour cast (gains) as with Shades of Grey,
+    and also over-exposure (``255 - w (255 - x)``: the skin paler *and* the lesion's contrast
+    lower), which a gain-only estimate leaves in. The price: each image's overall brightness
+    and contrast are set to the reference, so they cannot inform the decision.
+    """
+
+    def __init__(self, target_mean: Any = HAM_MEAN_RGB, target_std: Any = HAM_STD_RGB,
+                 min_std: float = 4.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        mean = [float(v) for v in target_mean]
+        std = [float(v) for v in target_std]
+        if len(mean) != 3 or len(std) != 3 or not all(0.0 <= v <= 255.0 for v in mean) \
+                or not all(v > 0.0 for v in std):
+            raise ValueError(f"{self.name}: target_mean must be 3 values in 0..255 and "
+                             f"target_std 3 positive values, got {target_mean}, {target_std}")
+        if not min_std > 0.0:
+            raise ValueError(f"{self.name}: min_std must be positive, got {min_std}")
+        self.target_mean = tuple(mean)
+        self.target_std = tuple(std)
+        self.min_std = float(min_std)
+
+    def call(self, x: Any) -> Any:
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)  # (b, 1, 1, 3)
+        centred = x - mean
+        std = ops.sqrt(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True))
+        scale = ops.convert_to_tensor(self.target_std, x.dtype) / ops.maximum(std, self.min_std)
+        target = ops.convert_to_tensor(self.target_mean, x.dtype)
+        return ops.clip(target + centred * scale, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"target_mean": list(self.target_mean),
+                       "target_std": list(self.target_std), "min_std": self.min_std})
+        return config
+
+
+#: The colour layers a model's input front may hold (one of them, named COLOUR_CONSTANCY_NAME).
+COLOUR_LAYERS: tuple[type[keras.layers.Layer], ...] = (ColourConstancy, ColourStandardise)
+
+
 BORDER_FILL_NAME = "border_fill"
 
 
@@ -188,6 +246,7 @@ class BorderFill(keras.layers.Layer):
 CUSTOM_LAYERS: dict[str, type[keras.layers.Layer]] = {
     "BorderFill": BorderFill,
     "ColourConstancy": ColourConstancy,
+    "ColourStandardise": ColourStandardise,
     "LayerScale": LayerScale,
     "PositionEmbedding": PositionEmbedding,
 }

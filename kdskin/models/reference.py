@@ -24,7 +24,12 @@ from kdskin.models.efficientnet_lite import efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.inputs import image_input
 from kdskin.models.layers import set_bn_momentum
-from kdskin.models.specs import REFERENCE_FILTERS, validate_reference, validate_reference_effnet
+from kdskin.models.specs import (
+    REFERENCE_FILTERS,
+    ColourSpec,
+    validate_reference,
+    validate_reference_effnet,
+)
 
 
 def conv_stage(filters: int, index: int) -> layers.Layer:
@@ -44,14 +49,15 @@ def conv_stage(filters: int, index: int) -> layers.Layer:
 def build_reference_cnn(image_size: int, filters: Sequence[int] = REFERENCE_FILTERS,
                         dropout: float = 0.3, num_classes: int = NUM_CLASSES,
                         name: str = "reference_cnn",
-                        colour_constancy: float | None = None,
+                        colour_constancy: ColourSpec = None,
                         border_fill: bool = False) -> keras.Model:
     """The VGG-style reference CNN.
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> ``{"logits": (batch, num_classes)}``.
-    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
-    layer before it (black borders filled with the image's mean colour).
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input,
+    or ``"standardise"`` (:func:`kdskin.models.inputs.image_input`; None: none);
+    ``border_fill``: a border-fill layer before it (black borders filled with the image's mean
+    colour).
     """
     validate_reference(image_size, filters, dropout)
     image, pixels = image_input(image_size, colour_constancy, border_fill)
@@ -68,7 +74,7 @@ def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = 
                            dropout: float = 0.2, bn_momentum: float = 0.9,
                            num_classes: int = NUM_CLASSES,
                            name: str = "reference_effnet",
-                           colour_constancy: float | None = None,
+                           colour_constancy: ColourSpec = None,
                            border_fill: bool = False) -> keras.Model:
     """EfficientNet-Lite ``variant`` alone (``weights`` ``imagenet`` or ``none``).
 
@@ -76,9 +82,10 @@ def build_reference_effnet(image_size: int, variant: str = "B0", weights: str = 
     EfficientNet's names (``stem_conv`` ... ``top_activation``), then ``pool``, ``dropout``,
     ``logits``. Raises :class:`~kdskin.errors.ConfigError` before building anything when it
     cannot be built (the weights package missing included).
-    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
-    layer before it (black borders filled with the image's mean colour).
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input,
+    or ``"standardise"`` (:func:`kdskin.models.inputs.image_input`; None: none);
+    ``border_fill``: a border-fill layer before it (black borders filled with the image's mean
+    colour).
     """
     validate_reference_effnet(image_size, variant, weights, dropout)
     image, pixels = image_input(image_size, colour_constancy, border_fill)

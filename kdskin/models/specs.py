@@ -45,8 +45,14 @@ STUDENT_OUTPUTS: tuple[str, ...] = ("cnn_exit", "effnet_exit", "logits")
 NAMED_WEIGHTS: tuple[str, ...] = ("none", "imagenet")
 
 #: Colour constancy at every model's input (``data.colour_constancy``): none, grey world
-#: (Minkowski p = 1) or Shades of Grey (Finlayson & Trezzi 2004, ``data.colour_constancy_p``).
-COLOUR_CONSTANCY: tuple[str, ...] = ("none", "grey_world", "shades_of_grey")
+#: (Minkowski p = 1), Shades of Grey (Finlayson & Trezzi 2004, ``data.colour_constancy_p``) or
+#: per-image per-channel standardisation to HAM10000's colour and contrast (``standardise``).
+COLOUR_CONSTANCY: tuple[str, ...] = ("none", "grey_world", "shades_of_grey", "standardise")
+#: What a model builder's ``colour_constancy=`` takes: None (no layer), a Minkowski norm p
+#: (:class:`~kdskin.models.layers.ColourConstancy`) or ``"standardise"``
+#: (:class:`~kdskin.models.layers.ColourStandardise`).
+STANDARDISE = "standardise"
+ColourSpec = float | str | None
 #: The Minkowski norm of Shades of Grey the ISIC 2018/2019 winners used.
 SHADES_OF_GREY_P = 6.0
 #: Largest Minkowski norm allowed (towards max-RGB; float32 powers of 0..1 stay representable).
@@ -162,9 +168,10 @@ def check_at_least(key: str, value: int, minimum: int = 1) -> None:
         raise ConfigError(f"{key} must be at least {minimum}, got {value}")
 
 
-def colour_constancy_power(method: str, p: float = SHADES_OF_GREY_P) -> float | None:
-    """The Minkowski norm of ``data.colour_constancy`` ``method``: None (``none``), 1.0
-    (``grey_world``) or ``p`` (``shades_of_grey``, ``data.colour_constancy_p`` in [1, 16]).
+def colour_constancy_spec(method: str, p: float = SHADES_OF_GREY_P) -> ColourSpec:
+    """What the model builders get for ``data.colour_constancy`` ``method``: None (``none``),
+    the Minkowski norm 1.0 (``grey_world``) or ``p`` (``shades_of_grey``,
+    ``data.colour_constancy_p`` in [1, 16]), or ``"standardise"``.
 
     Raises :class:`ConfigError` naming the key for an unknown method or a ``p`` out of range.
     """
@@ -176,6 +183,8 @@ def colour_constancy_power(method: str, p: float = SHADES_OF_GREY_P) -> float | 
                           f"got {p!r}")
     if method == "none":
         return None
+    if method == STANDARDISE:
+        return STANDARDISE
     return 1.0 if method == "grey_world" else float(p)
 
 

@@ -44,6 +44,7 @@ from kdskin.models.specs import (
     EFFICIENTNETS,
     FUSIONS,
     STUDENT_MIN_IMAGE_SIZE,
+    ColourSpec,
     StudentConfig,
     keras_imagenet_file,
     student_weights,
@@ -138,7 +139,7 @@ def load_effnet_weights(image: Any, features: Any, path: str, label: str) -> Non
 
 def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CLASSES,
                   fusion: str | None = None, name: str = "student",
-                  colour_constancy: float | None = None,
+                  colour_constancy: ColourSpec = None,
                   border_fill: bool = False) -> keras.Model:
     """Build the fused CNN + EfficientNet student (see the module docstring).
 
@@ -146,9 +147,10 @@ def build_student(cfg: StudentConfig, image_size: int, num_classes: int = NUM_CL
     ``fusion`` None uses ``cfg.fusion``. Raises :class:`ConfigError` for a bad configuration
     (:func:`kdskin.models.specs.validate_student`, a missing weights file included) before
     building anything, and :class:`ModelError` for an incompatible weights file.
-    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
-    layer before it (black borders filled with the image's mean colour).
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input,
+    or ``"standardise"`` (:func:`kdskin.models.inputs.image_input`; None: none);
+    ``border_fill``: a border-fill layer before it (black borders filled with the image's mean
+    colour).
     """
     fusion = cfg.fusion if fusion is None else fusion
     validate_student(cfg, image_size, num_classes, fusion)

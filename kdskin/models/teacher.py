@@ -34,7 +34,7 @@ from kdskin.models.efficientnet_lite import efficientnet_lite
 from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.inputs import image_input
 from kdskin.models.layers import LayerScale, PositionEmbedding, set_bn_momentum
-from kdskin.models.specs import CONV_BRANCHES, TeacherConfig, validate_teacher
+from kdskin.models.specs import CONV_BRANCHES, ColourSpec, TeacherConfig, validate_teacher
 
 __all__ = ["CONV_BRANCHES", "build_teacher", "validate_teacher"]
 
@@ -215,15 +215,16 @@ def lite_conv_branch(image: Any, cfg: TeacherConfig, num_classes: int
 
 def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CLASSES,
                   name: str = "teacher",
-                  colour_constancy: float | None = None,
+                  colour_constancy: ColourSpec = None,
                   border_fill: bool = False) -> keras.Model:
     """Build the hybrid ViT + ConvNeXt/ConvMixer teacher (see the module docstring).
 
     ``image`` ``(batch, S, S, 3)`` 0..255 -> dict of logits ``(batch, num_classes)``.
     Raises :class:`ConfigError` before building anything if the configuration cannot work.
-    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input
-    (:func:`kdskin.models.inputs.image_input`; None: none); ``border_fill``: a border-fill
-    layer before it (black borders filled with the image's mean colour).
+    ``colour_constancy``: Minkowski norm p of a colour-constancy layer right after the input,
+    or ``"standardise"`` (:func:`kdskin.models.inputs.image_input`; None: none);
+    ``border_fill``: a border-fill layer before it (black borders filled with the image's mean
+    colour).
     """
     validate_teacher(cfg, image_size, num_classes)
     image, pixels = image_input(image_size, colour_constancy, border_fill)

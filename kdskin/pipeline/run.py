@@ -168,7 +168,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                         for section, variant in cfg.imagenet_starts().items()}
 
     test_probs: dict[str, Any] = {}
-    colour = cfg.data.colour_power()  # every model's input layer (None: no colour constancy)
+    colour = cfg.data.colour_spec()  # every model's input layer (None: no colour constancy)
     fill = cfg.data.border_fill  # a border-fill layer before it
 
     def finish(entry: ModelRecord, model: Any, on: RunData | None = None) -> None:

@@ -176,7 +176,7 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
     strategy = strategy_scope(cfg.train.distribution)
     with strategy.scope():
         student = build_student(cfg.student, cfg.data.image_size, fusion=fusion,
-                                colour_constancy=cfg.data.colour_power(),
+                                colour_constancy=cfg.data.colour_spec(),
                                 border_fill=cfg.data.border_fill)
         distiller = make_stage_model(stage, teacher if stage != "baseline" else None, student,
                                      cfg, class_weight=data.class_weight,
