@@ -12,7 +12,13 @@ import pytest
 from kdskin.config import load_config
 from kdskin.constants import NUM_CLASSES
 from kdskin.errors import ConfigError, ModelError
-from kdskin.models.layers import COLOUR_CONSTANCY_NAME, ColourConstancy
+from kdskin.models.layers import (
+    COLOUR_CONSTANCY_NAME,
+    HAM_MEAN_RGB,
+    HAM_STD_RGB,
+    ColourConstancy,
+    ColourStandardise,
+)
 from kdskin.models.specs import colour_constancy_spec
 
 SIZE = 32
@@ -27,7 +33,7 @@ def _images(n: int = 4, low: float = 40.0, high: float = 150.0, seed: int = 0) -
     return base.astype(np.float32)
 
 
-def _run(layer: ColourConstancy, x: np.ndarray) -> np.ndarray:
+def _run(layer: keras.layers.Layer, x: np.ndarray) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(layer(x)))
 
 
@@ -83,6 +89,55 @@ def test_layer_rejects_bad_arguments():
         ColourConstancy(6.0, epsilon=0.0)
 
 
+def _whiter(x: np.ndarray, amount: float = 0.3) -> np.ndarray:
+    """Over-exposure as the shift suite's ``whiter``: ``255 - (1 - amount) (255 - x)``."""
+    return 255.0 - (1.0 - amount) * (255.0 - x)
+
+
+def test_standardise_gives_the_reference_mean_and_contrast():
+    x = _images() * CAST
+    out = _run(ColourStandardise(), x)
+    assert out.min() > 0.0 and out.max() < 255.0  # no clipping in this test
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), np.tile(HAM_MEAN_RGB, (4, 1)), atol=1e-3)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), np.tile(HAM_STD_RGB, (4, 1)), rtol=1e-4)
+    custom = _run(ColourStandardise((100.0, 110.0, 120.0), (10.0, 20.0, 30.0)), x)
+    np.testing.assert_allclose(custom.mean(axis=(1, 2))[0], [100.0, 110.0, 120.0], atol=1e-3)
+    np.testing.assert_allclose(custom.std(axis=(1, 2))[0], [10.0, 20.0, 30.0], rtol=1e-4)
+
+
+def test_standardise_removes_casts_and_over_exposure_which_shades_of_grey_keeps():
+    """Any per-channel affine change goes: a cast (gains), over-exposure (towards white), both.
+    Shades of Grey removes the cast but not over-exposure (the lesion's contrast is lower)."""
+    x = _images()
+    changed = {"cast": x * CAST, "whiter": _whiter(x), "both": _whiter(x * CAST)}
+    std = ColourStandardise()
+    clean = _run(std, x)
+    for name, y in changed.items():
+        assert np.abs(y - x).mean() > 10.0, name
+        np.testing.assert_allclose(_run(std, y), clean, atol=1e-2, err_msg=name)
+    sog = ColourConstancy(6.0)
+    assert np.abs(_run(sog, changed["whiter"]) - _run(sog, x)).mean() > 10.0
+
+
+def test_standardise_of_a_flat_image_is_finite_and_clipped():
+    flat = np.full((2, SIZE, SIZE, 3), 90.0, np.float32)  # std 0: below min_std
+    out = _run(ColourStandardise(), flat)
+    np.testing.assert_allclose(out, np.broadcast_to(HAM_MEAN_RGB, out.shape), atol=1e-3)
+    spike = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    spike[0, 0, 0] = 255.0  # one white pixel: far beyond 3 standard deviations
+    out = _run(ColourStandardise(), spike)
+    assert np.isfinite(out).all() and out.max() == 255.0 and out.min() >= 0.0
+
+
+def test_standardise_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="target_mean must be 3 values in 0..255"):
+        ColourStandardise((1.0, 2.0))
+    with pytest.raises(ValueError, match="target_std 3 positive values"):
+        ColourStandardise(target_std=(1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="min_std must be positive"):
+        ColourStandardise(min_std=0.0)
+
+
 # --------------------------------------------------------------------------- config and builders
 
 
@@ -94,6 +149,8 @@ def test_config_colour_constancy_values():
                                  "data.colour_constancy_p=4"])
     assert cfg.data.colour_spec() == 4.0
     assert colour_constancy_spec("shades_of_grey") == 6.0
+    assert load_config(overrides=["data.colour_constancy=standardise"]).data.colour_spec() \
+        == "standardise"
     with pytest.raises(ConfigError, match="data.colour_constancy' must be one of"):
         load_config(overrides=["data.colour_constancy=retinex"])
     with pytest.raises(ConfigError, match=r"data.colour_constancy_p must be a number in \[1, 16\]"):
@@ -138,6 +195,10 @@ def test_every_builder_puts_the_layer_right_after_the_input(name):
     assert [lyr.name for lyr in model.layers if lyr is not layer and reads_image(lyr)] == []
     assert colour_constancy_of(model) == 6.0
     assert colour_constancy_of(build(None)) is None
+    standardised = build("standardise")
+    layer = standardised.get_layer(COLOUR_CONSTANCY_NAME)
+    assert isinstance(layer, ColourStandardise) and layer.input is standardised.inputs[0]
+    assert colour_constancy_of(standardised) == "standardise"
 
 
 def test_saved_and_reloaded_model_is_equal(tmp_path):
@@ -154,6 +215,24 @@ def test_saved_and_reloaded_model_is_equal(tmp_path):
                                model.predict(x, verbose=0)["logits"], rtol=1e-5, atol=1e-5)
     layer = loaded.get_layer(COLOUR_CONSTANCY_NAME)
     assert isinstance(layer, ColourConstancy) and layer.power == 6.0
+
+
+def test_saved_and_reloaded_standardise_is_equal(tmp_path):
+    from kdskin.models.contract import load_keras
+    from kdskin.models.inputs import image_input
+
+    image, pixels = image_input(SIZE, "standardise")  # the output: each channel's mean
+    model = keras.Model(image, {"logits": keras.layers.GlobalAveragePooling2D(name="logits")(
+        pixels)})
+    path = tmp_path / "s.keras"
+    model.save(path)
+    loaded = load_keras(path)
+    layer = loaded.get_layer(COLOUR_CONSTANCY_NAME)
+    assert isinstance(layer, ColourStandardise)
+    assert (layer.target_mean, layer.target_std, layer.min_std) == (HAM_MEAN_RGB, HAM_STD_RGB, 4.0)
+    x = _whiter(_images(3) * CAST)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["logits"],
+                               model.predict(x, verbose=0)["logits"], atol=1e-4)
 
 
 # --------------------------------------------------------------------------- int8 export
@@ -228,9 +307,11 @@ def test_int8_keeps_colour_constancy_in_float_and_agrees_with_keras(exported_cc)
     np.testing.assert_allclose(TFLiteClassifier(files["fp32"]).predict(images), ref, atol=1e-4)
 
 
-def channel_balance_model(colour_constancy: float | None) -> keras.Model:
-    """logits = 20 x the mean of R, G, B (0..1) for classes 0..2 and 0 for the rest: the
-    probabilities of classes 0..2 are equal exactly when the channel means are."""
+def channel_balance_model(colour_constancy: float | str | None,
+                          class_3: float = 0.0) -> keras.Model:
+    """logits = 20 x the mean of R, G, B (0..1) for classes 0..2, ``class_3`` for class 3 and 0
+    for the rest: the probabilities of classes 0..2 are equal exactly when the channel means
+    are; with ``class_3`` > 0, class 3 wins over dark images and loses over bright ones."""
     from kdskin.models.inputs import image_input
 
     image, pixels = image_input(SIZE, colour_constancy)
@@ -240,7 +321,9 @@ def channel_balance_model(colour_constancy: float | None) -> keras.Model:
     logits = dense(x)
     kernel = np.zeros((3, NUM_CLASSES), np.float32)
     kernel[[0, 1, 2], [0, 1, 2]] = 20.0
-    dense.set_weights([kernel, np.zeros(NUM_CLASSES, np.float32)])
+    bias = np.zeros(NUM_CLASSES, np.float32)
+    bias[3] = class_3
+    dense.set_weights([kernel, bias])
     return keras.Model(image, {"logits": logits}, name="balance")
 
 
@@ -260,6 +343,29 @@ def test_the_int8_file_applies_grey_world(tmp_path):
     probs = TFLiteClassifier(files["int8"]).predict(images)[:, :3]
     assert (probs.max(1) - probs.min(1)).max() < 0.02
     np.testing.assert_allclose(probs, keras_probs(model, images)[:, :3], atol=0.02)
+
+
+def test_the_int8_file_applies_standardise(tmp_path):
+    """Standardisation inside the int8 file: an image, its colour-cast and its over-exposed
+    copies get the same probabilities (every channel mean is set to the reference), where the
+    same model without the layer tells them apart."""
+    from kdskin.export.check import keras_probs
+    from kdskin.export.convert import export_tflite
+    from kdskin.export.litert import TFLiteClassifier
+
+    x = _images(4, 10, 60, seed=5)  # dark: over-exposure moves the plain logits far
+    variants = [np.clip(np.round(v), 0, 255).astype(np.uint8)
+                for v in (x, x * np.array([1.6, 1.0, 0.6], np.float32), _whiter(x))]
+    plain = [keras_probs(channel_balance_model(None, 5.0), v)[:, :4] for v in variants]
+    assert min(np.abs(plain[0] - p).max() for p in plain[1:]) > 0.1
+    model = channel_balance_model("standardise", 5.0)
+    files = export_tflite(model, tmp_path, np.concatenate(variants), kinds=("int8",),
+                          centre_input=False)
+    clf = TFLiteClassifier(files["int8"])
+    got = [clf.predict(v)[:, :4] for v in variants]
+    for g in got[1:]:
+        np.testing.assert_allclose(g, got[0], atol=0.02)
+    np.testing.assert_allclose(got[0], keras_probs(model, variants[0])[:, :4], atol=0.02)
 
 
 def test_all_integer_int8_refuses_colour_constancy(exported_cc, tmp_path):
