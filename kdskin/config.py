@@ -107,7 +107,9 @@ class DataConfig:
     #: colour_constancy_p; 6 as the ISIC 2018/2019 winners): each channel of each image is
     #: scaled so its p-norm equals the image's mean norm (kdskin.models.layers.ColourConstancy);
     #: or standardise: each channel of each image to HAM10000's mean and contrast, which also
-    #: removes over-exposure (kdskin.models.layers.ColourStandardise).
+    #: removes over-exposure (kdskin.models.layers.ColourStandardise); or auto_levels: each
+    #: channel's black point and Shades of Grey white point to HAM10000's, which removes
+    #: over-exposure too but keeps the lesion's contrast to the skin (...layers.AutoLevels).
     colour_constancy: str = choice_field("none", COLOUR_CONSTANCY)
     colour_constancy_p: float = SHADES_OF_GREY_P
     #: Fill a black border (a dermatoscope's round field, a rectangular frame) with the image's

@@ -14,8 +14,11 @@ from kdskin.constants import NUM_CLASSES
 from kdskin.errors import ConfigError, ModelError
 from kdskin.models.layers import (
     COLOUR_CONSTANCY_NAME,
+    HAM_BLACK_RGB,
     HAM_MEAN_RGB,
+    HAM_SPAN_RGB,
     HAM_STD_RGB,
+    AutoLevels,
     ColourConstancy,
     ColourStandardise,
 )
@@ -105,16 +108,16 @@ def test_standardise_gives_the_reference_mean_and_contrast():
     np.testing.assert_allclose(custom.std(axis=(1, 2))[0], [10.0, 20.0, 30.0], rtol=1e-4)
 
 
-def test_standardise_removes_casts_and_over_exposure_which_shades_of_grey_keeps():
+@pytest.mark.parametrize("layer", [ColourStandardise(), AutoLevels()], ids=lambda x: x.name)
+def test_affine_layers_remove_casts_and_over_exposure_which_shades_of_grey_keeps(layer):
     """Any per-channel affine change goes: a cast (gains), over-exposure (towards white), both.
     Shades of Grey removes the cast but not over-exposure (the lesion's contrast is lower)."""
     x = _images()
     changed = {"cast": x * CAST, "whiter": _whiter(x), "both": _whiter(x * CAST)}
-    std = ColourStandardise()
-    clean = _run(std, x)
+    clean = _run(layer, x)
     for name, y in changed.items():
         assert np.abs(y - x).mean() > 10.0, name
-        np.testing.assert_allclose(_run(std, y), clean, atol=1e-2, err_msg=name)
+        np.testing.assert_allclose(_run(layer, y), clean, atol=1e-2, err_msg=name)
     sog = ColourConstancy(6.0)
     assert np.abs(_run(sog, changed["whiter"]) - _run(sog, x)).mean() > 10.0
 
@@ -127,6 +130,39 @@ def test_standardise_of_a_flat_image_is_finite_and_clipped():
     spike[0, 0, 0] = 255.0  # one white pixel: far beyond 3 standard deviations
     out = _run(ColourStandardise(), spike)
     assert np.isfinite(out).all() and out.max() == 255.0 and out.min() >= 0.0
+
+
+def test_auto_levels_sets_the_black_point_and_span_and_keeps_contrast():
+    """Each channel's minimum goes to the reference black and the 6-norm above it to the
+    reference span; a lower-contrast lesion on the same skin stays lower in contrast (which
+    standardisation undoes)."""
+    x = _images(2, 60, 160, seed=2)
+    black, span = (20.0, 30.0, 40.0), (80.0, 90.0, 100.0)
+    out = _run(AutoLevels(black=black, span=span), x)
+    assert out.max() < 255.0  # no clipping in this test
+    np.testing.assert_allclose(out.min(axis=(1, 2)), np.tile(black, (2, 1)), atol=1e-3)
+    above = (out - np.asarray(black, np.float32)) / 255.0
+    norm = 255.0 * np.mean(above ** 6, axis=(1, 2)) ** (1 / 6)
+    np.testing.assert_allclose(norm, np.tile(span, (2, 1)), rtol=1e-4)
+    default = AutoLevels()
+    assert (default.black, default.span) == (HAM_BLACK_RGB, HAM_SPAN_RGB)
+    skin = np.full((2, SIZE, SIZE, 3), 200.0, np.float32)
+    skin[0, 8:24, 8:24] = 60.0  # a dark lesion
+    skin[1, 8:24, 8:24] = 140.0  # a faint one
+    skin[:, 0, 0] = 20.0  # the same black point in both
+    contrast = lambda y: (y[:, 0, SIZE - 1] - y[:, 16, 16]).mean(axis=-1)  # noqa: E731
+    levels, std = _run(AutoLevels(), skin), _run(ColourStandardise(), skin)
+    assert contrast(levels)[0] > 1.5 * contrast(levels)[1]
+    assert contrast(std)[1] > 0.8 * contrast(std)[0]
+
+
+def test_auto_levels_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="power must be at least 1"):
+        AutoLevels(0.5)
+    with pytest.raises(ValueError, match="black must be 3 values in 0..255"):
+        AutoLevels(black=(300.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="min_span must be positive"):
+        AutoLevels(min_span=-1.0)
 
 
 def test_standardise_rejects_bad_arguments():
@@ -149,8 +185,9 @@ def test_config_colour_constancy_values():
                                  "data.colour_constancy_p=4"])
     assert cfg.data.colour_spec() == 4.0
     assert colour_constancy_spec("shades_of_grey") == 6.0
-    assert load_config(overrides=["data.colour_constancy=standardise"]).data.colour_spec() \
-        == "standardise"
+    for method in ("standardise", "auto_levels"):
+        assert load_config(overrides=[f"data.colour_constancy={method}"]).data.colour_spec() \
+            == method
     with pytest.raises(ConfigError, match="data.colour_constancy' must be one of"):
         load_config(overrides=["data.colour_constancy=retinex"])
     with pytest.raises(ConfigError, match=r"data.colour_constancy_p must be a number in \[1, 16\]"):
@@ -195,10 +232,11 @@ def test_every_builder_puts_the_layer_right_after_the_input(name):
     assert [lyr.name for lyr in model.layers if lyr is not layer and reads_image(lyr)] == []
     assert colour_constancy_of(model) == 6.0
     assert colour_constancy_of(build(None)) is None
-    standardised = build("standardise")
-    layer = standardised.get_layer(COLOUR_CONSTANCY_NAME)
-    assert isinstance(layer, ColourStandardise) and layer.input is standardised.inputs[0]
-    assert colour_constancy_of(standardised) == "standardise"
+    for spec, kind in (("standardise", ColourStandardise), ("auto_levels", AutoLevels)):
+        other = build(spec)
+        layer = other.get_layer(COLOUR_CONSTANCY_NAME)
+        assert isinstance(layer, kind) and layer.input is other.inputs[0]
+        assert colour_constancy_of(other) == spec
 
 
 def test_saved_and_reloaded_model_is_equal(tmp_path):
@@ -217,19 +255,19 @@ def test_saved_and_reloaded_model_is_equal(tmp_path):
     assert isinstance(layer, ColourConstancy) and layer.power == 6.0
 
 
-def test_saved_and_reloaded_standardise_is_equal(tmp_path):
+@pytest.mark.parametrize("spec", ["standardise", "auto_levels"])
+def test_saved_and_reloaded_affine_layer_is_equal(tmp_path, spec):
     from kdskin.models.contract import load_keras
     from kdskin.models.inputs import image_input
 
-    image, pixels = image_input(SIZE, "standardise")  # the output: each channel's mean
-    model = keras.Model(image, {"logits": keras.layers.GlobalAveragePooling2D(name="logits")(
-        pixels)})
+    image, pixels = image_input(SIZE, spec)
+    pooled = keras.layers.GlobalMaxPooling2D()(pixels)  # each channel's brightest value
+    model = keras.Model(image, {"logits": keras.layers.Dense(NUM_CLASSES, name="logits")(pooled)})
     path = tmp_path / "s.keras"
     model.save(path)
     loaded = load_keras(path)
-    layer = loaded.get_layer(COLOUR_CONSTANCY_NAME)
-    assert isinstance(layer, ColourStandardise)
-    assert (layer.target_mean, layer.target_std, layer.min_std) == (HAM_MEAN_RGB, HAM_STD_RGB, 4.0)
+    saved, layer = model.get_layer(COLOUR_CONSTANCY_NAME), loaded.get_layer(COLOUR_CONSTANCY_NAME)
+    assert type(layer) is type(saved) and layer.get_config() == saved.get_config()
     x = _whiter(_images(3) * CAST)
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["logits"],
                                model.predict(x, verbose=0)["logits"], atol=1e-4)
@@ -345,10 +383,11 @@ def test_the_int8_file_applies_grey_world(tmp_path):
     np.testing.assert_allclose(probs, keras_probs(model, images)[:, :3], atol=0.02)
 
 
-def test_the_int8_file_applies_standardise(tmp_path):
-    """Standardisation inside the int8 file: an image, its colour-cast and its over-exposed
-    copies get the same probabilities (every channel mean is set to the reference), where the
-    same model without the layer tells them apart."""
+@pytest.mark.parametrize("spec", ["standardise", "auto_levels"])
+def test_the_int8_file_applies_the_affine_layer(tmp_path, spec):
+    """Standardisation or auto levels inside the int8 file: an image, its colour-cast and its
+    over-exposed copies get the same probabilities, where the same model without the layer
+    tells them apart."""
     from kdskin.export.check import keras_probs
     from kdskin.export.convert import export_tflite
     from kdskin.export.litert import TFLiteClassifier
@@ -358,7 +397,7 @@ def test_the_int8_file_applies_standardise(tmp_path):
                 for v in (x, x * np.array([1.6, 1.0, 0.6], np.float32), _whiter(x))]
     plain = [keras_probs(channel_balance_model(None, 5.0), v)[:, :4] for v in variants]
     assert min(np.abs(plain[0] - p).max() for p in plain[1:]) > 0.1
-    model = channel_balance_model("standardise", 5.0)
+    model = channel_balance_model(spec, 5.0)
     files = export_tflite(model, tmp_path, np.concatenate(variants), kinds=("int8",),
                           centre_input=False)
     clf = TFLiteClassifier(files["int8"])

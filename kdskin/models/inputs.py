@@ -20,11 +20,12 @@ from kdskin.models.layers import (
     BORDER_FILL_NAME,
     COLOUR_CONSTANCY_NAME,
     COLOUR_LAYERS,
+    AutoLevels,
     BorderFill,
     ColourConstancy,
     ColourStandardise,
 )
-from kdskin.models.specs import STANDARDISE, ColourSpec
+from kdskin.models.specs import AUTO_LEVELS, STANDARDISE, ColourSpec
 
 
 def image_input(image_size: int, colour_constancy: ColourSpec = None,
@@ -32,8 +33,8 @@ def image_input(image_size: int, colour_constancy: ColourSpec = None,
     """``(image, pixels)``: the model's input tensor and what the branches see.
 
     ``colour_constancy``: the Minkowski norm p of the colour-constancy layer (1 grey world, 6
-    Shades of Grey), ``"standardise"`` for per-image standardisation, or None for none
-    (:func:`kdskin.models.specs.colour_constancy_spec` resolves the config); ``border_fill``: a
+    Shades of Grey), ``"standardise"`` or ``"auto_levels"`` (the layers of those names), or None for
+    none (:func:`kdskin.models.specs.colour_constancy_spec` resolves the config); ``border_fill``: a
     border-fill layer first. With neither, ``pixels`` is ``image`` itself.
     """
     image = keras.Input((image_size, image_size, 3), name=INPUT_NAME, dtype="float32")
@@ -42,19 +43,23 @@ def image_input(image_size: int, colour_constancy: ColourSpec = None,
         pixels = BorderFill(name=BORDER_FILL_NAME)(pixels)
     if colour_constancy == STANDARDISE:
         pixels = ColourStandardise(name=COLOUR_CONSTANCY_NAME)(pixels)
+    elif colour_constancy == AUTO_LEVELS:
+        pixels = AutoLevels(name=COLOUR_CONSTANCY_NAME)(pixels)
     elif colour_constancy is not None:
         pixels = ColourConstancy(colour_constancy, name=COLOUR_CONSTANCY_NAME)(pixels)
     return image, pixels
 
 
 def colour_constancy_of(model: keras.Model) -> ColourSpec:
-    """``model``'s colour layer as a builder takes it: its Minkowski norm,
-    ``"standardise"``, or None if it has none."""
+    """``model``'s colour layer as a builder takes it: its Minkowski norm, ``"standardise"``,
+    ``"auto_levels"``, or None if it has none."""
     for layer in model.layers:
         if isinstance(layer, ColourConstancy):
             return layer.power
         if isinstance(layer, ColourStandardise):
             return STANDARDISE
+        if isinstance(layer, AutoLevels):
+            return AUTO_LEVELS
     return None
 
 

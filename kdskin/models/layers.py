@@ -182,8 +182,68 @@ class ColourStandardise(keras.layers.Layer):
         return config
 
 
+#: HAM10000's mean per-channel black point (the image's minimum) and mean Shades of Grey norm
+#: (p = 6) above it, R, G, B 0..255: what :class:`AutoLevels` gives every image (all 10,015
+#: images at 64 x 64; ``tools/colour_reference.py``).
+HAM_BLACK_RGB: tuple[float, float, float] = (99.6, 36.8, 37.3)
+HAM_SPAN_RGB: tuple[float, float, float] = (103.2, 114.9, 122.8)
+
+
+@keras.saving.register_keras_serializable(package="kdskin")
+class AutoLevels(keras.layers.Layer):
+    """Per-image, per-channel levels: black point to the reference, Shades of Grey white point
+    to the reference span, no weights.
+
+    ``(batch, H, W, 3)`` 0..255 -> ``(batch, H, W, 3)`` 0..255. Per image and channel c, with the
+    black point ``b_c = min_xy x_c`` and the Minkowski ``power``-norm of what lies above it,
+    ``n_c = mean_xy((x_c - b_c) ** p) ** (1 / p)`` (the bright skin's level, as Shades of Grey):
+    ``y_c = black_c + span_c * (x_c - b_c) / max(n_c, min_span)``, clipped to 0..255. Like
+    :class:`ColourStandardise` it removes any per-channel affine change exactly (a cast, and
+    over-exposure ``255 - w (255 - x)``), but it keeps each image's contrast relative to its
+    skin (a faint lesion stays faint), where standardisation sets every image's spread alike.
+    The black point is one pixel's value: a black border sets it to 0.
+    """
+
+    def __init__(self, power: float = 6.0, black: Any = HAM_BLACK_RGB, span: Any = HAM_SPAN_RGB,
+                 min_span: float = 8.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        black_v = [float(v) for v in black]
+        span_v = [float(v) for v in span]
+        if not power >= 1.0:
+            raise ValueError(f"{self.name}: power must be at least 1, got {power}")
+        if len(black_v) != 3 or len(span_v) != 3 or not all(0.0 <= v <= 255.0 for v in black_v) \
+                or not all(v > 0.0 for v in span_v):
+            raise ValueError(f"{self.name}: black must be 3 values in 0..255 and span 3 "
+                             f"positive values, got {black}, {span}")
+        if not min_span > 0.0:
+            raise ValueError(f"{self.name}: min_span must be positive, got {min_span}")
+        self.power = float(power)
+        self.black = tuple(black_v)
+        self.span = tuple(span_v)
+        self.min_span = float(min_span)
+
+    def call(self, x: Any) -> Any:
+        above = x - ops.min(x, axis=(1, 2), keepdims=True)  # (b, H, W, 3), >= 0
+        v = above * (1.0 / 255.0)
+        norm = 255.0 * ops.power(ops.mean(ops.power(v, self.power), axis=(1, 2), keepdims=True),
+                                 1.0 / self.power)  # (b, 1, 1, 3)
+        scale = ops.convert_to_tensor(self.span, x.dtype) / ops.maximum(norm, self.min_span)
+        black = ops.convert_to_tensor(self.black, x.dtype)
+        return ops.clip(black + above * scale, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"power": self.power, "black": list(self.black), "span": list(self.span),
+                       "min_span": self.min_span})
+        return config
+
+
 #: The colour layers a model's input front may hold (one of them, named COLOUR_CONSTANCY_NAME).
-COLOUR_LAYERS: tuple[type[keras.layers.Layer], ...] = (ColourConstancy, ColourStandardise)
+COLOUR_LAYERS: tuple[type[keras.layers.Layer], ...] = (ColourConstancy, ColourStandardise,
+                                                        AutoLevels)
 
 
 BORDER_FILL_NAME = "border_fill"
@@ -244,6 +304,7 @@ class BorderFill(keras.layers.Layer):
 
 
 CUSTOM_LAYERS: dict[str, type[keras.layers.Layer]] = {
+    "AutoLevels": AutoLevels,
     "BorderFill": BorderFill,
     "ColourConstancy": ColourConstancy,
     "ColourStandardise": ColourStandardise,

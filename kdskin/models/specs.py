@@ -46,12 +46,16 @@ NAMED_WEIGHTS: tuple[str, ...] = ("none", "imagenet")
 
 #: Colour constancy at every model's input (``data.colour_constancy``): none, grey world
 #: (Minkowski p = 1), Shades of Grey (Finlayson & Trezzi 2004, ``data.colour_constancy_p``) or
-#: per-image per-channel standardisation to HAM10000's colour and contrast (``standardise``).
-COLOUR_CONSTANCY: tuple[str, ...] = ("none", "grey_world", "shades_of_grey", "standardise")
+#: per-image per-channel standardisation to HAM10000's colour and contrast (``standardise``) or
+#: per-channel levels, black point and Shades of Grey white point (``auto_levels``).
+COLOUR_CONSTANCY: tuple[str, ...] = ("none", "grey_world", "shades_of_grey", "standardise",
+                                     "auto_levels")
 #: What a model builder's ``colour_constancy=`` takes: None (no layer), a Minkowski norm p
-#: (:class:`~kdskin.models.layers.ColourConstancy`) or ``"standardise"``
-#: (:class:`~kdskin.models.layers.ColourStandardise`).
+#: (:class:`~kdskin.models.layers.ColourConstancy`), ``"standardise"``
+#: (:class:`~kdskin.models.layers.ColourStandardise`) or ``"auto_levels"``
+#: (:class:`~kdskin.models.layers.AutoLevels`, p = 6).
 STANDARDISE = "standardise"
+AUTO_LEVELS = "auto_levels"
 ColourSpec = float | str | None
 #: The Minkowski norm of Shades of Grey the ISIC 2018/2019 winners used.
 SHADES_OF_GREY_P = 6.0
@@ -171,7 +175,7 @@ def check_at_least(key: str, value: int, minimum: int = 1) -> None:
 def colour_constancy_spec(method: str, p: float = SHADES_OF_GREY_P) -> ColourSpec:
     """What the model builders get for ``data.colour_constancy`` ``method``: None (``none``),
     the Minkowski norm 1.0 (``grey_world``) or ``p`` (``shades_of_grey``,
-    ``data.colour_constancy_p`` in [1, 16]), or ``"standardise"``.
+    ``data.colour_constancy_p`` in [1, 16]), ``"standardise"`` or ``"auto_levels"``.
 
     Raises :class:`ConfigError` naming the key for an unknown method or a ``p`` out of range.
     """
@@ -183,8 +187,8 @@ def colour_constancy_spec(method: str, p: float = SHADES_OF_GREY_P) -> ColourSpe
                           f"got {p!r}")
     if method == "none":
         return None
-    if method == STANDARDISE:
-        return STANDARDISE
+    if method in (STANDARDISE, AUTO_LEVELS):
+        return method
     return 1.0 if method == "grey_world" else float(p)
 
 
