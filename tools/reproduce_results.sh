@@ -73,6 +73,17 @@ compare docs/results/compare/cpu_b1_seed43_int8.json \
 compare docs/results/compare/cpu_b1_teacher.json "$RUNS/cpu_b1_teacher/models/teacher.keras" \
   "$ablation/student_baseline.keras" "$RUNS/cpu_full_ablation/models/student_baseline.keras" \
   "$ablation/reference_effnet.keras"
+# 0d. Over-exposure (issue 24: melanoma recall under the suite's `whiter` shift): the seed-42
+#    student of step 0 with the same teacher and everything else equal, its colour layer
+#    replaced by one that removes any per-channel affine change (data.colour_constancy:
+#    standardise, auto_levels), and with Shades of Grey kept and the augmentation's
+#    over-exposure range widened (augment.shift.whiten 0.5 instead of 0.3). About 26 min each.
+RUN_DATA=$FULL run cpu_b1_standardise --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set data.colour_constancy=standardise
+RUN_DATA=$FULL run cpu_b1_auto_levels --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set data.colour_constancy=auto_levels
+RUN_DATA=$FULL run cpu_b1_whiten50 --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set augment.shift.whiten=0.5
 # The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
 # studies that led from it to the shipped one (step 5).
 # 1. What shipped before ($PREV/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
@@ -199,6 +210,7 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
 for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_teacher \
+    cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 \
     cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
     study_seed43 ref_seed43 ref_seed44 study_t4 study_logit_adjusted study_strong_augment \
     study_class_weight study_loss_ce study_loss_kd \
