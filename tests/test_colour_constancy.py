@@ -416,6 +416,13 @@ def test_all_integer_int8_refuses_colour_constancy(exported_cc, tmp_path):
         export_tflite(model, tmp_path, images, kinds=("int8",), int8_head="int8")
 
 
+def test_image_input_refuses_an_unknown_colour_layer_name():
+    from kdskin.models.inputs import image_input
+
+    with pytest.raises(ValueError, match=r"one of \['auto_levels', 'standardise'\], got 'retinex'"):
+        image_input(SIZE, "retinex")
+
+
 def test_builders_default_to_no_layer():
     from kdskin.models import build_baseline_cnn
 

@@ -27,6 +27,11 @@ from kdskin.models.layers import (
 )
 from kdskin.models.specs import AUTO_LEVELS, STANDARDISE, ColourSpec
 
+#: The colour layers a builder names by a string (``colour_constancy=``); a number is the
+#: Minkowski norm of :class:`ColourConstancy`.
+NAMED_COLOUR_LAYERS: dict[str, type[keras.layers.Layer]] = {
+    STANDARDISE: ColourStandardise, AUTO_LEVELS: AutoLevels}
+
 
 def image_input(image_size: int, colour_constancy: ColourSpec = None,
                 border_fill: bool = False) -> tuple[Any, Any]:
@@ -41,10 +46,11 @@ def image_input(image_size: int, colour_constancy: ColourSpec = None,
     pixels = image
     if border_fill:
         pixels = BorderFill(name=BORDER_FILL_NAME)(pixels)
-    if colour_constancy == STANDARDISE:
-        pixels = ColourStandardise(name=COLOUR_CONSTANCY_NAME)(pixels)
-    elif colour_constancy == AUTO_LEVELS:
-        pixels = AutoLevels(name=COLOUR_CONSTANCY_NAME)(pixels)
+    if isinstance(colour_constancy, str):
+        if colour_constancy not in NAMED_COLOUR_LAYERS:
+            raise ValueError(f"colour_constancy must be a Minkowski norm, None or one of "
+                             f"{sorted(NAMED_COLOUR_LAYERS)}, got {colour_constancy!r}")
+        pixels = NAMED_COLOUR_LAYERS[colour_constancy](name=COLOUR_CONSTANCY_NAME)(pixels)
     elif colour_constancy is not None:
         pixels = ColourConstancy(colour_constancy, name=COLOUR_CONSTANCY_NAME)(pixels)
     return image, pixels
@@ -56,10 +62,9 @@ def colour_constancy_of(model: keras.Model) -> ColourSpec:
     for layer in model.layers:
         if isinstance(layer, ColourConstancy):
             return layer.power
-        if isinstance(layer, ColourStandardise):
-            return STANDARDISE
-        if isinstance(layer, AutoLevels):
-            return AUTO_LEVELS
+        for name, kind in NAMED_COLOUR_LAYERS.items():
+            if isinstance(layer, kind):
+                return name
     return None
 
 
