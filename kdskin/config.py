@@ -129,7 +129,8 @@ class DataConfig:
 
     def colour_spec(self) -> ColourSpec:
         """What the model builders get (``colour_constancy=``): None for none, a Minkowski norm
-        p, or ``"standardise"`` (:func:`kdskin.models.specs.colour_constancy_spec`)."""
+        p, or a layer's name, ``"standardise"`` or ``"auto_levels"``
+        (:func:`kdskin.models.specs.colour_constancy_spec`)."""
         return colour_constancy_spec(self.colour_constancy, self.colour_constancy_p)
 
 

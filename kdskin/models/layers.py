@@ -103,8 +103,7 @@ class ColourConstancy(keras.layers.Layer):
         super().__init__(**kwargs)
         if not power >= 1.0:
             raise ValueError(f"{self.name}: power must be at least 1, got {power}")
-        if not epsilon > 0.0:
-            raise ValueError(f"{self.name}: epsilon must be positive, got {epsilon}")
+        _check_positive(self.name, "epsilon", epsilon)
         self.power = float(power)
         self.epsilon = float(epsilon)
 
@@ -126,6 +125,32 @@ class ColourConstancy(keras.layers.Layer):
         config = super().get_config()
         config.update({"power": self.power, "epsilon": self.epsilon})
         return config
+
+
+def _check_positive(layer: str, key: str, value: float) -> None:
+    if not value > 0.0:
+        raise ValueError(f"{layer}: {key} must be positive, got {value}")
+
+
+def _rgb_reference(layer: str, keys: tuple[str, str], offset: Any, scale: Any
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(offset, scale)`` as float triples, R, G, B: ``offset`` in 0..255, ``scale`` positive;
+    a ValueError naming the layer and both ``keys`` otherwise."""
+    off, sc = tuple(float(v) for v in offset), tuple(float(v) for v in scale)
+    if len(off) != 3 or len(sc) != 3 or not all(0.0 <= v <= 255.0 for v in off) \
+            or not all(v > 0.0 for v in sc):
+        raise ValueError(f"{layer}: {keys[0]} must be 3 values in 0..255 and {keys[1]} 3 "
+                         f"positive values, got {offset}, {scale}")
+    return off, sc
+
+
+def _to_reference(x: Any, shifted: Any, spread: Any, floor: float,
+                  offset: tuple[float, ...], scale: tuple[float, ...]) -> Any:
+    """``offset + shifted * scale / max(spread, floor)`` clipped to 0..255: an image's pixels
+    ``shifted`` ``(b, H, W, 3)`` by its own per-channel statistic and divided by its ``spread``
+    ``(b, 1, 1, 3)``, mapped onto a reference ``offset`` and ``scale`` (R, G, B)."""
+    ratio = ops.convert_to_tensor(scale, x.dtype) / ops.maximum(spread, floor)
+    return ops.clip(ops.convert_to_tensor(offset, x.dtype) + shifted * ratio, 0.0, 255.0)
 
 
 #: Mean and standard deviation (R, G, B; 0..255) that :class:`ColourStandardise` gives every
@@ -152,25 +177,16 @@ class ColourStandardise(keras.layers.Layer):
     def __init__(self, target_mean: Any = HAM_MEAN_RGB, target_std: Any = HAM_STD_RGB,
                  min_std: float = 4.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        mean = [float(v) for v in target_mean]
-        std = [float(v) for v in target_std]
-        if len(mean) != 3 or len(std) != 3 or not all(0.0 <= v <= 255.0 for v in mean) \
-                or not all(v > 0.0 for v in std):
-            raise ValueError(f"{self.name}: target_mean must be 3 values in 0..255 and "
-                             f"target_std 3 positive values, got {target_mean}, {target_std}")
-        if not min_std > 0.0:
-            raise ValueError(f"{self.name}: min_std must be positive, got {min_std}")
-        self.target_mean = tuple(mean)
-        self.target_std = tuple(std)
+        self.target_mean, self.target_std = _rgb_reference(
+            self.name, ("target_mean", "target_std"), target_mean, target_std)
+        _check_positive(self.name, "min_std", min_std)
         self.min_std = float(min_std)
 
     def call(self, x: Any) -> Any:
         mean = ops.mean(x, axis=(1, 2), keepdims=True)  # (b, 1, 1, 3)
         centred = x - mean
         std = ops.sqrt(ops.mean(ops.square(centred), axis=(1, 2), keepdims=True))
-        scale = ops.convert_to_tensor(self.target_std, x.dtype) / ops.maximum(std, self.min_std)
-        target = ops.convert_to_tensor(self.target_mean, x.dtype)
-        return ops.clip(target + centred * scale, 0.0, 255.0)
+        return _to_reference(x, centred, std, self.min_std, self.target_mean, self.target_std)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
@@ -207,19 +223,11 @@ class AutoLevels(keras.layers.Layer):
     def __init__(self, power: float = 6.0, black: Any = HAM_BLACK_RGB, span: Any = HAM_SPAN_RGB,
                  min_span: float = 8.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        black_v = [float(v) for v in black]
-        span_v = [float(v) for v in span]
         if not power >= 1.0:
             raise ValueError(f"{self.name}: power must be at least 1, got {power}")
-        if len(black_v) != 3 or len(span_v) != 3 or not all(0.0 <= v <= 255.0 for v in black_v) \
-                or not all(v > 0.0 for v in span_v):
-            raise ValueError(f"{self.name}: black must be 3 values in 0..255 and span 3 "
-                             f"positive values, got {black}, {span}")
-        if not min_span > 0.0:
-            raise ValueError(f"{self.name}: min_span must be positive, got {min_span}")
+        self.black, self.span = _rgb_reference(self.name, ("black", "span"), black, span)
+        _check_positive(self.name, "min_span", min_span)
         self.power = float(power)
-        self.black = tuple(black_v)
-        self.span = tuple(span_v)
         self.min_span = float(min_span)
 
     def call(self, x: Any) -> Any:
@@ -227,9 +235,7 @@ class AutoLevels(keras.layers.Layer):
         v = above * (1.0 / 255.0)
         norm = 255.0 * ops.power(ops.mean(ops.power(v, self.power), axis=(1, 2), keepdims=True),
                                  1.0 / self.power)  # (b, 1, 1, 3)
-        scale = ops.convert_to_tensor(self.span, x.dtype) / ops.maximum(norm, self.min_span)
-        black = ops.convert_to_tensor(self.black, x.dtype)
-        return ops.clip(black + above * scale, 0.0, 255.0)
+        return _to_reference(x, above, norm, self.min_span, self.black, self.span)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
