@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from kdskin.constants import CLASSES, NUM_CLASSES
+from kdskin.constants import CLASSES, MELANOMA_OFFSET_MODES, NUM_CLASSES
 from kdskin.data.specs import (
     BALANCE_MODES,
     FORMATS,
@@ -218,6 +218,12 @@ class TrustConfig:
     target_sensitivity: float = 0.90  # of the referral rule on the validation split
     ood_pass_rate: float = 0.95  # in-distribution validation images that pass the check
     ood_images: int = 140  # generated out-of-scope images the check is measured on
+    #: the top-1 class's melanoma log-odds offset, fitted on validation and folded into exports
+    #: (kdskin.trust.operating_point): ``none`` (plain argmax) or ``balanced`` (the offset that
+    #: maximises validation balanced accuracy)
+    melanoma_offset: str = choice_field("none", MELANOMA_OFFSET_MODES)
+    #: raise the offset until validation melanoma recall reaches this (None: no floor)
+    min_melanoma_recall: float | None = None
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0
 
@@ -568,6 +574,9 @@ def _check_rules(cfg: Config) -> None:
         value = getattr(cfg.trust, key)
         if not 0.0 < value < 1.0:
             raise ConfigError(f"trust.{key} must be in (0, 1), got {value}")
+    floor = cfg.trust.min_melanoma_recall
+    if floor is not None and not 0.0 < floor <= 1.0:
+        raise ConfigError(f"trust.min_melanoma_recall must be in (0, 1] or null, got {floor}")
     if cfg.trust.bootstrap_resamples < 10 or cfg.trust.ood_images < 9:
         raise ConfigError("trust.bootstrap_resamples must be at least 10 and trust.ood_images "
                           "at least 9 (one image of each generated kind)")

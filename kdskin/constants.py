@@ -56,3 +56,7 @@ LABELS_FILE = "labels.txt"
 
 #: The melanoma class, reported on its own (sensitivity) in every evaluation.
 MELANOMA = "mel"
+#: How the melanoma log-odds offset of the top-1 class is fitted on validation
+#: (``trust.melanoma_offset``; :mod:`kdskin.trust.operating_point`): ``none`` (plain argmax) or
+#: ``balanced`` (the offset that maximises validation balanced accuracy).
+MELANOMA_OFFSET_MODES: tuple[str, ...] = ("none", "balanced")

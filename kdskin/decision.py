@@ -6,6 +6,9 @@ temperature already folded into their softmax. ``kdskin predict``, ``kdskin eval
 ``kdskin serve`` and ``tflite/classify.py`` apply them the same way:
 
 * probabilities are calibrated: ``softmax(log p / T)`` unless the file already did it;
+* the top-1 class's melanoma operating point: ``softmax(log p / T + b)`` with a log-odds offset
+  ``b`` on melanoma fitted on validation (:mod:`kdskin.trust.operating_point`; ``class_offsets``,
+  None: plain argmax), folded into exported files with the temperature;
 * **refer** when P(mel) + P(bcc) + P(akiec) (the set is configurable) reaches the threshold
   fitted for the target sensitivity;
 * **out of scope** when the image's statistics (colour, saturation, texture, sharpness,
@@ -24,11 +27,17 @@ from typing import Any
 import numpy as np
 
 from kdskin.constants import CLASSES
-from kdskin.errors import ModelError
+from kdskin.errors import ConfigError, ModelError
 from kdskin.io import read_json, write_json
 from kdskin.trust.calibration import apply_temperature_to_probs
 from kdskin.trust.image_stats import IMAGE_STATS, image_features, image_score
 from kdskin.trust.ood import is_out_of_scope, ood_score
+from kdskin.trust.operating_point import (
+    apply_offsets,
+    check_offsets,
+    remove_offsets,
+    top1_effect,
+)
 from kdskin.trust.referral import MALIGNANT_CLASSES, malignant_score
 
 #: File name of the rules beside an exported model (next to ``labels.txt``).
@@ -57,20 +66,29 @@ class DecisionRules:
     #: parameters of the image-statistics score (``{"mean", "precision"}``)
     ood_params: dict[str, Any] | None = None
     classes: tuple[str, ...] = field(default=CLASSES)
+    #: log-odds offsets ``(7,)`` added after the temperature (the melanoma operating point)
+    class_offsets: tuple[float, ...] | None = None
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities ``(N, 7)`` (unchanged when already folded or T = 1)."""
+        """Calibrated probabilities ``(N, 7)`` with the class offsets (unchanged when already
+        folded, or T = 1 without offsets)."""
         p = np.asarray(probs, dtype=np.float64)
-        if self.temperature_folded or self.temperature == 1.0:
+        if self.temperature_folded:
             return p
-        return apply_temperature_to_probs(p, self.temperature)
+        if self.temperature != 1.0:
+            p = apply_temperature_to_probs(p, self.temperature)
+        return p if self.class_offsets is None else apply_offsets(p, self.class_offsets)
 
     def uncalibrated(self, probs: np.ndarray) -> np.ndarray:
-        """The model's probabilities before temperature scaling (undo a folded T)."""
+        """The model's probabilities before temperature scaling and offsets (undo folded
+        ones)."""
         p = np.asarray(probs, dtype=np.float64)
-        if not self.temperature_folded or self.temperature == 1.0:
+        if not self.temperature_folded:
             return p
-        return apply_temperature_to_probs(p, 1.0 / self.temperature)
+        if self.class_offsets is not None:
+            p = remove_offsets(p, self.class_offsets)
+        return p if self.temperature == 1.0 else apply_temperature_to_probs(
+            p, 1.0 / self.temperature)
 
     def in_scope_scores(self, calibrated: np.ndarray, images: np.ndarray | None = None
                         ) -> np.ndarray | None:
@@ -121,6 +139,7 @@ class DecisionRules:
         out = asdict(self)
         out["malignant_classes"] = list(self.malignant_classes)
         out["classes"] = list(self.classes)
+        out["class_offsets"] = None if self.class_offsets is None else list(self.class_offsets)
         out["notice"] = NOT_A_DEVICE
         return out
 
@@ -137,8 +156,10 @@ class DecisionRules:
                         ood_threshold=data.get("ood_threshold"),
                         ood_pass_rate=data.get("ood_pass_rate"),
                         ood_params=data.get("ood_params"),
-                        classes=tuple(data.get("classes", CLASSES)))
-        except (TypeError, ValueError, AttributeError):
+                        classes=tuple(data.get("classes", CLASSES)),
+                        class_offsets=(None if data.get("class_offsets") is None else
+                                       check_offsets(data["class_offsets"], source)))
+        except (TypeError, ValueError, AttributeError, ConfigError):
             raise ModelError(f"{source}: not a kdskin decision file; re-export the model with "
                              f"kdskin export") from None
         if rules.classes != CLASSES or not rules.temperature > 0:
@@ -220,7 +241,8 @@ def score_with_rules(rules: DecisionRules, labels: np.ndarray, probs: np.ndarray
 
     ``probs`` ``(N, 7)``: what the model returns (a file with the temperature folded in, or a
     Keras model's own probabilities; :meth:`DecisionRules.before_after` tells them apart).
-    Returns ``{"calibration": calibration_report, "referral": referral_metrics or {}}``.
+    Returns ``{"calibration": calibration_report, "referral": referral_metrics or {}}``, and
+    ``"operating_point"`` (:func:`~kdskin.trust.operating_point.top1_effect`) with offsets.
     """
     from kdskin.trust.calibration import calibration_report
     from kdskin.trust.referral import referral_metrics
@@ -230,4 +252,8 @@ def score_with_rules(rules: DecisionRules, labels: np.ndarray, probs: np.ndarray
     referral = (referral_metrics(labels, calibrated, rules.referral_threshold,
                                  rules.malignant_classes)
                 if rules.referral_threshold is not None else {})
-    return {"calibration": report, "referral": referral}
+    out = {"calibration": report, "referral": referral}
+    if rules.class_offsets is not None:  # the top-1 class without and with the offsets
+        scaled = DecisionRules(temperature=rules.temperature).calibrate(raw)
+        out["operating_point"] = top1_effect(labels, scaled, rules.class_offsets)
+    return out

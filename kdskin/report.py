@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kdskin.constants import CLASSES, MELANOMA
 from kdskin.data.split import protocol_label
 from kdskin.errors import KdskinError
 from kdskin.io import atomic_write_text, read_json
@@ -259,7 +260,6 @@ def external_table(metrics: RunMetrics) -> str:
     ext = metrics.external
     if not ext:
         return ""
-    from kdskin.constants import CLASSES
 
     head = ["model", "test bal. acc.", "external acc.", "external bal. acc.", "external AUC",
             "external mel. recall", *(f"recall {c}" for c in CLASSES)]
@@ -351,6 +351,20 @@ def trust_section(metrics: RunMetrics) -> list[str]:
                      f"{_f(a['brier'])} | {_f(b['nll'])} | {_f(a['nll'])} | "
                      f"{_f(ref.get('sensitivity'))} | {_f(ref.get('specificity'))} | "
                      f"{_f(ref.get('referral_rate'))} | {_f(ref.get('melanoma_sensitivity'))} |")
+    offsets = rules.get("class_offsets")
+    if offsets is not None:
+        mel = offsets[CLASSES.index(MELANOMA)]
+        lines += ["", f"Top-1 class: melanoma log-odds offset {mel:+.2f}, fitted on the "
+                  f"validation split and folded into the exported files (after the "
+                  f"temperature); balanced accuracy / melanoma recall of the top-1 class "
+                  f"without and with it:", ""]
+        for name, values in scored:
+            op = values.get("operating_point")
+            if op:
+                lines.append(f"- {name}: {_f(op['balanced_accuracy_before'])} / "
+                             f"{_f(op['melanoma_recall_before'], 2)} -> "
+                             f"{_f(op['balanced_accuracy_after'])} / "
+                             f"{_f(op['melanoma_recall_after'], 2)}")
     classes = "+".join(rules["malignant_classes"])
     lines += ["", f"Referral: refer when P({classes}) >= {rules['referral_threshold']:.4f}, the "
               f"threshold that reaches sensitivity {rules['target_sensitivity']:.2f} on the "

@@ -18,7 +18,8 @@ Decision rules: when ``decision.json`` (written by kdskin beside the files) is f
 also gets the referral decision (refer when P(mel)+P(bcc)+P(akiec) reaches the threshold fitted
 on validation for 90% sensitivity) and an out-of-scope warning from the image's statistics
 (:func:`image_features` / :func:`image_score`, verbatim copies of ``kdskin.trust.image_stats``'s).
-The exported probabilities are already calibrated (the temperature is folded into the file).
+The exported probabilities are already calibrated (the temperature, and the melanoma offset of
+the top-1 class when the run fitted one, are folded into the file).
 Research and education only: not a medical device, not for diagnosis.
 """
 

@@ -84,6 +84,12 @@ class ModelInfo:
             rules = [f"temperature {float(d.get('temperature', 1.0)):.4g}"
                      + (" (already folded into the softmax)" if d.get("temperature_folded")
                         else "")]
+            offsets = d.get("class_offsets")
+            if offsets and any(float(v) for v in offsets):
+                shifted = ", ".join(f"{c} {float(v):+.2f}" for c, v in
+                                    zip(self.labels, offsets, strict=False) if float(v))
+                rules.append(f"log-odds offsets of the top-1 class ({shifted})"
+                             + (" (already folded)" if d.get("temperature_folded") else ""))
             if d.get("referral_threshold") is not None:
                 rules.append(f"refer when P({'+'.join(d.get('malignant_classes', []))}) >= "
                              f"{float(d['referral_threshold']):.4g}")

@@ -13,6 +13,8 @@ or ``"probs"`` (deployable models), of shape ``(batch, 7)`` in ``CLASSES`` order
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +162,15 @@ def deployable(model: keras.Model) -> keras.Model:
     return wrapped
 
 
-def to_deployable(model: keras.Model, name: str | None = None,
-                  temperature: float = 1.0) -> keras.Model:
-    """Single input ``"image"`` (0..255 float32) -> ``{"probs": softmax(logits / T)}``.
+def to_deployable(model: keras.Model, name: str | None = None, temperature: float = 1.0,
+                  class_offsets: Sequence[float] | None = None) -> keras.Model:
+    """Single input ``"image"`` (0..255 float32) -> ``{"probs": softmax(logits / T + b)}``.
 
     ``temperature`` T: the calibration fitted on the validation split (1: none); it becomes a
     ``temperature`` scaling layer before the softmax, so the deployed probabilities are the
-    calibrated ones.
+    calibrated ones. ``class_offsets`` b ``(7,)``: log-odds added after it (the melanoma
+    operating point, :mod:`kdskin.trust.operating_point`), a ``class_offsets`` layer; None:
+    none.
 
     The new model shares layers and weights with ``model`` and keeps only what ``logits``
     depends on (the exits that do not feed it are dropped). Its one output is a dict keyed
@@ -205,5 +209,11 @@ def to_deployable(model: keras.Model, name: str | None = None,
         raise ModelError(f"{label}: temperature must be positive, got {temperature}")
     if temperature != 1.0:
         logits = keras.layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
+    if class_offsets is not None:
+        offsets = [float(v) for v in class_offsets]
+        if len(offsets) != NUM_CLASSES or not all(math.isfinite(v) for v in offsets):
+            raise ModelError(f"{label}: class_offsets must be {NUM_CLASSES} finite numbers, "
+                             f"got {offsets}")
+        logits = keras.layers.Rescaling(1.0, offset=offsets, name="class_offsets")(logits)
     probs = keras.layers.Softmax(name=PROBS_NAME)(logits)
     return keras.Model(image, {PROBS_NAME: probs}, name=name or f"{model.name}_deploy")

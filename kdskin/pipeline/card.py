@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kdskin.config import Config
+from kdskin.constants import CLASSES, MELANOMA
 from kdskin.rundir import RunDir, RunMetrics, final_student_name
 
 
@@ -54,8 +55,10 @@ def card_info(run: RunDir, state: RunMetrics, cfg: Config) -> dict[str, Any]:
             if name == "model_int8.tflite":
                 reports["external (int8)"] = scored["calibration"]
                 referral["external (int8)"] = scored["referral"]
+        offsets = rules.get("class_offsets")
         info["calibration"] = {"temperature": rules["temperature"], "fitted_on": "validation",
-                               "reports": reports}
+                               "reports": reports, "melanoma_offset": None if offsets is None
+                               else offsets[CLASSES.index(MELANOMA)]}
         info["operating_point"] = {"classes": rules["malignant_classes"],
                                    "target_sensitivity": rules["target_sensitivity"],
                                    "threshold": rules["referral_threshold"],

@@ -351,8 +351,8 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
                  extra: dict[str, Any] | None = None, rules: Any = None) -> dict[str, Any]:
     """Export the run's model ``name`` to ``RUN/tflite`` and check it on the test split.
 
-    ``rules`` (:class:`~kdskin.decision.DecisionRules`): the temperature is folded into the
-    exported softmax and the rules are written beside the files (``decision.json``).
+    ``rules`` (:class:`~kdskin.decision.DecisionRules`): the temperature and class offsets are
+    folded into the exported softmax and the rules are written beside the files (``decision.json``).
     """
     from kdskin.export.check import export_and_check
     from kdskin.models.contract import load_keras, to_deployable
@@ -360,10 +360,12 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
     model = load_keras(run.model(name))
     extra = {**(extra or {}), "source_model": name}
     if rules is not None:
-        model = to_deployable(model, temperature=rules.temperature)
+        model = to_deployable(model, temperature=rules.temperature,
+                              class_offsets=rules.class_offsets)
         extra["decision"] = rules.folded().to_dict()
-    log(f"exporting {name} to {run.tflite} (fp32, dynamic-range, int8)"
-        + (f", temperature {rules.temperature:.3f} folded in" if rules is not None else ""))
+    folded = "" if rules is None else f", temperature {rules.temperature:.3f}" + (
+        "" if rules.class_offsets is None else " and the melanoma offset") + " folded in"
+    log(f"exporting {name} to {run.tflite} (fp32, dynamic-range, int8){folded}")
     synthetic = cfg.data.dir is not None and Path(cfg.data.dir).resolve() == run.data.resolve()
     fields = ({"license": "trained on kdskin's built-in generated data (no licence "
                           "restriction from the data); kdskin's own licence applies"}

@@ -38,17 +38,26 @@ def paired_difference(cfg: Config, labels: np.ndarray, probs_a: np.ndarray,
 
 def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray,
               train_images: np.ndarray, val_images: np.ndarray) -> DecisionRules:
-    """Temperature (NLL on validation), referral threshold (target sensitivity on calibrated
-    validation probabilities), and the out-of-scope check: the image-statistics Gaussian of the
-    training images, its threshold passing ``cfg.trust.ood_pass_rate`` of validation images."""
+    """Temperature (NLL on validation), the melanoma offset of the top-1 class (when
+    ``trust.melanoma_offset`` or ``trust.min_melanoma_recall`` asks for one; on the calibrated
+    validation probabilities), referral threshold (target sensitivity on the calibrated
+    validation probabilities with the offset), and the out-of-scope check: the
+    image-statistics Gaussian of the training images, its threshold passing
+    ``cfg.trust.ood_pass_rate`` of validation images."""
     from kdskin.trust.calibration import apply_temperature_to_probs, fit_temperature_from_probs
     from kdskin.trust.image_stats import fit_image_gaussian, image_features, image_score
     from kdskin.trust.ood import fit_ood_threshold
+    from kdskin.trust.operating_point import apply_offsets, fit_melanoma_offset, offsets_vector
     from kdskin.trust.referral import fit_referral_threshold
 
     t = cfg.trust
     temperature = fit_temperature_from_probs(val_probs, val_labels) if t.calibrate else 1.0
     calibrated = apply_temperature_to_probs(val_probs, temperature)
+    offsets = None
+    if t.melanoma_offset != "none" or t.min_melanoma_recall is not None:
+        offsets = offsets_vector(fit_melanoma_offset(val_labels, calibrated, t.melanoma_offset,
+                                                     t.min_melanoma_recall))
+        calibrated = apply_offsets(calibrated, offsets)
     classes = tuple(t.malignant_classes)
     params = fit_image_gaussian(image_features(train_images))
     return DecisionRules(
@@ -58,7 +67,7 @@ def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray,
         target_sensitivity=t.target_sensitivity, ood_score=OOD_SCORE,
         ood_threshold=fit_ood_threshold(image_score(image_features(val_images), params),
                                         t.ood_pass_rate),
-        ood_pass_rate=t.ood_pass_rate, ood_params=params)
+        ood_pass_rate=t.ood_pass_rate, ood_params=params, class_offsets=offsets)
 
 
 def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
@@ -77,7 +86,9 @@ def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
     val_probs = clf.predict(data.val.images)
     test = test_probs[name]
     rules = fit_rules(cfg, data.val.labels, val_probs, data.train.images, data.val.images)
-    log(f"trust: temperature {rules.temperature:.3f}; refer at malignant probability >= "
+    offset = ("" if rules.class_offsets is None else
+              f"; melanoma offset {max(rules.class_offsets, key=abs):+.2f} (log-odds, top-1 class)")
+    log(f"trust: temperature {rules.temperature:.3f}{offset}; refer at malignant probability >= "
         f"{rules.referral_threshold:.3f} (validation sensitivity target "
         f"{rules.target_sensitivity:.2f}); out-of-scope check on image statistics, "
         f"{rules.ood_pass_rate:.0%} of validation images pass")

@@ -4,6 +4,7 @@ intervals, a referral operating point, an out-of-scope warning and the model car
 - :mod:`kdskin.trust.calibration`: temperature scaling, ECE, Brier score, NLL, reliability plot.
 - :mod:`kdskin.trust.uncertainty`: stratified bootstrap intervals and paired differences.
 - :mod:`kdskin.trust.referral`: malignant score and the threshold for a target sensitivity.
+- :mod:`kdskin.trust.operating_point`: the melanoma log-odds offset of the top-1 class.
 - :mod:`kdskin.trust.ood`: out-of-scope scores (higher = in scope) and their threshold.
 - :mod:`kdskin.trust.model_card`: ``MODEL_CARD.md`` from a plain dict; file sha256.
 """

@@ -86,6 +86,7 @@ class CalibrationInfo(TypedDict, total=False):
     temperature: float
     fitted_on: str          # "val"
     reports: dict[str, dict[str, Any]]   # {set name: calibration_report(...)}
+    melanoma_offset: float | None  # log-odds on melanoma after T (top-1 class); None: none
 
 
 class OperatingPointInfo(TypedDict, total=False):
@@ -378,6 +379,13 @@ def _calibration(info: Mapping[str, Any]) -> list[str]:
                      f"{cal.get('fitted_on', 'validation')} split by minimising the negative "
                      "log-likelihood; it is applied to every probability kdskin reports and "
                      "folded into the exported models. It does not change the predicted class.")
+        if cal.get("melanoma_offset") is not None:
+            lines.append(f"Melanoma operating point: a log-odds offset of "
+                         f"{_num(cal['melanoma_offset'], 2)} on melanoma after the temperature, "
+                         f"fitted on the {cal.get('fitted_on', 'validation')} split for the "
+                         "top-1 class (trust.melanoma_offset, trust.min_melanoma_recall) and "
+                         "folded into the exported models: it names melanoma more often; the "
+                         "ranking of images by P(mel) is unchanged.")
     else:
         lines.append(f"Temperature: {NOT_MEASURED}.")
     reports = cal.get("reports") or {}
