@@ -336,6 +336,27 @@ def test_reexport_updates_the_run_only(run_dir, tmp_path, capsys):
         for k in ("accuracy", "macro_f1", "macro_auc", "agreement")}
     assert json.loads((copy / "tflite" / "export.json").read_text()) == export
     assert not list(copy.rglob("*.tmp*"))
+    # the override is recorded as what made the files
+    assert export["reexport_overrides"] == ["export.int8_head=int8"]
+    assert after["config_values"]["export"]["int8_head"] == "int8"
+    assert "int8_head: int8" in (copy / "config.yaml").read_text()
+
+
+def test_reexport_with_the_melanoma_offset(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["export", "--run", str(copy), "--set", "trust.melanoma_offset=balanced"]) == 0
+    after = json.loads((copy / "metrics.json").read_text())
+    offsets = after["trust"]["rules"]["class_offsets"]
+    assert len(offsets) == 7 and [v for i, v in enumerate(offsets) if i != 4] == [0.0] * 6
+    decision = json.loads((copy / "tflite" / "decision.json").read_text())
+    assert decision["class_offsets"] == offsets and decision["temperature_folded"] is True
+    for split in ("val", "test"):
+        op = after["trust"][split]["operating_point"]
+        assert op["melanoma_offset"] == offsets[4]
+        if split == "val":  # fitted there: never worse than plain argmax
+            assert op["balanced_accuracy_after"] >= op["balanced_accuracy_before"]
+    assert "melanoma log-odds offset" in (copy / "report.md").read_text()
 
 
 def test_bench_update_records_in_the_run(run_dir, tmp_path):

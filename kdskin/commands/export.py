@@ -62,8 +62,9 @@ def reexport_run(run_dir: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     Uses the run's config (plus ``overrides``), split and data; refits the decision rules
     (calibration, referral, out-of-scope check), rewrites ``RUN/tflite``, the ``trust``,
     ``export`` (the previous int8 figures kept under ``export.previous``) and ``external``
-    entries of ``metrics.json``, ``report.md`` and the model cards. Training results and wall
-    time are not touched.
+    entries of ``metrics.json``, ``report.md`` and the model cards; ``overrides`` are written into
+    the run's ``config.yaml`` and ``metrics.json["config_values"]`` (and listed under
+    ``export.reexport_overrides``). Training results and wall time are not touched.
     """
     from kdskin.config import load_config
     from kdskin.pipeline.card import write_model_cards
@@ -84,6 +85,10 @@ def reexport_run(run_dir: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     rd = data_of_run(run, cfg)
     extra = {**_previous_int8(state.export),
              "reexported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if overrides:  # the run's config says what made its files (the report's settings too)
+        extra["reexport_overrides"] = list(overrides)
+        state.config_values = cfg.to_dict()
+        cfg.save(run.config)
     after_training(cfg, rd, run, state, final, refit_trust=True, export_extra=extra)
     write_run_report(run)
     write_model_cards(run, state, cfg)
