@@ -41,6 +41,7 @@ def test_the_shipped_cpu_recipe_is_not_the_previous_one():
     assert (cpu.student.weights, previous.student.weights) == ("imagenet", "none")
     assert cpu.data.colour_constancy == "shades_of_grey" and cpu.augment.shift.enabled
     assert cpu.distill.teacher_view == "unshifted" and cpu.name == previous.name == "cpu"
+    assert (cpu.trust.melanoma_offset, previous.trust.melanoma_offset) == ("balanced", "none")
 
 
 def test_the_previous_full_data_recipe_is_the_one_its_saved_runs_were_made_with():
