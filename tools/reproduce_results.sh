@@ -65,6 +65,14 @@ RUN_DATA=$FULL run cpu_full --config "$PREV_FULL/cpu.yaml"
 RUN_DATA=$FULL run cpu_full_seed43 --config "$PREV_FULL/cpu.yaml" --set train.seed=43
 RUN_DATA=$FULL run cpu_full_ablation --config "$PREV_FULL/cpu_ablation.yaml" \
   --teacher "$RUNS/cpu_full/models/teacher.keras"
+# 0b'. Two more seeds of the reference the distilled student is compared with most closely,
+#    EfficientNet-Lite0 from ImageNet fine-tuned alone (the ablation config, only that model;
+#    about 9 min each), so the headline's pretrained reference is a mean of three as well.
+for seed in 43 44; do
+  RUN_DATA=$FULL run "cpu_b1_ref_effnet_seed$seed" --config configs/cpu_ablation.yaml \
+    --set teacher.enabled=false --set "distill.stages=[]" --set baseline.enabled=false \
+    --set reference.enabled=false --set train.seed=$seed
+done
 # 0c. Paired differences on the external set, the same 300 images for every model
 #    (kdskin evaluate --against: stratified paired bootstrap, 95%), into docs/results/compare/.
 mkdir -p docs/results/compare
@@ -229,7 +237,8 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_teacher \
+for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
+    cpu_b1_ref_effnet_seed44 cpu_b1_teacher \
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \
     cpu_b1_loss_ce \
     cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
