@@ -23,10 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from kdskin.constants import CLASS_INDEX, MELANOMA, MELANOMA_OFFSET_MODES, NUM_CLASSES
 from kdskin.errors import ConfigError
-from kdskin.trust.calibration import check_labels_probs, check_probs
+from kdskin.metrics import balanced_accuracy
+from kdskin.trust.calibration import check_labels_probs, probs_to_logits
 
 OFFSET_MODES = MELANOMA_OFFSET_MODES
 #: Offsets (log-odds) searched on the validation split.
@@ -55,12 +57,7 @@ def check_offsets(offsets: Any, source: str = "class_offsets") -> tuple[float, .
 
 def apply_offsets(probs: Any, offsets: Any) -> np.ndarray:
     """``softmax(log p + offsets)`` ``(N, 7)`` float64 (``probs`` ``(N, 7)``, offsets ``(7,)``)."""
-    p = check_probs(probs)
-    b = np.asarray(check_offsets(offsets), dtype=np.float64)
-    z = np.log(np.clip(p, 1e-12, 1.0)) + b
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return softmax(probs_to_logits(probs) + np.asarray(check_offsets(offsets)), axis=1)
 
 
 def remove_offsets(probs: Any, offsets: Any) -> np.ndarray:
@@ -72,10 +69,10 @@ def _scores(labels: np.ndarray, logp: np.ndarray, offset: Any) -> tuple[float, f
     """(balanced accuracy, melanoma recall) of ``argmax(logp + b)``; ``offset``: the melanoma
     offset (a float) or every class's ``(7,)``."""
     b = np.asarray(offset, dtype=np.float64)
-    pred = (logp + (b if b.ndim else np.asarray(offsets_vector(float(b))))).argmax(axis=1)
-    recalls = [float(np.mean(pred[labels == k] == k)) for k in np.unique(labels)]
+    scores = logp + (b if b.ndim else np.asarray(offsets_vector(float(b))))  # argmax only
     mel = labels == _MEL
-    return float(np.mean(recalls)), float(np.mean(pred[mel] == _MEL)) if mel.any() else np.nan
+    recall = float(np.mean(scores[mel].argmax(axis=1) == _MEL)) if mel.any() else np.nan
+    return balanced_accuracy(labels, scores), recall
 
 
 def fit_melanoma_offset(labels: Any, probs: Any, mode: str = "balanced",
@@ -91,7 +88,7 @@ def fit_melanoma_offset(labels: Any, probs: Any, mode: str = "balanced",
     y, p = check_labels_probs(labels, probs)
     if min_recall is not None and not (y == _MEL).any():
         raise ConfigError("min_melanoma_recall needs melanoma images in the validation split")
-    logp = np.log(np.clip(p, 1e-12, 1.0))
+    logp = probs_to_logits(p)
     offset = 0.0
     if mode == "balanced":
         scored = [(_scores(y, logp, b)[0], -abs(b), b) for b in OFFSET_GRID]
@@ -107,7 +104,7 @@ def top1_effect(labels: Any, probs: Any, offsets: Any) -> dict[str, float]:
     """Balanced accuracy and melanoma recall of the top-1 class without and with ``offsets``
     (``probs`` ``(N, 7)`` before them)."""
     y, p = check_labels_probs(labels, probs)
-    logp = np.log(np.clip(p, 1e-12, 1.0))
+    logp = probs_to_logits(p)
     b = np.asarray(check_offsets(offsets))
     (ba0, r0), (ba1, r1) = _scores(y, logp, 0.0), _scores(y, logp, b)
     return {"melanoma_offset": float(b[_MEL]), "balanced_accuracy_before": ba0,
