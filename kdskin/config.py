@@ -33,7 +33,7 @@ from kdskin.data.specs import (
     check_split_fractions,
     check_unit_interval,
 )
-from kdskin.distill.stages import STAGES, TEACHER_VIEWS, validate_distill
+from kdskin.distill.stages import STAGES, TEACHER_OFFSETS, TEACHER_VIEWS, validate_distill
 from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
 from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
@@ -272,6 +272,9 @@ class DistillConfig:
     #: image before augment.shift ("unshifted"; kdskin.distill.stages.TEACHER_VIEWS; a teacher
     #: the run trains then trains without augment.shift)
     teacher_view: str = choice_field("augmented", TEACHER_VIEWS)
+    #: the teacher's targets: its logits ("none") or its logits with a prior offset fitted on
+    #: validation ("balanced"; kdskin.distill.stages.TEACHER_OFFSETS)
+    teacher_offset: str = choice_field("none", TEACHER_OFFSETS)
 
 
 @dataclass

@@ -262,6 +262,9 @@ class RunMetrics:
     #: With ``teacher_from``: the ``teacher`` config section that trained the reused teacher
     #: (:func:`reused_teacher_settings`); empty in runs made before it was recorded.
     teacher_settings: dict[str, Any] = field(default_factory=dict)
+    #: ``distill.teacher_offset: balanced``: the teacher's prior offset fitted on validation
+    #: (``tau``, ``offsets``, its balanced accuracy before and after); empty otherwise.
+    teacher_offset: dict[str, Any] = field(default_factory=dict)
     #: ImageNet weights the run's models started from, per config section (``student``,
     #: ``teacher``, ``reference_effnet``): variant, package, version, file, sha256, licence
     #: (:class:`kdskin.models.weights_source.WeightsSource`); empty for a start from scratch.

@@ -103,6 +103,9 @@ class KdskinDistiller(keras.Model):
         logit_adjustment: ``(C,)`` offsets (``tau * log(prior)``) added to the student's logits
             in the CE term during training only (the logit-adjusted loss); the KD terms compare
             raw logits, and validation and prediction use raw logits.
+        teacher_offsets: ``(C,)`` offsets added to every teacher output before the KD terms
+            (``distill.teacher_offset``: the teacher's prior offset fitted on validation), or
+            None for its logits as they are.
 
     ``call`` runs the student only; the teacher runs only inside the training loss, never in
     ``evaluate``/``predict``. Inputs: ``(B, S, S, 3)`` pixels 0..255 (or ``{"image": ...}``),
@@ -123,6 +126,7 @@ class KdskinDistiller(keras.Model):
                  exit_map: Mapping[str, str] | None = None,
                  class_weight: Mapping[int, float] | None = None,
                  logit_adjustment: Sequence[float] | np.ndarray | None = None,
+                 teacher_offsets: Sequence[float] | np.ndarray | None = None,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name or f"distiller_{stage}", **kwargs)
         if stage not in STAGE_TERMS:
@@ -144,6 +148,8 @@ class KdskinDistiller(keras.Model):
         self.class_weight = None if class_weight is None else dict(class_weight)
         self._class_weights = class_weight_vector(class_weight, num_classes)
         self._logit_adjustment = logit_adjustment_vector(logit_adjustment, num_classes)
+        self._teacher_offsets = logit_adjustment_vector(teacher_offsets, num_classes,
+                                                        "teacher_offsets")
 
         # Loss terms: name -> (DistillationLoss or None for CE, weight).
         self.distillation_losses: list[ExitDistillation] = []
@@ -219,6 +225,9 @@ class KdskinDistiller(keras.Model):
         reg = " + student regularisation" if self.has_regularization else ""
         teacher = ("no teacher" if self.teacher is None
                    else f"teacher {self.teacher.name!r} frozen, run in training steps only")
+        if self.teacher is not None and self._teacher_offsets is not None:
+            teacher += " (its outputs plus the prior offsets " + ", ".join(
+                f"{v:+.2f}" for v in self._teacher_offsets) + ")"
         return f"stage {self.stage}: loss = {' + '.join(parts)}{reg}; {teacher}"
 
     # ------------------------------------------------------------------ Keras API
@@ -293,6 +302,8 @@ class KdskinDistiller(keras.Model):
         if training and self.teacher is not None:
             teacher_out = self.teacher(self.teacher_view(x), training=False)
             teacher_out = {k: ops.stop_gradient(v) for k, v in teacher_out.items()}
+            if self._teacher_offsets is not None:
+                teacher_out = {k: v + self._teacher_offsets for k, v in teacher_out.items()}
             values["loss_kd"] = reduce(self.kd_loss.per_sample(teacher_out, y_pred))
             if "loss_exits" in self.term_weights:
                 values["loss_exits"] = reduce(self.exit_loss.per_sample(teacher_out, y_pred))
@@ -339,7 +350,8 @@ class KdskinDistiller(keras.Model):
 def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Model, cfg: Config,
                      class_weight: Mapping[int, float] | None = None,
                      learning_rate: float | None = None,
-                     logit_adjustment: Sequence[float] | np.ndarray | None = None
+                     logit_adjustment: Sequence[float] | np.ndarray | None = None,
+                     teacher_offsets: Sequence[float] | np.ndarray | None = None
                      ) -> KdskinDistiller:
     """A compiled :class:`KdskinDistiller` for ``stage`` with weights from ``cfg.distill``.
 
@@ -355,7 +367,8 @@ def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Mod
     d = cfg.distill
     distiller = KdskinDistiller(teacher, student, stage, alpha=d.alpha, beta=d.beta,
                                 gamma=d.gamma, temperature=d.temperature, exit_map=d.exit_map,
-                                class_weight=class_weight, logit_adjustment=logit_adjustment)
+                                class_weight=class_weight, logit_adjustment=logit_adjustment,
+                                teacher_offsets=teacher_offsets)
     lr = cfg.student.learning_rate if learning_rate is None else learning_rate
     distiller.compile(optimizer=keras.optimizers.Adam(lr))
     return distiller

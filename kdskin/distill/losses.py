@@ -92,13 +92,15 @@ def class_weight_vector(class_weight: Mapping[int, float] | Sequence[float] | No
 
 
 def logit_adjustment_vector(adjustment: Sequence[float] | np.ndarray | None,
-                            num_classes: int = NUM_CLASSES) -> np.ndarray | None:
-    """Per-class logit offsets (e.g. ``tau * log(prior)``) -> finite ``(num_classes,)`` float32."""
+                            num_classes: int = NUM_CLASSES, name: str = "logit_adjustment"
+                            ) -> np.ndarray | None:
+    """Per-class logit offsets (e.g. ``tau * log(prior)``) -> finite ``(num_classes,)`` float32;
+    ``name``: the argument named in the error."""
     if adjustment is None:
         return None
     vec = np.asarray(adjustment, dtype="float32").reshape(-1)
     if vec.shape != (num_classes,) or not np.all(np.isfinite(vec)):
-        raise ConfigError(f"logit_adjustment must be {num_classes} finite values, got "
+        raise ConfigError(f"{name} must be {num_classes} finite values, got "
                           f"{np.asarray(adjustment).tolist()}")
     return vec
 

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from kdskin.errors import ConfigError
 from kdskin.models.specs import FUSED_HEADS, FUSIONS, STUDENT_OUTPUTS, check_choice
 
-__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "TEACHER_VIEWS",
+__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "TEACHER_OFFSETS",
+           "TEACHER_VIEWS",
            "check_loss_weights",
            "check_stages", "check_temperature", "resolve_exit_map", "stage_student_fusion",
            "validate_distill"]
@@ -53,6 +54,14 @@ CONFIGURED_FUSION_STAGES: tuple[str, ...] = ("baseline", "multi_fusion")
 #: while the student learns to give them for the shifted one. The Keras augmentation layers
 #: (flips, rotation, ...) are shared. The two are the same when ``augment.shift`` is off.
 TEACHER_VIEWS: tuple[str, ...] = ("augmented", "unshifted")
+
+#: The teacher's targets (``distill.teacher_offset``): ``"none"``, its logits as they are;
+#: ``"balanced"``, its logits plus the prior offset ``-tau * log(training prior)`` with ``tau``
+#: fitted on the validation split for the teacher's balanced accuracy
+#: (:func:`kdskin.trust.operating_point.fit_prior_offset`). A teacher trained on class-balanced
+#: batches still favours nevus on images it has not seen (it learns the few rare-class images by
+#: heart), and the student would learn that bias from its soft targets.
+TEACHER_OFFSETS: tuple[str, ...] = ("none", "balanced")
 
 
 def teacher_trains_shifted(teacher_view: str) -> bool:

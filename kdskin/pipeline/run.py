@@ -28,6 +28,7 @@ from kdskin.errors import KdskinError
 from kdskin.pipeline.data import RunData, prepare_data, teacher_data
 from kdskin.pipeline.stages import (
     evaluate_model,
+    fit_teacher_offsets,
     record,
     train_classifier,
     train_student_stage,
@@ -253,14 +254,19 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
         # The gate is a decision: it reads the validation split; the test split is only reported.
         check_teacher_trained(teacher_model, (tdata.val.images, tdata.val.labels))
+        teacher_fit = fit_teacher_offsets(cfg, teacher_model, tdata, data.train_labels)
+        state.teacher_offset = teacher_fit or {}
+    else:
+        teacher_fit = None
 
     for stage in cfg.distill.stages:
         name = student_name(stage)
         stage_start = (time.perf_counter(), time.process_time())
         if _load_existing(run, name, state) is not None:
             continue
-        student, hist, secs, fusion = train_student_stage(cfg, data, run, stage, teacher_model,
-                                                          teacher_data=tdata)
+        student, hist, secs, fusion = train_student_stage(
+            cfg, data, run, stage, teacher_model, teacher_data=tdata,
+            teacher_offsets=teacher_fit["offsets"] if teacher_fit else None)
         finish(record(run, name, student, hist, secs, f"student, stage {stage}", stage=stage,
                       fusion=fusion), student)
 

@@ -153,14 +153,38 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
     return _local_copy(model, run, name, strategy), history, seconds
 
 
+def fit_teacher_offsets(cfg: Config, teacher: Any, teacher_data: RunData,
+                        train_labels: np.ndarray) -> dict[str, Any] | None:
+    """``distill.teacher_offset``: None for ``none``; for ``balanced`` the teacher's prior offset
+    ``-tau * log(training prior)`` with ``tau`` fitted on the validation split (at the teacher's
+    input size) for its balanced accuracy
+    (:func:`kdskin.trust.operating_point.fit_prior_offset`: ``tau``, ``offsets`` (7,), balanced
+    accuracy before and after). ``train_labels`` ``(N,)``: the training split's labels."""
+    if cfg.distill.teacher_offset == "none":
+        return None
+    from kdskin.evaluate import KerasClassifier
+    from kdskin.trust.calibration import probs_to_logits
+    from kdskin.trust.operating_point import class_prior, fit_prior_offset
+
+    probs = KerasClassifier(teacher).predict(teacher_data.val.images)
+    fit = fit_prior_offset(teacher_data.val.labels, probs_to_logits(probs),
+                           class_prior(train_labels))
+    log(f"teacher targets: prior offset tau {fit['tau']:+.2f} fitted on validation (teacher's "
+        f"balanced accuracy {fit['balanced_accuracy_before']:.4f} -> "
+        f"{fit['balanced_accuracy_after']:.4f}); offsets "
+        + ", ".join(f"{v:+.2f}" for v in fit["offsets"]))
+    return fit
+
+
 def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
-                        teacher: Any, teacher_data: RunData | None = None
-                        ) -> tuple[Any, Any, float, str]:
+                        teacher: Any, teacher_data: RunData | None = None,
+                        teacher_offsets: Any = None) -> tuple[Any, Any, float, str]:
     """Train the student of one distillation ``stage``; save ``models/student_STAGE.keras``.
 
     ``teacher_data``: the splits at the teacher's input size when it is larger than the
     student's; the KD stages then train on its (augmented) batches, which the teacher sees as
     they are and the distiller resizes for the student; validation stays at the student's size.
+    ``teacher_offsets``: ``(7,)`` added to the teacher's outputs (:func:`fit_teacher_offsets`).
     Returns ``(student, history, seconds, fusion)``.
     """
     import keras
@@ -180,7 +204,8 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
                                 border_fill=cfg.data.border_fill)
         distiller = make_stage_model(stage, teacher if stage != "baseline" else None, student,
                                      cfg, class_weight=data.class_weight,
-                                     logit_adjustment=data.logit_adjustment)
+                                     logit_adjustment=data.logit_adjustment,
+                                     teacher_offsets=teacher_offsets)
     batch = global_batch_size(cfg, strategy)
     distilled = stage != "baseline"
     train_ds, val_ds = datasets(cfg, data, batch, train_from=teacher_data if distilled else None,
