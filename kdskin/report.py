@@ -434,6 +434,12 @@ def run_report(run_dir: str | Path | RunDir) -> str:
     if metrics.teacher_from:
         parts.append(f"- teacher reused from {metrics.teacher_from} (not retrained)"
                      + _teacher_origin(metrics))
+    if metrics.teacher_offset:
+        fit = metrics.teacher_offset
+        parts.append(f"- teacher's targets: its logits plus the prior offset -tau * log(training "
+                     f"prior), tau {fit['tau']:.2f} fitted on validation (the teacher's balanced "
+                     f"accuracy there {_f(fit['balanced_accuracy_before'])} -> "
+                     f"{_f(fit['balanced_accuracy_after'])}; distill.teacher_offset)")
     parts += [
         "",
         "## Results (test split)",

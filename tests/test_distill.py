@@ -386,6 +386,40 @@ def test_logit_adjustment_changes_the_training_ce_only():
     assert "logit-adjusted" in adjusted.describe()
 
 
+def test_teacher_offsets_move_the_kd_targets_only():
+    """The teacher's outputs plus ``teacher_offsets`` are the KD targets (logit and exit terms);
+    a common shift changes nothing (softmax), a per-class one changes both KD terms, not CE."""
+    x, y = batch()
+    teacher = mark_trained(tiny_teacher())
+    student = tiny_student()
+    exit_map = {"cnn_exit": "conv_exit_1", "effnet_exit": "vit_exit_1"}
+
+    def terms(offsets):
+        d = KdskinDistiller(teacher, student, "multi_fusion", exit_map=exit_map,
+                            teacher_offsets=offsets)
+        d.compute_loss(x, y, training=True)
+        return {k: float(d.term_trackers[k].result()) for k in ("loss_kd", "loss_exits",
+                                                                  "loss_ce")}, d
+
+    plain, _ = terms(None)
+    common, _ = terms(np.full(7, 2.5, "float32"))
+    shifted, d = terms(np.array([3.0, 0, 0, 0, 0, -3.0, 0], "float32"))
+    for k in plain:
+        np.testing.assert_allclose(common[k], plain[k], rtol=1e-5)
+    assert abs(shifted["loss_kd"] - plain["loss_kd"]) > 1e-3
+    assert abs(shifted["loss_exits"] - plain["loss_exits"]) > 1e-3
+    np.testing.assert_allclose(shifted["loss_ce"], plain["loss_ce"], rtol=1e-6)
+    # The KD term equals softened_kl against the shifted teacher logits, by hand.
+    t = keras.ops.convert_to_numpy(teacher(x)["logits"]) + np.array([3.0, 0, 0, 0, 0, -3.0, 0])
+    s = keras.ops.convert_to_numpy(student(x)["logits"])
+    pt, ps = np_softmax(t / 10.0), np_softmax(s / 10.0)
+    expected = float(np.mean(np.sum(pt * (np.log(pt) - np.log(ps)), axis=1)) * 100.0)
+    np.testing.assert_allclose(shifted["loss_kd"], expected, rtol=1e-4)
+    assert "prior offsets +3.00" in d.describe()
+    with pytest.raises(ConfigError, match="teacher_offsets must be 7 finite values"):
+        KdskinDistiller(teacher, student, "single", teacher_offsets=[1.0, 2.0])
+
+
 def test_distiller_construction_errors():
     teacher, student = mark_trained(tiny_teacher()), tiny_student()
     with pytest.raises(ConfigError, match="exit_map.*'conv_exit_9'"):

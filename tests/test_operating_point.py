@@ -216,3 +216,99 @@ def test_model_card_and_metadata_state_the_offset():
     rules = DecisionRules(temperature=1.4, class_offsets=offsets_vector(0.35)).folded()
     text = ModelInfo("m", "1", decision=rules.to_dict()).full_description()
     assert "offsets of the top-1 class (mel +0.35) (already folded)" in text
+
+
+# --------------------------------------------------------------------------- prior offset
+
+
+def prior_biased_model(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    """Labels (N,) drawn with a skewed prior, logits (N, 7) of a model that adds the log prior
+    to class evidence (it predicts with the training prior), and that log prior (7,)."""
+    from kdskin.data.pipeline import logit_adjustment
+
+    rng = np.random.default_rng(seed)
+    prior = np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02])
+    train = rng.choice(NUM_CLASSES, 20000, p=prior)
+    log_prior = logit_adjustment(train, 1.0)
+    labels = rng.choice(NUM_CLASSES, n, p=prior)
+    evidence = rng.normal(0, 1, (n, NUM_CLASSES))
+    evidence[np.arange(n), labels] += 2.0
+    return labels, evidence + log_prior, log_prior
+
+
+def test_prior_offsets_are_centred_minus_tau_log_prior():
+    from kdskin.trust.operating_point import prior_offsets
+
+    log_prior = np.log(np.array([0.03, 0.05, 0.11, 0.01, 0.11, 0.67, 0.02]))
+    b = np.array(prior_offsets(log_prior, 0.5))
+    np.testing.assert_allclose(b.sum(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.diff(b), -0.5 * np.diff(log_prior), rtol=1e-12)
+    assert not np.any(prior_offsets(log_prior, 0.0))
+    assert not np.any(prior_offsets(np.log(np.full(7, 1 / 7)), 1.0))  # uniform: nothing
+    with pytest.raises(ConfigError, match="log_prior must be 7"):
+        prior_offsets(log_prior[:3], 1.0)
+    with pytest.raises(ConfigError, match="log_prior"):
+        prior_offsets(-log_prior, 1.0)  # frequencies above 1
+
+
+def test_fit_prior_offset_undoes_a_prior_bias_and_leaves_a_balanced_model_alone():
+    from kdskin.trust.operating_point import PRIOR_TAU_GRID, fit_prior_offset
+
+    labels, logits, log_prior = prior_biased_model()
+    fit = fit_prior_offset(labels, logits, log_prior)
+    assert 0.7 <= fit["tau"] <= 1.3  # the Bayes correction is tau = 1
+    assert fit["balanced_accuracy_after"] > fit["balanced_accuracy_before"] + 0.05
+    shifted = logits + np.asarray(fit["offsets"])
+    assert fit["balanced_accuracy_after"] == pytest.approx(
+        balanced_accuracy_score(labels, shifted.argmax(1)))
+    # It generalises: the same offsets on a fresh draw help as much.
+    y2, z2, _ = prior_biased_model(seed=1)
+    gain = (balanced_accuracy_score(y2, (z2 + np.asarray(fit["offsets"])).argmax(1))
+            - balanced_accuracy_score(y2, z2.argmax(1)))
+    assert gain > 0.05
+    # A model without the bias gets (nearly) no offset; tau 0 ties resolve to 0.
+    balanced = fit_prior_offset(labels, logits - log_prior, log_prior)
+    assert balanced["tau"] <= 0.2
+    assert fit_prior_offset(labels, np.zeros_like(logits), log_prior)["tau"] == 0.0
+    assert PRIOR_TAU_GRID[0] == 0.0
+    with pytest.raises(ConfigError, match=r"logits must be finite \(N, 7\)"):
+        fit_prior_offset(labels, logits[:, :3], log_prior)
+    with pytest.raises(ConfigError, match="labels for"):
+        fit_prior_offset(labels[:10], logits, log_prior)
+
+
+def test_teacher_offset_config_and_fit_teacher_offsets():
+    """distill.teacher_offset: a checked choice; the pipeline fits it on the validation split
+    at the teacher's size from the training labels' prior, and not at all for ``none``."""
+    import keras
+
+    from kdskin.pipeline.data import RunData
+    from kdskin.pipeline.stages import fit_teacher_offsets
+
+    with pytest.raises(ConfigError, match="teacher_offset"):
+        load_config(None, ["distill.teacher_offset=fitted"])
+    labels, logits, log_prior = prior_biased_model(n=600)
+    inp = keras.Input((2, 2, 3), name="image")
+    dense = keras.layers.Dense(7, use_bias=False, name="logits")
+    teacher = keras.Model(inp, {"logits": dense(keras.layers.Flatten()(inp))})
+    dense.set_weights([np.eye(12, 7, dtype="float32")])  # its logits: the first 7 "pixels"
+    images = np.zeros((len(labels), 12), "float32")
+    images[:, :7] = logits
+    images = images.reshape(-1, 2, 2, 3)
+
+    class Split:
+        pass
+
+    val = Split()
+    val.images, val.labels = images, labels
+    data = RunData.__new__(RunData)
+    data.val = val
+    train_labels = np.random.default_rng(2).choice(
+        NUM_CLASSES, 5000, p=np.exp(log_prior) / np.exp(log_prior).sum())
+    cfg = load_config(None, ["distill.teacher_offset=balanced"])
+    fit = fit_teacher_offsets(cfg, teacher, data, train_labels)
+    assert 0.7 <= fit["tau"] <= 1.3
+    assert fit["balanced_accuracy_after"] > fit["balanced_accuracy_before"]
+    assert len(fit["offsets"]) == NUM_CLASSES
+    assert fit_teacher_offsets(load_config(None), teacher, data, train_labels) is None

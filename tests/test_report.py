@@ -363,6 +363,21 @@ def test_run_report_says_how_a_reused_teacher_was_trained(tmp_path):
     assert lines["old"].endswith("(not retrained)")
 
 
+def test_run_report_gives_the_teacher_offset_when_fitted(tmp_path):
+    from kdskin.report import run_report
+
+    metrics = _metrics(42, 0.8)
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert "teacher's targets" not in run_report(tmp_path)
+    metrics["teacher_offset"] = {"tau": 1.05, "offsets": [0.0] * 7,
+                                 "balanced_accuracy_before": 0.6229,
+                                 "balanced_accuracy_after": 0.6834}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    line = next(line for line in run_report(tmp_path).splitlines()
+                if line.startswith("- teacher's targets"))
+    assert "tau 1.05" in line and "0.6229 -> 0.6834" in line
+
+
 def _with_shifts(metrics: dict) -> dict:
     def suite(clean: float, blur: float, flagged: float) -> dict:
         rows = {"clean": {"balanced_accuracy": clean, "macro_auc": 0.9,

@@ -162,13 +162,14 @@ def fit_teacher_offsets(cfg: Config, teacher: Any, teacher_data: RunData,
     accuracy before and after). ``train_labels`` ``(N,)``: the training split's labels."""
     if cfg.distill.teacher_offset == "none":
         return None
+    from kdskin.data.pipeline import logit_adjustment
     from kdskin.evaluate import KerasClassifier
     from kdskin.trust.calibration import probs_to_logits
-    from kdskin.trust.operating_point import class_prior, fit_prior_offset
+    from kdskin.trust.operating_point import fit_prior_offset
 
     probs = KerasClassifier(teacher).predict(teacher_data.val.images)
     fit = fit_prior_offset(teacher_data.val.labels, probs_to_logits(probs),
-                           class_prior(train_labels))
+                           logit_adjustment(train_labels, 1.0))
     log(f"teacher targets: prior offset tau {fit['tau']:+.2f} fitted on validation (teacher's "
         f"balanced accuracy {fit['balanced_accuracy_before']:.4f} -> "
         f"{fit['balanced_accuracy_after']:.4f}); offsets "

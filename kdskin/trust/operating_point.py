@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
-from kdskin.constants import CLASS_INDEX, CLASSES, MELANOMA, MELANOMA_OFFSET_MODES, NUM_CLASSES
+from kdskin.constants import CLASS_INDEX, MELANOMA, MELANOMA_OFFSET_MODES, NUM_CLASSES
 from kdskin.errors import ConfigError
 from kdskin.metrics import balanced_accuracy
 from kdskin.trust.calibration import check_labels_probs, probs_to_logits
@@ -112,42 +112,29 @@ def top1_effect(labels: Any, probs: Any, offsets: Any) -> dict[str, float]:
             "melanoma_recall_after": r1}
 
 
-#: Strengths ``tau`` of the prior offset searched on the validation split.
-PRIOR_TAU_GRID: np.ndarray = np.round(np.arange(-1.0, 2.0001, 0.05), 2)
+
+#: Strengths ``tau`` of the prior offset searched on the validation split (0: none).
+PRIOR_TAU_GRID: np.ndarray = np.round(np.arange(0.0, 2.0001, 0.05), 2)
 
 
-def class_prior(labels: Any) -> np.ndarray:
-    """The class frequencies ``(7,)`` of ``labels`` ``(N,)``; ConfigError if a class is absent
-    (its log-prior would be infinite)."""
-    y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if y.size == 0 or y.min() < 0 or y.max() >= NUM_CLASSES:
-        raise ConfigError(f"class_prior: labels must be class indices 0..{NUM_CLASSES - 1}, got "
-                          f"{y.size} labels in {y.min() if y.size else '-'}.."
-                          f"{y.max() if y.size else '-'}")
-    counts = np.bincount(y, minlength=NUM_CLASSES).astype(np.float64)
-    if not counts.all():
-        missing = [CLASSES[i] for i in np.flatnonzero(counts == 0)]
-        raise ConfigError(f"class_prior: no training images of {', '.join(missing)}; every class "
-                          f"needs at least one for a prior offset")
-    return counts / counts.sum()
-
-
-def prior_offsets(prior: Any, tau: float) -> tuple[float, ...]:
-    """``-tau * log(prior)`` ``(7,)``, centred (the softmax ignores a common shift): post-hoc
-    logit adjustment (Menon et al., ICLR 2021). ``tau = 1`` turns a model that predicts with
-    the training prior into one that predicts as if every class were equally likely."""
-    p = np.asarray(prior, dtype=np.float64).reshape(-1)
-    if p.shape != (NUM_CLASSES,) or not np.all(p > 0) or not np.all(np.isfinite(p)):
-        raise ConfigError(f"prior_offsets: prior must be {NUM_CLASSES} positive frequencies, "
-                          f"got {p.tolist()}")
-    b = -float(tau) * np.log(p / p.sum())
+def prior_offsets(log_prior: Any, tau: float) -> tuple[float, ...]:
+    """``-tau * log_prior`` ``(7,)``, centred (the softmax ignores a common shift): post-hoc
+    logit adjustment (Menon et al., ICLR 2021). ``log_prior`` ``(7,)``: the log class
+    frequencies of the training split (:func:`kdskin.data.pipeline.logit_adjustment` with
+    ``tau`` 1). ``tau = 1`` turns a model that predicts with the training prior into one that
+    predicts as if every class were equally likely."""
+    lp = np.asarray(log_prior, dtype=np.float64).reshape(-1)
+    if lp.shape != (NUM_CLASSES,) or not np.all(np.isfinite(lp)) or np.any(lp > 0):
+        raise ConfigError(f"prior_offsets: log_prior must be {NUM_CLASSES} finite log "
+                          f"frequencies (<= 0), got {lp.tolist()}")
+    b = -float(tau) * lp
     return tuple(float(v) for v in b - b.mean())
 
 
-def fit_prior_offset(labels: Any, logits: Any, prior: Any) -> dict[str, Any]:
+def fit_prior_offset(labels: Any, logits: Any, log_prior: Any) -> dict[str, Any]:
     """The prior offset (:func:`prior_offsets`) whose ``tau`` in :data:`PRIOR_TAU_GRID`
     maximises the balanced accuracy of ``argmax(logits + offsets)`` on validation ``labels``
-    ``(N,)`` and ``logits`` ``(N, 7)`` (ties: the smallest ``|tau|``); one free parameter.
+    ``(N,)`` and ``logits`` ``(N, 7)`` (ties: the smallest ``tau``); one free parameter.
 
     Returns ``{"tau", "offsets" (7,), "balanced_accuracy_before", "balanced_accuracy_after"}``.
     """
@@ -158,10 +145,9 @@ def fit_prior_offset(labels: Any, logits: Any, prior: Any) -> dict[str, Any]:
     y = np.asarray(labels, dtype=np.int64).reshape(-1)
     if y.shape[0] != z.shape[0]:
         raise ConfigError(f"fit_prior_offset: {y.shape[0]} labels for {z.shape[0]} rows of logits")
-    scored = [(_scores(y, z, np.asarray(prior_offsets(prior, t)))[0], -abs(t), t)
+    scored = [(_scores(y, z, np.asarray(prior_offsets(log_prior, t)))[0], -t, t)
               for t in PRIOR_TAU_GRID]
     best, _, tau = max(scored)
-    offsets = prior_offsets(prior, float(tau))
-    return {"tau": float(tau), "offsets": list(offsets),
+    return {"tau": float(tau), "offsets": list(prior_offsets(log_prior, float(tau))),
             "balanced_accuracy_before": _scores(y, z, 0.0)[0],
             "balanced_accuracy_after": float(best)}
