@@ -112,6 +112,16 @@ RUN_DATA=$FULL run cpu_b1_loss_kd --config configs/cpu.yaml "${b1_teacher[@]}" \
   --set distill.alpha=0.2 --set distill.beta=0.5 --set distill.gamma=0.3
 RUN_DATA=$FULL run cpu_b1_loss_ce --config configs/cpu.yaml "${b1_teacher[@]}" \
   --set distill.alpha=0.2 --set distill.beta=0.2 --set distill.gamma=0.6
+# 0g. The teacher's targets with its prior offset (distill.teacher_offset: balanced, tau fitted
+#    on validation; issue 23): with the shipped class-balanced resampling, seeds 42 and 43, and
+#    with the training split's own class frequencies (data.balance: none), seed 42. About 25 min
+#    each. `python tools/prior_offset.py RUN` prints the same fit for every model of a run.
+RUN_DATA=$FULL run cpu_b1_teacher_offset --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set distill.teacher_offset=balanced
+RUN_DATA=$FULL run cpu_b1_teacher_offset_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set distill.teacher_offset=balanced --set train.seed=43
+RUN_DATA=$FULL run cpu_b1_teacher_offset_natural --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set distill.teacher_offset=balanced --set data.balance=none
 # The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
 # studies that led from it to the shipped one (step 5).
 # 1. What shipped before ($PREV/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
@@ -240,7 +250,8 @@ report=()
 for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
     cpu_b1_ref_effnet_seed44 cpu_b1_teacher \
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \
-    cpu_b1_loss_ce \
+    cpu_b1_loss_ce cpu_b1_teacher_offset cpu_b1_teacher_offset_seed43 \
+    cpu_b1_teacher_offset_natural \
     cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
     study_seed43 ref_seed43 ref_seed44 study_t4 study_logit_adjusted study_strong_augment \
     study_class_weight study_loss_ce study_loss_kd \
