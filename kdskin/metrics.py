@@ -51,26 +51,34 @@ def balanced_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(balanced_accuracy_score(y_true, probs.argmax(axis=1)))
 
 
-def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Macro one-vs-rest ROC AUC over the classes present in ``y_true`` (NaN if fewer than 2)."""
+def class_aucs(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """One-vs-rest ROC AUC of each class ``(7,)`` (NaN for a class absent from ``y_true`` or
+    the only one present)."""
     y_true, probs = _check(y_true, probs)
-    aucs = []
+    aucs = np.full(NUM_CLASSES, np.nan)
     for k in range(NUM_CLASSES):
         positives = y_true == k
         if positives.any() and (~positives).any():
-            aucs.append(roc_auc_score(positives, probs[:, k]))
-    return float(np.mean(aucs)) if aucs else float("nan")
+            aucs[k] = roc_auc_score(positives, probs[:, k])
+    return aucs
+
+
+def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC over the classes present in ``y_true`` (NaN if fewer than 2)."""
+    aucs = class_aucs(y_true, probs)
+    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Every metric kdskin reports, for labels ``(N,)`` and class probabilities ``(N, 7)``.
 
     Returns accuracy, balanced_accuracy, macro/weighted F1, macro precision/recall, macro
-    one-vs-rest AUC, melanoma_recall, per_class {name: {precision, recall, f1, support}} and the
-    confusion matrix (rows true, columns predicted, CLASSES order).
+    one-vs-rest AUC, melanoma_recall, melanoma_auc, per_class {name: {precision, recall, f1,
+    auc, support}} and the confusion matrix (rows true, columns predicted, CLASSES order).
     """
     y_true, probs = _check(y_true, probs)
     y_pred = probs.argmax(axis=1)
+    aucs = class_aucs(y_true, probs)
     labels = list(range(NUM_CLASSES))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
@@ -86,11 +94,12 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
                                       zero_division=0)),
         "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()),
-        "macro_auc": macro_auc(y_true, probs),
+        "macro_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
         "melanoma_recall": float(recall[mel]) if support[mel] else float("nan"),
+        "melanoma_auc": float(aucs[mel]),
         "per_class": {
             name: {"precision": float(precision[k]), "recall": float(recall[k]),
-                   "f1": float(f1[k]), "support": int(support[k])}
+                   "f1": float(f1[k]), "auc": float(aucs[k]), "support": int(support[k])}
             for k, name in enumerate(CLASSES)
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),

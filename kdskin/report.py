@@ -261,20 +261,24 @@ def external_table(metrics: RunMetrics) -> str:
     if not ext:
         return ""
 
-    head = ["model", "test bal. acc.", "external acc.", "external bal. acc.", "external AUC",
-            "external mel. recall", *(f"recall {c}" for c in CLASSES)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rows = [(LABELS.get(k, k), m.test, m.external) for k, m in metrics.models.items()
             if m.external]
     int8_test = metrics.int8_result()
     rows += [(f"model_{kind}.tflite", int8_test if kind == INT8 else {}, values)
              for kind, values in ext.get("tflite", {}).items()]
+    # melanoma AUC: recorded since 2026-12-05 (older runs' metrics lack it)
+    mel_auc = any("melanoma_auc" in values for _, _, values in rows)
+    head = ["model", "test bal. acc.", "external acc.", "external bal. acc.", "external AUC",
+            "external mel. recall", *(["external mel. AUC"] if mel_auc else []),
+            *(f"recall {c}" for c in CLASSES)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, test, values in rows:
         recall = values.get("per_class", {})
         lines.append("| " + " | ".join([
             label, _f(test.get("balanced_accuracy")), _f(values.get("accuracy")),
             _f(values.get("balanced_accuracy")), _f(values.get("macro_auc")),
             _f(values.get("melanoma_recall")),
+            *([_f(values.get("melanoma_auc"))] if mel_auc else []),
             *(_f(recall.get(c, {}).get("recall"), 3) for c in CLASSES)]) + " |")
     return "\n".join(lines)
 

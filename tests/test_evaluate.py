@@ -38,6 +38,24 @@ def test_auc_perfect_and_random():
     assert 0.35 < macro_auc(y, rng.random((len(y), NUM_CLASSES))) < 0.65
 
 
+def test_per_class_and_melanoma_auc_by_hand(tmp_path):
+    from kdskin.io import write_json
+
+    y = np.array([4, 4, 5, 5])
+    probs = np.full((4, NUM_CLASSES), 0.01)
+    probs[:, 4] = [0.9, 0.4, 0.5, 0.1]  # mel: 3 of the 4 (melanoma, other) pairs ordered right
+    probs[:, 5] = [0.05, 0.5, 0.4, 0.8]  # nv: 3 of 4 as well
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = classification_metrics(y, probs)
+    assert m["melanoma_auc"] == pytest.approx(0.75)
+    assert m["per_class"]["mel"]["auc"] == pytest.approx(0.75)
+    assert m["per_class"]["nv"]["auc"] == pytest.approx(0.75)
+    assert np.isnan(m["per_class"]["df"]["auc"])  # absent: no AUC
+    assert m["macro_auc"] == pytest.approx(0.75)  # over the classes present only
+    saved = json.loads(write_json(tmp_path / "m.json", m).read_text())
+    assert saved["per_class"]["df"]["auc"] is None and saved["melanoma_auc"] == 0.75
+
+
 def test_metrics_reject_bad_shapes():
     with pytest.raises(DataError, match="shape"):
         classification_metrics(np.zeros(3), np.zeros((3, 5)))

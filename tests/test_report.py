@@ -414,3 +414,19 @@ def test_shift_table_in_the_run_report_and_the_results_document(tmp_path):
     results_document([run / "metrics.json"], out)
     assert "Acquisition-shift suite of" in out.read_text()
     assert "| `blur` | 0.450 (-0.150) / 0.850 / 0.50 |" in out.read_text()
+
+
+def test_external_table_has_melanoma_auc_when_recorded():
+    from kdskin.report import external_table
+
+    metrics = _metrics(42, 0.8)
+    assert "mel. AUC" not in external_table(RunMetrics.from_dict(metrics))  # older runs
+    metrics["external"]["tflite"]["int8"]["melanoma_auc"] = 0.8123
+    lines = external_table(RunMetrics.from_dict(metrics)).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    col = head.index("external mel. AUC")
+    int8 = next(line for line in lines if line.startswith("| model_int8.tflite"))
+    cells = [c.strip() for c in int8.strip("|").split("|")]
+    assert cells[col] == "0.8123"
+    other = [c.strip() for c in lines[2].strip("|").split("|")]  # a Keras model without it
+    assert len(other) == len(head) and other[col] not in ("0.8123", "")

@@ -98,7 +98,7 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
         entry.intervals["external"] = intervals(cfg, part_m.labels, probs)
         log(f"external {name}: accuracy {metrics['accuracy']:.4f}, balanced "
             f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}, melanoma "
-            f"recall {metrics['melanoma_recall']:.4f}")
+            f"recall {metrics['melanoma_recall']:.4f}, melanoma AUC {metrics['melanoma_auc']:.4f}")
         if name == final and rules is not None:
             result["trust"][name] = score_with_rules(rules, part_m.labels, probs)
         suite(name, clf, part_m)
@@ -111,7 +111,8 @@ def external_stage(cfg: Config, run: RunDir, state: RunMetrics, final: str | Non
             # exported files apply T in their softmax (folded rules undo it for "before")
             result["trust"][path.name] = score_with_rules(rules.folded(), part.labels, probs)
         log(f"external {path.name}: accuracy {metrics['accuracy']:.4f}, balanced "
-            f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}")
+            f"{metrics['balanced_accuracy']:.4f}, AUC {metrics['macro_auc']:.4f}, melanoma "
+            f"recall {metrics['melanoma_recall']:.4f}, melanoma AUC {metrics['melanoma_auc']:.4f}")
         if kind == "int8":
             suite(path.name, clf)
     return result

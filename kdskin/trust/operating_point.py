@@ -16,6 +16,11 @@ is fitted on the validation split in one of two ways:
 Exports fold the offset into the file after the temperature (``decision.json`` records it), so
 every consumer of the file gets the same top-1 class. Shapes: ``labels`` ``(N,)`` class indices in
 ``CLASSES`` order, ``probs`` ``(N, 7)``.
+
+The prior offset (:func:`fit_prior_offset`) is the same idea for every class at once: the
+offsets ``-tau * log(training prior)`` with one ``tau`` fitted on validation (post-hoc logit
+adjustment). kdskin uses it for the teacher's distillation targets (``distill.teacher_offset``),
+where the bias is towards the frequent classes.
 """
 
 from __future__ import annotations
@@ -110,7 +115,6 @@ def top1_effect(labels: Any, probs: Any, offsets: Any) -> dict[str, float]:
     return {"melanoma_offset": float(b[_MEL]), "balanced_accuracy_before": ba0,
             "balanced_accuracy_after": ba1, "melanoma_recall_before": r0,
             "melanoma_recall_after": r1}
-
 
 
 #: Strengths ``tau`` of the prior offset searched on the validation split (0: none).
