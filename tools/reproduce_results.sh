@@ -73,6 +73,14 @@ for seed in 43 44; do
     --set teacher.enabled=false --set "distill.stages=[]" --set baseline.enabled=false \
     --set reference.enabled=false --set train.seed=$seed
 done
+# 0b''. Two more seeds of the student alone (the fused student with cross-entropy only, no
+#    teacher; the ablation config, only that model; about 17 min each), so the comparison that
+#    says whether distillation helps is a mean of three on both sides.
+for seed in 43 44; do
+  RUN_DATA=$FULL run "cpu_b1_student_alone_seed$seed" --config configs/cpu_ablation.yaml \
+    --set teacher.enabled=false --set baseline.enabled=false --set reference.enabled=false \
+    --set reference_effnet.enabled=false --set train.seed=$seed
+done
 # 0c. Paired differences on the external set, the same 300 images for every model
 #    (kdskin evaluate --against: stratified paired bootstrap, 95%), into docs/results/compare/.
 mkdir -p docs/results/compare
@@ -248,7 +256,8 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
 for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
-    cpu_b1_ref_effnet_seed44 cpu_b1_teacher \
+    cpu_b1_ref_effnet_seed44 cpu_b1_student_alone_seed43 cpu_b1_student_alone_seed44 \
+    cpu_b1_teacher \
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \
     cpu_b1_loss_ce cpu_b1_teacher_offset cpu_b1_teacher_offset_seed43 \
     cpu_b1_teacher_offset_natural \
