@@ -63,10 +63,14 @@ def class_aucs(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return aucs
 
 
+def _mean_auc(aucs: np.ndarray) -> float:
+    """The mean of :func:`class_aucs` over the classes that have one (NaN if none)."""
+    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+
+
 def macro_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     """Macro one-vs-rest ROC AUC over the classes present in ``y_true`` (NaN if fewer than 2)."""
-    aucs = class_aucs(y_true, probs)
-    return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+    return _mean_auc(class_aucs(y_true, probs))
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -94,7 +98,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
                                       zero_division=0)),
         "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()),
-        "macro_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
+        "macro_auc": _mean_auc(aucs),
         "melanoma_recall": float(recall[mel]) if support[mel] else float("nan"),
         "melanoma_auc": float(aucs[mel]),
         "per_class": {

@@ -153,5 +153,5 @@ def fit_prior_offset(labels: Any, logits: Any, log_prior: Any) -> dict[str, Any]
               for t in PRIOR_TAU_GRID]
     best, _, tau = max(scored)
     return {"tau": float(tau), "offsets": list(prior_offsets(log_prior, float(tau))),
-            "balanced_accuracy_before": _scores(y, z, 0.0)[0],
+            "balanced_accuracy_before": scored[0][0],  # PRIOR_TAU_GRID[0] is 0: no offset
             "balanced_accuracy_after": float(best)}
