@@ -286,11 +286,14 @@ def external_table(metrics: RunMetrics) -> str:
 def shift_table(metrics: RunMetrics) -> str:
     """The acquisition-shift suite on the external set (``external["shifts"]``): one row per
     shift, one column per model with "balanced accuracy (change from clean) / macro AUC /
-    melanoma recall", and the share the out-of-scope check flags ("" when the run has none)."""
+    melanoma recall" (and "/ melanoma AUC" when the run recorded it), and the share the
+    out-of-scope check flags ("" when the run has none)."""
     suites = metrics.external.get("shifts", {}) if metrics.external else {}
     if not suites:
         return ""
     names = list(suites)
+    mel_auc = any("melanoma_auc" in row for suite in suites.values()
+                  for row in suite["shifts"].values())
     head = ["shift", *(LABELS.get(name, name) for name in names), "out-of-scope share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for shift in suites[names[0]]["shifts"]:
@@ -301,7 +304,8 @@ def shift_table(metrics: RunMetrics) -> str:
             drop = row.get("drop", {}).get("balanced_accuracy")
             change = "" if shift == "clean" or drop is None else f" ({-drop:+.3f})"
             cells.append(f"{_f(row.get('balanced_accuracy'), 3)}{change} / "
-                         f"{_f(row.get('macro_auc'), 3)} / {_f(row.get('melanoma_recall'), 2)}")
+                         f"{_f(row.get('macro_auc'), 3)} / {_f(row.get('melanoma_recall'), 2)}"
+                         + (f" / {_f(row.get('melanoma_auc'), 3)}" if mel_auc else ""))
             flagged = row.get("flagged") if flagged is None else flagged
         cells.append(_f(flagged, 2))
         lines.append("| " + " | ".join(cells) + " |")
@@ -310,7 +314,8 @@ def shift_table(metrics: RunMetrics) -> str:
 
 SHIFT_NOTE = ("Each shift is applied, deterministically, to every external image at the model's "
               "input size (`kdskin/data/shifts.py`; README, 'Other clinics'). Each cell: "
-              "balanced accuracy (change from the clean row) / macro AUC / melanoma recall. "
+              "balanced accuracy (change from the clean row) / macro AUC / melanoma recall "
+              "(/ melanoma AUC, one-vs-rest, in runs that recorded it). "
               "Out-of-scope share: images the final student's out-of-scope check flags (it "
               "reads the image only, so one column serves every model).")
 

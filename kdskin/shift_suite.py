@@ -1,9 +1,10 @@
 """The acquisition-shift suite: a classifier scored on a labelled set under every shift of
 :data:`kdskin.data.shifts.SHIFTS` (``kdskin evaluate --shifts``, a run's external evaluation).
 
-Per shift: balanced accuracy, macro AUC, melanoma recall, their drops from the ``clean`` row
-(clean minus shifted, computed here), and the share of images the decision rules' out-of-scope
-check flags (None without rules that have one). Works for any
+Per shift: balanced accuracy, macro AUC, melanoma recall, melanoma AUC (one-vs-rest: whether a
+lost melanoma recall is a lost ranking or only a moved threshold), their drops from the
+``clean`` row (clean minus shifted, computed here), and the share of images the decision
+rules' out-of-scope check flags (None without rules that have one). Works for any
 :class:`~kdskin.evaluate.Classifier` (``.keras`` or ``.tflite``).
 """
 
@@ -19,7 +20,8 @@ from kdskin.decision import DecisionRules
 from kdskin.metrics import classification_metrics
 
 #: The figures of each row, and the ones whose drop from clean is reported.
-SUITE_METRICS: tuple[str, ...] = ("balanced_accuracy", "macro_auc", "melanoma_recall")
+SUITE_METRICS: tuple[str, ...] = ("balanced_accuracy", "macro_auc", "melanoma_recall",
+                                  "melanoma_auc")
 
 
 def flagged_share(rules: DecisionRules | None, probs: np.ndarray, images: np.ndarray
@@ -79,14 +81,15 @@ def format_suite(suite: dict[str, Any], title: str = "") -> str:
     """The suite as a plain-text table (one row per shift)."""
     lines = [title] if title else []
     lines.append(f"{'shift':<16} {'bal.acc':>8} {'drop':>7} {'AUC':>7} {'drop':>7} "
-                 f"{'mel.rec':>8} {'drop':>7} {'flagged':>8}")
+                 f"{'mel.rec':>8} {'drop':>7} {'mel.AUC':>8} {'drop':>7} {'flagged':>8}")
     for name, row in suite["shifts"].items():
         d = row["drop"]
         flagged = "-" if row["flagged"] is None else f"{row['flagged']:.2f}"
         lines.append(f"{name:<16} {row['balanced_accuracy']:>8.4f} "
                      f"{d['balanced_accuracy']:>+7.4f} {row['macro_auc']:>7.4f} "
                      f"{d['macro_auc']:>+7.4f} {row['melanoma_recall']:>8.4f} "
-                     f"{d['melanoma_recall']:>+7.4f} {flagged:>8}")
+                     f"{d['melanoma_recall']:>+7.4f} {row['melanoma_auc']:>8.4f} "
+                     f"{d['melanoma_auc']:>+7.4f} {flagged:>8}")
     return "\n".join(lines)
 
 

@@ -416,6 +416,19 @@ def test_shift_table_in_the_run_report_and_the_results_document(tmp_path):
     assert "| `blur` | 0.450 (-0.150) / 0.850 / 0.50 |" in out.read_text()
 
 
+def test_shift_table_shows_melanoma_auc_when_recorded():
+    from kdskin.report import shift_table
+
+    metrics = _with_shifts(_metrics(42, 0.8))
+    for suite in metrics["external"]["shifts"].values():
+        suite["shifts"]["clean"]["melanoma_auc"] = 0.83
+        suite["shifts"]["blur"]["melanoma_auc"] = None  # NaN on disk: no melanoma image
+    table = shift_table(RunMetrics.from_dict(metrics)).splitlines()
+    assert table[2] == ("| `clean` | 0.600 / 0.900 / 0.70 / 0.830 | 0.580 / 0.900 / 0.70 / "
+                        "0.830 | 0.05 |")
+    assert table[3].startswith("| `blur` | 0.450 (-0.150) / 0.850 / 0.50 / n/a |")
+
+
 def test_external_table_has_melanoma_auc_when_recorded():
     from kdskin.report import external_table
 
