@@ -171,6 +171,30 @@ def test_suite_flags_with_the_out_of_scope_rule():
     assert suite["shifts"]["circle_vignette"]["flagged"] > suite["shifts"]["clean"]["flagged"]
 
 
+def test_suite_scores_the_referral_rule_on_calibrated_probabilities():
+    from kdskin.decision import DecisionRules
+    from kdskin.shift_suite import REFERRAL_METRICS, format_suite, shift_suite
+    from kdskin.trust.referral import referral_metrics
+
+    images, labels = _labelled()
+    clf = CentreColour()
+    rules = DecisionRules(temperature=2.0, referral_threshold=0.3)
+    suite = shift_suite(clf, images, labels, ["whiter", "blur"], rules=rules)
+    for name, row in suite["shifts"].items():
+        calibrated = rules.calibrate(clf.predict(apply_shift(name, images)))
+        expected = referral_metrics(labels, calibrated, 0.3)
+        assert set(row["referral"]) == set(REFERRAL_METRICS)
+        for key in REFERRAL_METRICS:
+            assert row["referral"][key] == pytest.approx(expected[key])
+    assert 0 < suite["shifts"]["clean"]["referral"]["referral_rate"] < 1
+    head = format_suite(suite).splitlines()[0].split()
+    assert head[-3:] == ["ref.sens", "ref.mel", "ref.rate"]
+    # without a threshold there is no referral row, and no referral columns
+    plain = shift_suite(clf, images, labels, ["blur"], rules=DecisionRules())
+    assert all(row["referral"] is None for row in plain["shifts"].values())
+    assert "ref.mel" not in format_suite(plain)
+
+
 def test_format_suite_lists_every_row():
     from kdskin.shift_suite import format_suite, shift_suite
 
