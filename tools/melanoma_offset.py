@@ -9,6 +9,11 @@ test and the run's external set. Nothing is written. (The int8 file of a run re-
 the offset already carries it: its row is then fitted on top of it.)
 
     python tools/melanoma_offset.py runs/cpu_b1 runs/cpu_b1_ablation
+    python tools/melanoma_offset.py --min-recall 0.7 runs/cpu_b1_px96
+
+``--min-recall R``: the offset then also reaches melanoma recall R on validation, as
+``trust.min_melanoma_recall: R`` does in a run (the smallest offset of the grid, at or above the
+balanced one, that does).
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="finished run directories")
+    parser.add_argument("--min-recall", type=float, default=None, metavar="R",
+                        help="melanoma recall the offset must reach on validation, in (0, 1]")
     args = parser.parse_args(argv)
+    if args.min_recall is not None and not 0.0 < args.min_recall <= 1.0:
+        parser.error(f"--min-recall must be in (0, 1], got {args.min_recall}")
 
     from kdskin.config import load_config
     from kdskin.evaluate import KerasClassifier, load_classifier
@@ -55,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             val = clf.predict(data.val.images)
             t = fit_temperature_from_probs(val, data.val.labels)
             offset = offsets_vector(fit_melanoma_offset(
-                data.val.labels, apply_temperature_to_probs(val, t)))
+                data.val.labels, apply_temperature_to_probs(val, t), min_recall=args.min_recall))
             cells = []
             for part, probs in ((data.val, val), (data.test, None), (external, None)):
                 if part is None:
