@@ -134,7 +134,7 @@ RUN_DATA=$FULL run cpu_b1_teacher_offset_natural --config configs/cpu.yaml "${b1
 #    64 (data.image_size; the teacher keeps 128 px), seeds 42 and 43 with the same teacher (about
 #    34 min each: the student's fit 26 min), and the reference a user would pick instead at the
 #    same input, EfficientNet-Lite0 from ImageNet fine-tuned alone at 96 px, seeds 42 and 43
-#    (about 16 min each); then each 96 px int8 file against the reference of its seed and the
+#    (about 16 min each), and the student alone at 96 px (seed 42); then each 96 px int8 file against the reference of its seed and the
 #    shipped 64 px file of its seed on the same external images (paired bootstrap).
 RUN_DATA=$FULL run cpu_b1_px96 --config configs/cpu.yaml "${b1_teacher[@]}" \
   --set data.image_size=96
@@ -146,6 +146,9 @@ RUN_DATA=$FULL run cpu_b1_px96_ref_effnet --config configs/cpu_ablation.yaml \
 RUN_DATA=$FULL run cpu_b1_px96_ref_effnet_seed43 --config configs/cpu_ablation.yaml \
   --set teacher.enabled=false --set "distill.stages=[]" --set baseline.enabled=false \
   --set reference.enabled=false --set data.image_size=96 --set train.seed=43
+RUN_DATA=$FULL run cpu_b1_px96_student_alone --config configs/cpu_ablation.yaml \
+  --set teacher.enabled=false --set baseline.enabled=false --set reference.enabled=false \
+  --set reference_effnet.enabled=false --set data.image_size=96
 compare docs/results/compare/cpu_b1_px96_int8.json "$RUNS/cpu_b1_px96/tflite/model_int8.tflite" \
   "$RUNS/cpu_b1_px96_ref_effnet/models/reference_effnet.keras" \
   "$RUNS/cpu_b1/tflite/model_int8.tflite"
@@ -284,7 +287,7 @@ for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \
     cpu_b1_loss_ce cpu_b1_teacher_offset cpu_b1_teacher_offset_seed43 \
     cpu_b1_teacher_offset_natural cpu_b1_px96 cpu_b1_px96_seed43 cpu_b1_px96_ref_effnet \
-    cpu_b1_px96_ref_effnet_seed43 \
+    cpu_b1_px96_ref_effnet_seed43 cpu_b1_px96_student_alone \
     cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
     study_seed43 ref_seed43 ref_seed44 study_t4 study_logit_adjusted study_strong_augment \
     study_class_weight study_loss_ce study_loss_kd \
