@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "export": "convert a .keras classifier to fp32, dynamic-range and int8 .tflite",
     "bench": "training and inference ms/step, sizes and size reductions for a run",
     "explain": "Grad-CAM, Score-CAM and LIME maps for images (and their faithfulness)",
+    "adapt": "refit a run's operating point (calibration, melanoma offset, referral) on a "
+             "clinic's own labelled images and export new files",
     "report": "write docs/RESULTS.md-style tables from run directories",
     "serve": "a local web page and JSON API: a model's prediction, referral and explanations "
              "for one image",
@@ -119,6 +121,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _call("export", "reexport_run", args.run, args.overrides)
     return _call("export", "export_command", _load(args), model=args.model, data=args.data,
                  out=args.out, split_file=args.split_file)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    return _call("adapt", "adapt_command", args.run, args.data, args.out, args.overrides)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -263,6 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", metavar="CSV", help="split CSV for --data")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
+
+    p = add("adapt", cmd_adapt, config=False)
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run with "
+                   "decision rules; its final student, config (--set overrides it, e.g. "
+                   "trust.min_melanoma_recall=0.8) and data are used, the run is not changed")
+    p.add_argument("--data", required=True, metavar="DIR", help="the clinic's labelled images "
+                   "(HAM10000 or ISIC 2018 layout): temperature, melanoma offset and referral "
+                   "threshold are fitted on them")
+    p.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the "
+                   "files, decision.json and adapt.json")
 
     p = add("report", cmd_report, config=False, overrides=False)
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or saved "

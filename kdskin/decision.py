@@ -68,6 +68,8 @@ class DecisionRules:
     classes: tuple[str, ...] = field(default=CLASSES)
     #: log-odds offsets ``(7,)`` added after the temperature (the melanoma operating point)
     class_offsets: tuple[float, ...] | None = None
+    #: the labelled images the temperature, offsets and referral threshold were fitted on
+    fitted_on: str = "validation"
 
     def calibrate(self, probs: np.ndarray) -> np.ndarray:
         """Calibrated probabilities ``(N, 7)`` with the class offsets (unchanged when already
@@ -158,7 +160,8 @@ class DecisionRules:
                         ood_params=data.get("ood_params"),
                         classes=tuple(data.get("classes", CLASSES)),
                         class_offsets=(None if data.get("class_offsets") is None else
-                                       check_offsets(data["class_offsets"], source)))
+                                       check_offsets(data["class_offsets"], source)),
+                        fitted_on=str(data.get("fitted_on", "validation")))
         except (TypeError, ValueError, AttributeError, ConfigError):
             raise ModelError(f"{source}: not a kdskin decision file; re-export the model with "
                              f"kdskin export") from None

@@ -29,7 +29,8 @@ def test_commands_that_read_a_config_have_config_and_set(argv, capsys):
 
 
 @pytest.mark.parametrize("argv,has_set", [(["predict"], False), (["report"], False),
-                                          (["bench"], True), (["serve"], False)])
+                                          (["bench"], True), (["serve"], False),
+                                          (["adapt"], True)])
 def test_commands_without_a_config_do_not_accept_one(argv, has_set, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*argv, "--help"])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kdskin.cli import main
@@ -357,6 +358,77 @@ def test_reexport_with_the_melanoma_offset(run_dir, tmp_path):
         if split == "val":  # fitted there: never worse than plain argmax
             assert op["balanced_accuracy_after"] >= op["balanced_accuracy_before"]
     assert "melanoma log-odds offset" in (copy / "report.md").read_text()
+
+
+def test_adapt_refits_the_operating_point_on_a_clinics_images(run_dir, tmp_path, capsys):
+    """kdskin adapt: the rules are the fit on the Keras student's probabilities of the clinic's
+    images, folded into new files; the out-of-scope check and the run stay as they were."""
+    from kdskin.config import load_config
+    from kdskin.evaluate import KerasClassifier, load_classifier
+    from kdskin.models.contract import input_size, load_keras
+    from kdskin.pipeline.external import load_labelled
+    from kdskin.pipeline.trust import fit_operating_point
+    from kdskin.rundir import final_student_name
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    run_files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    overrides = ["trust.melanoma_offset=balanced", "trust.min_melanoma_recall=0.5"]
+    cfg = load_config(copy / "config.yaml", overrides)
+    clinic, out = Path(cfg.data.external), tmp_path / "clinic_files"
+    argv = ["adapt", "--run", str(copy), "--data", str(clinic), "--out", str(out)]
+    assert main([*argv, *(a for o in overrides for a in ("--set", o))]) == 0
+    assert "in-sample" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == run_files
+
+    model = load_keras(copy / "models" / f"{final_student_name(cfg.distill.stages)}.keras")
+    images = load_labelled(str(clinic), None, input_size(model), None)[0]
+    temperature, offsets, threshold = fit_operating_point(
+        cfg, images.labels, KerasClassifier(model).predict(images.images))
+    decision = json.loads((out / "decision.json").read_text())
+    run_rules = json.loads((copy / "metrics.json").read_text())["trust"]["rules"]
+    assert decision["temperature"] == pytest.approx(temperature)
+    assert decision["class_offsets"] == pytest.approx(list(offsets))
+    assert decision["referral_threshold"] == pytest.approx(threshold)
+    assert decision["temperature_folded"] is True
+    assert decision["ood_params"] == run_rules["ood_params"]
+    assert decision["ood_threshold"] == run_rules["ood_threshold"]
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["n_images"] == len(images.labels) == 21 and record["format"] == "isic2018"
+    assert record["rules_after"]["temperature"] == pytest.approx(temperature)
+    assert record["in_sample"]["adapted_rules"]["melanoma_recall"] >= 0.5
+    assert record["export"]["adapted_on"]["n_images"] == 21
+    # the new int8 file applies the new temperature and offset: its probabilities are those of
+    # the Keras student calibrated with the new rules (within int8 error)
+    int8 = load_classifier(out / "model_int8.tflite").predict(images.images)
+    from kdskin.decision import DecisionRules
+
+    expected = DecisionRules.from_dict(record["rules_after"]).calibrate(
+        KerasClassifier(model).predict(images.images))
+    assert np.mean(int8.argmax(1) == expected.argmax(1)) >= 0.8
+    assert not list(tmp_path.glob(".clinic_files.tmp-*"))
+
+
+def test_adapt_errors_are_one_line_and_write_nothing(run_dir, tmp_path, capsys):
+    from tests.conftest import write_isic
+
+    benign = tmp_path / "benign"
+    gt = write_isic(benign, n_per_class=2)
+    keep = gt[gt["NV"] + gt["BKL"] > 0]
+    keep.to_csv(benign / "ISIC2018_Task3_Test_GroundTruth.csv", index=False)
+    full = tmp_path / "full"
+    (full / "x.txt").parent.mkdir()
+    (full / "x.txt").write_text("not empty")
+    cases = [(benign, tmp_path / "a", "no image of a malignant class"),
+             (tmp_path / "missing", tmp_path / "b", "labelled image folder not found"),
+             (benign, full, "exists and is not an empty folder")]
+    for data, out, message in cases:
+        assert main(["adapt", "--run", str(run_dir), "--data", str(data),
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+        assert not (out.exists() and out != full)
+    assert [p.name for p in full.iterdir()] == ["x.txt"]
 
 
 def test_bench_update_records_in_the_run(run_dir, tmp_path):

@@ -38,18 +38,25 @@ def load_external(cfg: Config, run: RunDir, image_size: int | None = None
                   ) -> tuple[Any, str, list[str]]:
     """``(SplitArrays of every image, format, unreadable files)`` of ``cfg.data.external``,
     decoded at ``image_size`` (default ``data.image_size``)."""
+    return load_labelled(str(cfg.data.external), cfg.data.external_format,
+                         image_size or cfg.data.image_size, run.cache)
+
+
+def load_labelled(root: str, fmt: str | None, image_size: int, cache_dir: Path | None
+                  ) -> tuple[Any, str, list[str]]:
+    """``(SplitArrays of every image, format, unreadable files)`` of the labelled folder
+    ``root`` (``fmt`` None: detected), decoded at ``image_size`` (cached in ``cache_dir``)."""
     from kdskin.data.datasets import read_dataset
     from kdskin.data.pipeline import decode_split
 
-    root = str(cfg.data.external)
-    fmt = cfg.data.external_format or detect_format(root)
+    fmt = fmt or detect_format(root)
     dataset = read_dataset(root, fmt, strict=False)
     table = dataset.table[["image_id", "lesion_id", "dx"]].copy()
     table["split"] = "test"
-    arrays, errors = decode_split(dataset, table, image_size or cfg.data.image_size,
-                                  cache_dir=run.cache, progress=True)
+    arrays, errors = decode_split(dataset, table, image_size, cache_dir=cache_dir,
+                                  progress=True)
     if len(arrays["test"]) == 0:
-        raise DataError(f"{root}: no readable image in the external set")
+        raise DataError(f"{root}: no readable image in the labelled set")
     return arrays["test"], fmt, errors
 
 

@@ -354,8 +354,10 @@ def after_training(cfg: Config, data: RunData, run: RunDir, state: RunMetrics,
 
 
 def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
-                 extra: dict[str, Any] | None = None, rules: Any = None) -> dict[str, Any]:
-    """Export the run's model ``name`` to ``RUN/tflite`` and check it on the test split.
+                 extra: dict[str, Any] | None = None, rules: Any = None,
+                 out_dir: Path | None = None) -> dict[str, Any]:
+    """Export the run's model ``name`` to ``RUN/tflite`` (or ``out_dir``) and check it on the
+    test split.
 
     ``rules`` (:class:`~kdskin.decision.DecisionRules`): the temperature and class offsets are
     folded into the exported softmax and the rules are written beside the files (``decision.json``).
@@ -371,19 +373,20 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
         extra["decision"] = rules.folded().to_dict()
     folded = "" if rules is None else f", temperature {rules.temperature:.3f}" + (
         "" if rules.class_offsets is None else " and the melanoma offset") + " folded in"
-    log(f"exporting {name} to {run.tflite} (fp32, dynamic-range, int8){folded}")
+    out = run.tflite if out_dir is None else Path(out_dir)
+    log(f"exporting {name} to {out} (fp32, dynamic-range, int8){folded}")
     synthetic = cfg.data.dir is not None and Path(cfg.data.dir).resolve() == run.data.resolve()
     fields = ({"license": "trained on kdskin's built-in generated data (no licence "
                           "restriction from the data); kdskin's own licence applies"}
               if synthetic else None)
-    result = export_and_check(model, run.tflite, data.train.images, data.train.labels,
+    result = export_and_check(model, out, data.train.images, data.train.labels,
                               data.test.images, data.test.labels, cfg.export, extra=extra,
                               resize_images=cfg.export.resize_check_images or cfg.data.external,
                               metadata_fields=fields)
     if rules is not None:
         from kdskin.decision import DECISION_FILE
 
-        rules.folded().save(run.tflite / DECISION_FILE)
+        rules.folded().save(out / DECISION_FILE)
     return result
 
 

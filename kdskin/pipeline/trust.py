@@ -44,30 +44,58 @@ def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray,
     validation probabilities with the offset), and the out-of-scope check: the
     image-statistics Gaussian of the training images, its threshold passing
     ``cfg.trust.ood_pass_rate`` of validation images."""
-    from kdskin.trust.calibration import apply_temperature_to_probs, fit_temperature_from_probs
     from kdskin.trust.image_stats import fit_image_gaussian, image_features, image_score
     from kdskin.trust.ood import fit_ood_threshold
+
+    t = cfg.trust
+    temperature, offsets, threshold = fit_operating_point(cfg, val_labels, val_probs)
+    params = fit_image_gaussian(image_features(train_images))
+    return DecisionRules(
+        temperature=temperature, malignant_classes=tuple(t.malignant_classes),
+        referral_threshold=threshold, target_sensitivity=t.target_sensitivity,
+        ood_score=OOD_SCORE,
+        ood_threshold=fit_ood_threshold(image_score(image_features(val_images), params),
+                                        t.ood_pass_rate),
+        ood_pass_rate=t.ood_pass_rate, ood_params=params, class_offsets=offsets)
+
+
+def fit_operating_point(cfg: Config, labels: np.ndarray, probs: np.ndarray
+                        ) -> tuple[float, tuple[float, ...] | None, float]:
+    """``(temperature, class offsets (7,) or None, referral threshold)`` fitted on ``labels``
+    ``(N,)`` and the model's own ``probs`` ``(N, 7)``: the temperature (NLL, when
+    ``trust.calibrate``), then the melanoma offset (``trust.melanoma_offset``,
+    ``trust.min_melanoma_recall``) and the referral threshold on the calibrated probabilities."""
+    from kdskin.trust.calibration import apply_temperature_to_probs, fit_temperature_from_probs
     from kdskin.trust.operating_point import apply_offsets, fit_melanoma_offset, offsets_vector
     from kdskin.trust.referral import fit_referral_threshold
 
     t = cfg.trust
-    temperature = fit_temperature_from_probs(val_probs, val_labels) if t.calibrate else 1.0
-    calibrated = apply_temperature_to_probs(val_probs, temperature)
+    temperature = fit_temperature_from_probs(probs, labels) if t.calibrate else 1.0
+    calibrated = apply_temperature_to_probs(probs, temperature)
     offsets = None
     if t.melanoma_offset != "none" or t.min_melanoma_recall is not None:
-        offsets = offsets_vector(fit_melanoma_offset(val_labels, calibrated, t.melanoma_offset,
+        offsets = offsets_vector(fit_melanoma_offset(labels, calibrated, t.melanoma_offset,
                                                      t.min_melanoma_recall))
         calibrated = apply_offsets(calibrated, offsets)
-    classes = tuple(t.malignant_classes)
-    params = fit_image_gaussian(image_features(train_images))
-    return DecisionRules(
-        temperature=float(temperature), malignant_classes=classes,
-        referral_threshold=fit_referral_threshold(val_labels, calibrated, t.target_sensitivity,
-                                                  classes),
-        target_sensitivity=t.target_sensitivity, ood_score=OOD_SCORE,
-        ood_threshold=fit_ood_threshold(image_score(image_features(val_images), params),
-                                        t.ood_pass_rate),
-        ood_pass_rate=t.ood_pass_rate, ood_params=params, class_offsets=offsets)
+    threshold = fit_referral_threshold(labels, calibrated, t.target_sensitivity,
+                                       tuple(t.malignant_classes))
+    return float(temperature), offsets, threshold
+
+
+def adapt_rules(cfg: Config, rules: DecisionRules, labels: np.ndarray, probs: np.ndarray,
+                fitted_on: str) -> DecisionRules:
+    """``rules`` (a run's, not folded) with the operating point refitted on another labelled
+    set (:func:`fit_operating_point`; e.g. a clinic's own images, ``probs`` ``(N, 7)`` the
+    model's own): temperature, melanoma offset and referral threshold. The out-of-scope check is
+    kept: it describes the training images, not the new set. ``fitted_on`` names the set."""
+    import dataclasses
+
+    temperature, offsets, threshold = fit_operating_point(cfg, labels, probs)
+    return dataclasses.replace(rules, temperature=temperature, class_offsets=offsets,
+                               referral_threshold=threshold,
+                               malignant_classes=tuple(cfg.trust.malignant_classes),
+                               target_sensitivity=cfg.trust.target_sensitivity,
+                               fitted_on=fitted_on)
 
 
 def trust_stage(cfg: Config, data: RunData, run: RunDir, name: str, model: Any,
