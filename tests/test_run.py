@@ -391,6 +391,8 @@ def test_adapt_refits_the_operating_point_on_a_clinics_images(run_dir, tmp_path,
     assert decision["class_offsets"] == pytest.approx(list(offsets))
     assert decision["referral_threshold"] == pytest.approx(threshold)
     assert decision["temperature_folded"] is True
+    assert decision["fitted_on"] == f"21 labelled images of {clinic} (kdskin adapt)"
+    assert run_rules["fitted_on"] == "validation"
     assert decision["ood_params"] == run_rules["ood_params"]
     assert decision["ood_threshold"] == run_rules["ood_threshold"]
     record = json.loads((out / "adapt.json").read_text())
