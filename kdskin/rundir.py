@@ -165,6 +165,15 @@ class RunDir:
                               f"config.yaml); pass a directory written by kdskin run")
         return self
 
+    def require_final_student(self, stages: Sequence[str]) -> str:
+        """The name of the final student of ``stages`` (``distill.stages``); one-line
+        :class:`KdskinError` when the run has none saved."""
+        final = final_student_name(stages)
+        if final is None or not self.model(final).is_file():
+            raise KdskinError(f"{self.root}: no final student model ({final}.keras); finish the "
+                              f"run with kdskin run --resume first")
+        return final
+
     def load_metrics(self) -> RunMetrics:
         """The run's metrics; a run made before ``split_digest`` was recorded gets it from its
         ``split.csv``."""

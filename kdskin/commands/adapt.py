@@ -26,7 +26,7 @@ import numpy as np
 
 from kdskin.constants import CLASSES, MELANOMA
 from kdskin.errors import KdskinError
-from kdskin.rundir import RunDir, final_student_name
+from kdskin.rundir import RunDir
 
 #: The record written beside the adapted files.
 ADAPT_JSON = "adapt.json"
@@ -73,10 +73,7 @@ def adapt_command(run_dir: str, data: str, out: str,
                           f"or ISIC 2018 layout)")
     state = run.load_metrics()
     cfg = load_config(run.config, overrides)
-    final = final_student_name(cfg.distill.stages)
-    if final is None or not run.model(final).is_file():
-        raise KdskinError(f"{run.root}: no final student model; finish the run with kdskin run "
-                          f"--resume first")
+    final = run.require_final_student(cfg.distill.stages)
     if not state.trust or "rules" not in state.trust:
         raise KdskinError(f"{run.root}: the run has no decision rules (trust.enabled was false); "
                           f"re-export it with kdskin export --run {run.root} "

@@ -10,7 +10,7 @@ from typing import Any
 
 from kdskin.config import Config
 from kdskin.errors import KdskinError
-from kdskin.rundir import RunDir, final_student_name
+from kdskin.rundir import RunDir
 
 
 def _print_int8_check(result: dict[str, Any]) -> None:
@@ -75,10 +75,7 @@ def reexport_run(run_dir: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     run = RunDir(Path(run_dir)).require_finished()
     state = run.load_metrics()
     cfg = load_config(run.config, overrides)
-    final = final_student_name(cfg.distill.stages)
-    if final is None or not run.model(final).is_file():
-        raise KdskinError(f"{run.root}: no final student model ({final}.keras); finish the run "
-                          f"with kdskin run --resume first")
+    final = run.require_final_student(cfg.distill.stages)
     if not cfg.export.enabled:
         raise KdskinError(f"{run.config}: export.enabled is false in this run's config; pass "
                           f"--set export.enabled=true to export it")
