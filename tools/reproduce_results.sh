@@ -8,9 +8,9 @@
 # Each step is skipped when its run directory already has a report.md, so an interrupted
 # reproduction continues where it stopped (an interrupted run itself: kdskin run --resume).
 # The document takes each run from $RUNS/NAME when it finished there, else from its saved
-# metrics (docs/results/NAME.json). 2 CPU cores: about 55 min for the cpu teacher and student,
-# 25 min for a second seed, 35 min for the ablation; the previous recipes' runs
-# (configs/previous/) about 16 h in all.
+# metrics (docs/results/NAME.json). 2 CPU cores: about 26 min for the cpu teacher, 34 min for
+# each seed of the student, about 2 h for the 96 px references, 4 h for the 64 px runs of step
+# 0' to 0g; the previous recipes' runs (configs/previous/) about 16 h in all.
 set -euo pipefail
 DATA=${1:-../shared/data/ham10000}
 EXTERNAL=${2:-../shared/data/isic2018_dev}
@@ -38,25 +38,56 @@ compare() {  # compare OUT.json MODEL AGAINST...: skipped when OUT.json exists
 # 0. What ships (configs/cpu.yaml, within 60 minutes on 2 cores): all 10,015 HAM10000 images,
 #    the teacher (a small ViT beside EfficientNet-Lite1 from ImageNet at 128 px, trained without
 #    the shift augmentation; about 26 min), the final distilled student from an ImageNet
-#    EfficientNet-Lite0 start at 64 px with Shades of Grey and the shift augmentation (about 25
-#    min), calibration and decision rules, the int8 export and its check, the external
-#    evaluation with the shift suite, the benchmark, explanations, MODEL_CARD.md. Measured as
-#    two runs, the teacher first and then everything else with it reused (one
-#    `kdskin run --config configs/cpu.yaml` does both in one go). Seeds 43 and 44 of the student
-#    with the same teacher: the headline's int8 figures are a mean of three files (seed 44 was
-#    run with the operating point in the config, the others re-exported with it, below).
-#    Then the ablation with the same teacher: the paper's CNN, both references (VGG-style CNN;
-#    EfficientNet-Lite0 from ImageNet alone), the student alone. The measured cpu_b1 and
-#    cpu_b1_seed43 were trained before trust.melanoma_offset existed and then re-exported with
-#    it (`kdskin export --run RUN --set trust.melanoma_offset=balanced`: the same fit a fresh
-#    run makes from the same student; about 3 min each); what the same rule would do for every
-#    model of these runs, references included: `python tools/melanoma_offset.py RUN...`.
+#    EfficientNet-Lite0 start at 96 px with Shades of Grey and the shift augmentation (about 26
+#    min), calibration and decision rules with the melanoma operating point, the int8 export and
+#    its check, the external evaluation with the shift suite, the benchmark, explanations,
+#    MODEL_CARD.md (about 34 min with the teacher reused). Measured as separate runs, the teacher
+#    first and then everything else with it reused (one `kdskin run --config configs/cpu.yaml`
+#    does both in one go; the teacher does not depend on data.image_size: it decodes the split
+#    at its own 128 px). Seeds 42, 43 and 44 of the student with the same teacher: the
+#    headline's figures are a mean of three (seeds 42 and 43 were run before
+#    trust.min_melanoma_recall was in the config and re-exported with it, below: the same fit a
+#    fresh run makes from the same student). Then the ablation at the same input with the same
+#    budget: the paper's CNN and the VGG-style CNN (one run), EfficientNet-Lite0 from ImageNet
+#    alone (three seeds) and the student alone (two seeds), each as its own run (only that
+#    model: --set switches).
 RUN_DATA=$FULL run cpu_b1_teacher --config configs/cpu.yaml --set "distill.stages=[]"
 b1_teacher=(--teacher "$RUNS/cpu_b1_teacher/models/teacher.keras")
-RUN_DATA=$FULL run cpu_b1 --config configs/cpu.yaml "${b1_teacher[@]}"
-RUN_DATA=$FULL run cpu_b1_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" --set train.seed=43
-RUN_DATA=$FULL run cpu_b1_seed44 --config configs/cpu.yaml "${b1_teacher[@]}" --set train.seed=44
-RUN_DATA=$FULL run cpu_b1_ablation --config configs/cpu_ablation.yaml "${b1_teacher[@]}"
+RUN_DATA=$FULL run cpu_b1_px96 --config configs/cpu.yaml "${b1_teacher[@]}"
+RUN_DATA=$FULL run cpu_b1_px96_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set train.seed=43
+RUN_DATA=$FULL run cpu_b1_px96_seed44 --config configs/cpu.yaml "${b1_teacher[@]}" \
+  --set train.seed=44
+RUN_DATA=$FULL run cpu_b1_px96_ablation --config configs/cpu_ablation.yaml \
+  --set teacher.enabled=false --set "distill.stages=[]" --set reference_effnet.enabled=false
+for seed in 42 43 44; do
+  name=cpu_b1_px96_ref_effnet; [[ $seed == 42 ]] || name+="_seed$seed"
+  RUN_DATA=$FULL run "$name" --config configs/cpu_ablation.yaml --set teacher.enabled=false \
+    --set "distill.stages=[]" --set baseline.enabled=false --set reference.enabled=false \
+    --set train.seed=$seed
+done
+for seed in 42 43; do
+  name=cpu_b1_px96_student_alone; [[ $seed == 42 ]] || name+="_seed$seed"
+  RUN_DATA=$FULL run "$name" --config configs/cpu_ablation.yaml --set teacher.enabled=false \
+    --set baseline.enabled=false --set reference.enabled=false \
+    --set reference_effnet.enabled=false --set train.seed=$seed
+done
+# 0'. The same recipe with the student at 64 px (the paper's input; shipped until 2026-12-05,
+#    runs cpu_b1*): three seeds with the same teacher (about 24 min each; seeds 42 and 43 were
+#    trained before trust.melanoma_offset existed and re-exported with it: `kdskin export --run
+#    RUN --set trust.melanoma_offset=balanced`, about 3 min each; what the same rule would do for
+#    every model of these runs, references included: `python tools/melanoma_offset.py RUN...`),
+#    and its ablation with the same teacher (the paper's CNN, both references, the student
+#    alone). Every cpu.yaml / cpu_ablation.yaml run of steps 0' to 0g sets data.image_size=64
+#    and leaves trust.min_melanoma_recall unset, as they were run.
+px64=(--set data.image_size=64 --set trust.min_melanoma_recall=null)
+RUN_DATA=$FULL run cpu_b1 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}"
+RUN_DATA=$FULL run cpu_b1_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
+  --set train.seed=43
+RUN_DATA=$FULL run cpu_b1_seed44 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
+  --set train.seed=44
+RUN_DATA=$FULL run cpu_b1_ablation --config configs/cpu_ablation.yaml "${b1_teacher[@]}" \
+  "${px64[@]}"
 # 0b. The full-data recipe shipped before it (configs/previous/full/: the 64 px ConvMixer
 #    hybrid teacher from scratch, 6 epochs, its ViT exit distilled into the EfficientNet exit),
 #    the whole pipeline in one run each (about 35 min), and its ablation.
@@ -69,7 +100,7 @@ RUN_DATA=$FULL run cpu_full_ablation --config "$PREV_FULL/cpu_ablation.yaml" \
 #    EfficientNet-Lite0 from ImageNet fine-tuned alone (the ablation config, only that model;
 #    about 9 min each), so the headline's pretrained reference is a mean of three as well.
 for seed in 43 44; do
-  RUN_DATA=$FULL run "cpu_b1_ref_effnet_seed$seed" --config configs/cpu_ablation.yaml \
+  RUN_DATA=$FULL run "cpu_b1_ref_effnet_seed$seed" --config configs/cpu_ablation.yaml "${px64[@]}" \
     --set teacher.enabled=false --set "distill.stages=[]" --set baseline.enabled=false \
     --set reference.enabled=false --set train.seed=$seed
 done
@@ -77,7 +108,7 @@ done
 #    teacher; the ablation config, only that model; about 17 min each), so the comparison that
 #    says whether distillation helps is a mean of three on both sides.
 for seed in 43 44; do
-  RUN_DATA=$FULL run "cpu_b1_student_alone_seed$seed" --config configs/cpu_ablation.yaml \
+  RUN_DATA=$FULL run "cpu_b1_student_alone_seed$seed" --config configs/cpu_ablation.yaml "${px64[@]}" \
     --set teacher.enabled=false --set baseline.enabled=false --set reference.enabled=false \
     --set reference_effnet.enabled=false --set train.seed=$seed
 done
@@ -103,59 +134,48 @@ compare docs/results/compare/cpu_b1_teacher.json "$RUNS/cpu_b1_teacher/models/te
 #    replaced by one that removes any per-channel affine change (data.colour_constancy:
 #    standardise, auto_levels), and with Shades of Grey kept and the augmentation's
 #    over-exposure range widened (augment.shift.whiten 0.5 instead of 0.3). About 26 min each.
-RUN_DATA=$FULL run cpu_b1_standardise --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_standardise --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set data.colour_constancy=standardise
-RUN_DATA=$FULL run cpu_b1_auto_levels --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_auto_levels --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set data.colour_constancy=auto_levels
-RUN_DATA=$FULL run cpu_b1_whiten50 --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_whiten50 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set augment.shift.whiten=0.5
 # 0e. The KD temperature re-checked with this teacher (issue 23): T = 4 instead of 10 for the
 #    seed-42 student, everything else as step 0. About 22 min.
-RUN_DATA=$FULL run cpu_b1_t4 --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_t4 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.temperature=4
 # 0f. The loss weights re-checked with this teacher (issue 23), seed 42, about 25 min each:
 #    towards the teacher's logits (0.2 exits / 0.5 logit KD / 0.3 labels instead of 0.3 / 0.3 /
 #    0.4) and towards the labels (0.2 / 0.2 / 0.6).
-RUN_DATA=$FULL run cpu_b1_loss_kd --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_loss_kd --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.alpha=0.2 --set distill.beta=0.5 --set distill.gamma=0.3
-RUN_DATA=$FULL run cpu_b1_loss_ce --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_loss_ce --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.alpha=0.2 --set distill.beta=0.2 --set distill.gamma=0.6
 # 0g. The teacher's targets with its prior offset (distill.teacher_offset: balanced, tau fitted
 #    on validation; issue 23): with the shipped class-balanced resampling, seeds 42 and 43, and
 #    with the training split's own class frequencies (data.balance: none), seed 42. About 25 min
 #    each. `python tools/prior_offset.py RUN` prints the same fit for every model of a run.
-RUN_DATA=$FULL run cpu_b1_teacher_offset --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_teacher_offset --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.teacher_offset=balanced
-RUN_DATA=$FULL run cpu_b1_teacher_offset_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_teacher_offset_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.teacher_offset=balanced --set train.seed=43
-RUN_DATA=$FULL run cpu_b1_teacher_offset_natural --config configs/cpu.yaml "${b1_teacher[@]}" \
+RUN_DATA=$FULL run cpu_b1_teacher_offset_natural --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.teacher_offset=balanced --set data.balance=none
-# 0h. A larger student input (issue 23): the shipped recipe with the student at 96 px instead of
-#    64 (data.image_size; the teacher keeps 128 px), seeds 42 and 43 with the same teacher (about
-#    34 min each: the student's fit 26 min), and the reference a user would pick instead at the
-#    same input, EfficientNet-Lite0 from ImageNet fine-tuned alone at 96 px, seeds 42 and 43
-#    (about 16 min each), and the student alone at 96 px (seed 42); then each 96 px int8 file against the reference of its seed and the
-#    shipped 64 px file of its seed on the same external images (paired bootstrap).
-RUN_DATA=$FULL run cpu_b1_px96 --config configs/cpu.yaml "${b1_teacher[@]}" \
-  --set data.image_size=96
-RUN_DATA=$FULL run cpu_b1_px96_seed43 --config configs/cpu.yaml "${b1_teacher[@]}" \
-  --set data.image_size=96 --set train.seed=43
-RUN_DATA=$FULL run cpu_b1_px96_ref_effnet --config configs/cpu_ablation.yaml \
-  --set teacher.enabled=false --set "distill.stages=[]" --set baseline.enabled=false \
-  --set reference.enabled=false --set data.image_size=96
-RUN_DATA=$FULL run cpu_b1_px96_ref_effnet_seed43 --config configs/cpu_ablation.yaml \
-  --set teacher.enabled=false --set "distill.stages=[]" --set baseline.enabled=false \
-  --set reference.enabled=false --set data.image_size=96 --set train.seed=43
-RUN_DATA=$FULL run cpu_b1_px96_student_alone --config configs/cpu_ablation.yaml \
-  --set teacher.enabled=false --set baseline.enabled=false --set reference.enabled=false \
-  --set reference_effnet.enabled=false --set data.image_size=96
+# 0h. Paired differences of the shipped 96 px files on the external set (kdskin evaluate
+#    --against): against the references of the same seed at 96 px (EfficientNet-Lite0 alone;
+#    the VGG-style CNN and the student alone of seed 42) and against the 64 px file of the same
+#    seed.
+px96_abl="$RUNS/cpu_b1_px96_ablation/models/reference_cnn.keras"
 compare docs/results/compare/cpu_b1_px96_int8.json "$RUNS/cpu_b1_px96/tflite/model_int8.tflite" \
-  "$RUNS/cpu_b1_px96_ref_effnet/models/reference_effnet.keras" \
+  "$RUNS/cpu_b1_px96_ref_effnet/models/reference_effnet.keras" "$px96_abl" \
+  "$RUNS/cpu_b1_px96_student_alone/models/student_baseline.keras" \
   "$RUNS/cpu_b1/tflite/model_int8.tflite"
-compare docs/results/compare/cpu_b1_px96_seed43_int8.json \
-  "$RUNS/cpu_b1_px96_seed43/tflite/model_int8.tflite" \
-  "$RUNS/cpu_b1_px96_ref_effnet_seed43/models/reference_effnet.keras" \
-  "$RUNS/cpu_b1_seed43/tflite/model_int8.tflite"
+for seed in 43 44; do
+  compare "docs/results/compare/cpu_b1_px96_seed${seed}_int8.json" \
+    "$RUNS/cpu_b1_px96_seed$seed/tflite/model_int8.tflite" \
+    "$RUNS/cpu_b1_px96_ref_effnet_seed$seed/models/reference_effnet.keras" "$px96_abl" \
+    "$RUNS/cpu_b1_seed$seed/tflite/model_int8.tflite"
+done
 # The previous recipe (configs/previous/: 5,984 images, from scratch), steps 1 to 3, and the
 # studies that led from it to the shipped one (step 5).
 # 1. What shipped before ($PREV/cpu.yaml, within 60 minutes on 2 cores): the teacher, the final
@@ -281,13 +301,14 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    in one run; kept as saved metrics.json files: the leaky-protocol inflation, seeds,
 #    fusion-head and EfficientNet comparisons), made by an earlier version of this script.
 report=()
-for name in cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
+for name in cpu_b1_px96 cpu_b1_px96_seed43 cpu_b1_px96_seed44 cpu_b1_px96_ablation \
+    cpu_b1_px96_ref_effnet cpu_b1_px96_ref_effnet_seed43 cpu_b1_px96_ref_effnet_seed44 \
+    cpu_b1_px96_student_alone cpu_b1_px96_student_alone_seed43 cpu_b1_teacher \
+    cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
     cpu_b1_ref_effnet_seed44 cpu_b1_student_alone_seed43 cpu_b1_student_alone_seed44 \
-    cpu_b1_teacher \
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \
     cpu_b1_loss_ce cpu_b1_teacher_offset cpu_b1_teacher_offset_seed43 \
-    cpu_b1_teacher_offset_natural cpu_b1_px96 cpu_b1_px96_seed43 cpu_b1_px96_ref_effnet \
-    cpu_b1_px96_ref_effnet_seed43 cpu_b1_px96_student_alone \
+    cpu_b1_teacher_offset_natural \
     cpu_full cpu_full_ablation cpu_full_seed43 cpu cpu_ablation cpu_seed44 \
     study_seed43 ref_seed43 ref_seed44 study_t4 study_logit_adjusted study_strong_augment \
     study_class_weight study_loss_ce study_loss_kd \
