@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         """``apply_to`` (M, 7) decided with the operating point refitted on ``probs`` (N, 7)."""
         return adapt_rules(cfg, DecisionRules(), labels, probs, "").calibrate(apply_to)
 
+    none = offsets_vector(0.0)  # top1_effect's "before" columns: the probabilities as given
     print("| run | shift | file: bal. acc. / mel. | refit on shifted validation | "
           "refit on own images (2 halves) |")
     print("|---|---|---|---|---|")
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         for shift in SHIFTS:
             val = clf.predict(apply_shift(shift, data.val.images))
             ext = clf.predict(apply_shift(shift, external.images))
-            none = offsets_vector(0.0)
             file = top1_effect(external.labels, ext, none)
             on_val = top1_effect(external.labels,
                                  refitted(refit, data.val.labels, val, ext), none)

@@ -227,11 +227,10 @@ def format_trust(trust: dict[str, Any]) -> str:
         lines.append(f"calibration: ECE {b['ece']:.4f}, Brier {b['brier']:.4f}, NLL "
                      f"{b['nll']:.4f} (no decision rules with this model: not recalibrated)")
     else:
-        fitted_on = trust["decision_rules"].get("fitted_on", "validation")
         lines.append(f"calibration (temperature {cal['temperature']:.3f}, fitted on "
-                     f"{fitted_on}): ECE {b['ece']:.4f} -> {a['ece']:.4f}, Brier "
-                     f"{b['brier']:.4f} -> {a['brier']:.4f}, NLL {b['nll']:.4f} -> "
-                     f"{a['nll']:.4f}")
+                     f"{trust['decision_rules']['fitted_on']}): ECE {b['ece']:.4f} -> "
+                     f"{a['ece']:.4f}, Brier {b['brier']:.4f} -> {a['brier']:.4f}, NLL "
+                     f"{b['nll']:.4f} -> {a['nll']:.4f}")
     ref = trust.get("referral")
     if ref:
         lines.append(f"referral (refer when P({'+'.join(ref['classes'])}) >= "
