@@ -270,12 +270,24 @@ def litert_tool_latency(path: str | Path, threads: int = 1, warmup: int = 5, ste
     return {"tool": BENCHMARK_MODULE, **settings, **latency}
 
 
+#: The LiteRT Python tool rounds its figures to 0.01 ms: a median below that reads 0.
+TOOL_RESOLUTION_MS = 0.01
+
+
 def cross_check(ours: Mapping[str, Any], tool: Mapping[str, Any]) -> dict[str, Any]:
-    """kdskin's batch-1 median beside the tool's (median, else average): their ratio."""
+    """kdskin's batch-1 median beside the tool's (median, else average): their ratio.
+
+    A tool figure below its resolution (:data:`TOOL_RESOLUTION_MS`: a tiny model on a fast
+    machine reads 0.00 ms) gives no ratio and says why in ``ratio_note``.
+    """
     theirs = tool.get("median_ms", tool.get("avg_ms"))
     mine = ours.get("ms_per_image")
     if "skipped" in tool or theirs is None or mine is None:
         return {**tool, "kdskin_ms_per_image": mine}
+    if theirs < TOOL_RESOLUTION_MS:
+        return {**tool, "kdskin_ms_per_image": mine, "ratio_kdskin_to_tool": None,
+                "ratio_note": f"the tool's figure {theirs} ms is below its resolution "
+                              f"({TOOL_RESOLUTION_MS} ms): no ratio"}
     return {**tool, "kdskin_ms_per_image": mine, "ratio_kdskin_to_tool": float(mine / theirs)}
 
 

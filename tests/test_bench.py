@@ -244,14 +244,30 @@ def test_litert_tool_cross_check(tmp_path, monkeypatch):
         assert "benchmark" in tool["skipped"]
     else:
         assert tool["threads"] == 1 and tool["num_runs"] == 5
-        assert 0 < tool["p5_ms"] <= tool["median_ms"] <= tool["p95_ms"]
-        checked = bench.cross_check({"ms_per_image": 2 * tool["median_ms"]}, tool)
-        assert checked["ratio_kdskin_to_tool"] == pytest.approx(2.0)
+        # a tiny model on a fast machine reads 0.00 ms (the tool's resolution): >= 0, ordered
+        assert 0 <= tool["p5_ms"] <= tool["median_ms"] <= tool["p95_ms"]
+        checked = bench.cross_check({"ms_per_image": 0.5}, tool)
+        if tool["median_ms"] >= bench.TOOL_RESOLUTION_MS:
+            assert checked["ratio_kdskin_to_tool"] == pytest.approx(0.5 / tool["median_ms"])
+        else:
+            assert checked["ratio_kdskin_to_tool"] is None
     monkeypatch.setattr(bench, "BENCHMARK_MODULE", "no_such_module_kdskin")
     monkeypatch.setattr("shutil.which", lambda name: None)
     missing = bench.litert_tool_latency(files["int8"], steps=2)
     assert "no_such_module_kdskin" in missing["skipped"]
     assert "ratio_kdskin_to_tool" not in bench.cross_check({"ms_per_image": 1.0}, missing)
+
+
+def test_cross_check_below_the_tools_resolution():
+    """A median the tool rounds to 0.00 ms gives no ratio and says why (it divided by 0)."""
+    from kdskin import bench
+
+    fast = {"tool": "t", "median_ms": 0.0, "avg_ms": 0.0}
+    checked = bench.cross_check({"ms_per_image": 0.004}, fast)
+    assert checked["ratio_kdskin_to_tool"] is None
+    assert "resolution" in checked["ratio_note"] and checked["kdskin_ms_per_image"] == 0.004
+    slow = bench.cross_check({"ms_per_image": 3.0}, {"median_ms": 1.5})
+    assert slow["ratio_kdskin_to_tool"] == pytest.approx(2.0) and "ratio_note" not in slow
 
 
 def test_parse_benchmark_model_output():
