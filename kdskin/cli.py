@@ -18,6 +18,8 @@ from kdskin.errors import KdskinError
 
 COMMANDS: dict[str, str] = {
     "run": "the whole pipeline: data, teacher, every distillation stage, export, bench, explain",
+    "teach": "make a teacher directory once: its models, figures and stored targets, for runs "
+             "to reuse (kdskin run --teacher DIR)",
     "data": "generate, split and inspect datasets (synth | split | inspect)",
     "evaluate": "score a .keras or .tflite model on a dataset split (metrics JSON + plots)",
     "predict": "print the top classes of a model for some images",
@@ -98,6 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.data.external_format = args.external_format
     return _call("run", "run_command", cfg, data_dir=args.data_dir, out=args.out,
                  resume=args.resume, teacher=args.teacher)
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    return _call("teach", "teach_command", _load(args), args.out, data_dir=args.data_dir,
+                 split_file=args.split_file)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -183,9 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "whole at the end, never trained on (config: data.external)")
     p.add_argument("--external-format", choices=("ham10000", "isic2018"), default=None,
                    help="its layout (default: detected)")
-    p.add_argument("--teacher", metavar="TEACHER.keras", help="reuse this trained teacher "
-                   "instead of training one (e.g. to repeat the students over several seeds "
-                   "with --set train.seed=N); it is evaluated and checked on this run's split")
+    p.add_argument("--teacher", metavar="DIR_OR_KERAS", help="reuse a teacher instead of "
+                   "training one: a teacher directory from kdskin teach (its split and stored "
+                   "targets; no teacher runs while the students train) or a teacher .keras "
+                   "(e.g. to repeat the students over several seeds with --set train.seed=N); "
+                   "it is evaluated and checked on this run's split")
+
+    p = add("teach", cmd_teach)
+    p.add_argument("--out", required=True, metavar="DIR", help="the teacher directory (run the "
+                   "same command again to resume an interrupted build)")
+    p.add_argument("--data-dir", metavar="DIR", help="HAM10000 (or ISIC 2018) folder; default: "
+                   "data.dir, else the built-in dataset generated into DIR")
+    p.add_argument("--split-file", metavar="CSV", help="use this split (e.g. a run's split.csv)"
+                   " instead of making one from data.split/seed/protocol")
 
     data = sub.add_parser("data", help=COMMANDS["data"], description=COMMANDS["data"])
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

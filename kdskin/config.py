@@ -33,7 +33,14 @@ from kdskin.data.specs import (
     check_split_fractions,
     check_unit_interval,
 )
-from kdskin.distill.stages import STAGES, TEACHER_OFFSETS, TEACHER_VIEWS, validate_distill
+from kdskin.distill.stages import (
+    KD_LOSSES,
+    STAGES,
+    TEACHER_OFFSETS,
+    TEACHER_VIEWS,
+    check_kd_params,
+    validate_distill,
+)
 from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
 from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
@@ -57,7 +64,7 @@ from kdskin.models.specs import (
 
 __all__ = ["STAGES", "AugmentConfig", "BaselineConfig", "BenchConfig", "Config", "DataConfig",
            "DistillConfig", "ExplainConfig", "ExportConfig", "ReferenceEffnetConfig",
-           "ShiftAugmentConfig", "StudentConfig", "SynthConfig",
+           "ShiftAugmentConfig", "StudentConfig", "SynthConfig", "TeachConfig",
            "TeacherConfig", "TrainConfig", "load_config"]
 
 # Allowed values of options whose code lives in modules that import TensorFlow (kdskin.train,
@@ -169,6 +176,12 @@ class AugmentConfig:
     hue: float = 0.03
     saturation: float = 0.2
     shift: ShiftAugmentConfig = field(default_factory=ShiftAugmentConfig)
+    #: 0: the Keras layers above, drawn afresh for every batch. K > 0: the same augmentation
+    #: as K views per training image, drawn once (seeded by view_seed) and replayed over the
+    #: epochs by every model of the run (kdskin.data.views, kdskin.data.replay); a teacher
+    #: directory stores its targets for these views (stored targets, no teacher in the loop)
+    views: int = 0
+    view_seed: int = 0
 
 
 @dataclass
@@ -275,6 +288,34 @@ class DistillConfig:
     #: the teacher's targets: its logits ("none") or its logits with a prior offset fitted on
     #: validation ("balanced"; kdskin.distill.stages.TEACHER_OFFSETS)
     teacher_offset: str = choice_field("none", TEACHER_OFFSETS)
+    #: the soft-target loss of the KD terms: kl, dist or dkd (kdskin.distill.stages.KD_LOSSES)
+    kd_loss: str = choice_field("kl", KD_LOSSES)
+    #: that loss's own weights: dist {beta, gamma} (default 1, 1), dkd {alpha, beta} (1, 8)
+    kd_params: dict[str, float] = field(default_factory=dict)
+
+
+#: ``teach.tta``: the stored targets of a view as they are, or averaged (probabilities) with
+#: those of its mirror image.
+TTA_MODES: tuple[str, ...] = ("none", "flip")
+
+
+@dataclass
+class TeachConfig:
+    """The teacher directory (``kdskin teach``; ``kdskin run`` makes one inline in ``RUN/teacher``
+    when ``augment.views`` > 0 and no ``--teacher`` is given): members, folds, targets."""
+
+    #: the ensemble: each entry the ``teacher`` keys that differ for one member (and an
+    #: optional ``name``); empty: one member, the ``teacher`` section itself. The ensemble's
+    #: prediction is the mean of its members' probabilities.
+    members: list[dict[str, Any]] = field(default_factory=list)
+    #: 1: each member trained on the whole training split. F > 1: F models per member, each on
+    #: F - 1 of F lesion-grouped folds; a training image's stored targets come from the model
+    #: that did not train on it (out of fold), validation and test from all F
+    folds: int = 1
+    tta: str = choice_field("none", TTA_MODES)
+    #: ``{member name: .keras}``: members already trained by a kdskin run on the same split,
+    #: used as they are (with teach.folds 1); the other members are trained here
+    adopt: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -354,6 +395,7 @@ class Config:
     reference_effnet: ReferenceEffnetConfig = field(default_factory=ReferenceEffnetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    teach: TeachConfig = field(default_factory=TeachConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
@@ -365,6 +407,33 @@ class Config:
     def teacher_image_size(self) -> int:
         """The teacher's input size: ``teacher.image_size``, or ``data.image_size`` if unset."""
         return int(self.teacher.image_size or self.data.image_size)
+
+    def teacher_members(self) -> list[tuple[str, TeacherConfig]]:
+        """``[(name, teacher section of the member)]`` of ``teach.members`` (one member, the
+        ``teacher`` section, when empty); each member's keys checked as the section's."""
+        if not self.teach.members:
+            return [("teacher", self.teacher)]
+        out = []
+        base = dataclasses.asdict(self.teacher)
+        for i, entry in enumerate(self.teach.members, start=1):
+            if not isinstance(entry, dict):
+                raise ConfigError(f"teach.members[{i - 1}] must be a mapping of teacher keys, "
+                                  f"got {entry!r}")
+            values = dict(entry)
+            name = str(values.pop("name", f"member{i}"))
+            if not name.isidentifier():
+                raise ConfigError(f"teach.members[{i - 1}].name must be a plain name (letters, "
+                                  f"digits, _), got {name!r}")
+            out.append((name, _build(TeacherConfig, {**base, **values},
+                                     f"teach.members[{i - 1}]", "config")))
+        names = [n for n, _ in out]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"teach.members: names must differ, got {names}")
+        return out
+
+    def member_image_size(self, member: TeacherConfig) -> int:
+        """A member's input size (its ``image_size``, else ``data.image_size``)."""
+        return int(member.image_size or self.data.image_size)
 
     def imagenet_starts(self) -> dict[str, str]:
         """``{config section: EfficientNet-Lite variant}`` of every model this config starts
@@ -412,6 +481,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
+    if tp is Any:
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{key}' must be a mapping, got {value!r}")
@@ -456,7 +527,8 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "exit_map":
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in (
+                "exit_map", "kd_params"):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -521,11 +593,25 @@ def _check_rules(cfg: Config) -> None:
                           f"({size}), which data.pipeline=stream does not support; use "
                           f"data.pipeline=memory or teacher.image_size=null")
     validate_teacher(cfg.teacher, teacher_size, NUM_CLASSES)
+    for _, member in cfg.teacher_members():
+        member_size = cfg.member_image_size(member)
+        if member_size < size:
+            raise ConfigError(f"teach.members: a member's image_size ({member_size}) must be at "
+                              f"least data.image_size ({size})")
+        validate_teacher(member, member_size, NUM_CLASSES)
+    unknown = sorted(set(cfg.teach.adopt) - {n for n, _ in cfg.teacher_members()})
+    if unknown:
+        raise ConfigError(f"teach.adopt names {unknown}, which are not members (teach.members "
+                          f"names, or 'teacher' without members)")
+    if cfg.teach.folds < 1 or cfg.augment.views < 0:
+        raise ConfigError(f"teach.folds must be at least 1 and augment.views at least 0, got "
+                          f"{cfg.teach.folds} and {cfg.augment.views}")
     if cfg.distill.stages:
         validate_student(cfg.student, size, NUM_CLASSES)
     d = cfg.distill
     validate_distill(d.stages, d.alpha, d.beta, d.gamma, d.temperature, d.exit_map,
                      cfg.student.fusion, teacher_output_names(cfg.teacher))
+    check_kd_params(d.kd_loss, d.kd_params)
 
     positive = {
         "train.batch_size": cfg.train.batch_size, "teacher.epochs": cfg.teacher.epochs,

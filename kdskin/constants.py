@@ -52,7 +52,15 @@ PROBS_NAME = "probs"
 #: Key of the teacher's own view in a distillation training batch ``({INPUT_NAME: student's
 #: image, TEACHER_INPUT_NAME: teacher's image}, labels)`` (``distill.teacher_view: unshifted``).
 TEACHER_INPUT_NAME = "teacher_image"
+#: Prefix of the teacher's stored targets in a distillation training batch: ``{INPUT_NAME:
+#: image, "target_logits": (B, 7), "target_conv_exit_1": ...}`` (:mod:`kdskin.data.replay`).
+TARGET_PREFIX = "target_"
 LABELS_FILE = "labels.txt"
+
+
+def target_key(output: str) -> str:
+    """The batch key of the stored target for the teacher output ``output``."""
+    return f"{TARGET_PREFIX}{output}"
 
 #: The melanoma class, reported on its own (sensitivity) in every evaluation.
 MELANOMA = "mel"

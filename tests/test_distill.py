@@ -487,3 +487,68 @@ def test_student_is_saved_not_the_distiller(tmp_path):
                                d.predict(x, verbose=0)["logits"], rtol=1e-5, atol=1e-5)
     with pytest.raises(NotImplementedError, match="distiller.student"):
         d.get_config()
+
+
+# --------------------------------------------------------------------------- DIST and DKD
+
+
+def _logits(seed: int, n: int = 16, c: int = 7) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 2, (n, c)).astype("float32")
+
+
+def test_dist_is_zero_for_equal_predictions_and_positive_otherwise():
+    from kdskin.distill.losses import dist_kd
+
+    t = _logits(0)
+    same = np.asarray(dist_kd(t, t, temperature=2.0))
+    np.testing.assert_allclose(same, 0.0, atol=1e-5)
+    other = np.asarray(dist_kd(_logits(1), t, temperature=2.0))
+    assert other.shape == (16,) and (other > 0).all()
+    # the intra-class term is one number per batch: gamma moves every sample alike
+    only_intra = np.asarray(dist_kd(_logits(1), t, 2.0, beta=0.0, gamma=1.0))
+    np.testing.assert_allclose(only_intra, only_intra[0], rtol=1e-6)
+    inter = np.asarray(dist_kd(_logits(1), t, 2.0, beta=1.0, gamma=0.0))
+    np.testing.assert_allclose(other, inter + only_intra, rtol=1e-5)
+
+
+def test_dkd_decomposes_the_kl():
+    """KL(p_t || p_s) = TCKD + (1 - p_t[target]) NCKD (Zhao et al. 2022, eq. 7)."""
+    from kdskin.distill.losses import dkd, softened_kl
+
+    s, t = _logits(2), _logits(3)
+    labels = np.random.default_rng(4).integers(0, 7, 16)
+    temp = 4.0
+    kl = np.asarray(softened_kl(s, t, temp))
+    tckd = np.asarray(dkd(s, t, labels, temp, alpha=1.0, beta=0.0))
+    nckd = np.asarray(dkd(s, t, labels, temp, alpha=0.0, beta=1.0))
+    p_t = np.exp(t / temp) / np.exp(t / temp).sum(-1, keepdims=True)
+    pt_gt = p_t[np.arange(16), labels]
+    np.testing.assert_allclose(kl, tckd + (1 - pt_gt) * nckd, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dkd(t, t, labels, temp)), 0.0, atol=1e-4)
+
+
+def test_exit_distillation_takes_the_loss_kind():
+    from kdskin.distill.losses import ExitDistillation, dist_kd
+
+    loss = ExitDistillation({"logits": "logits"}, 2.0, kind="dist", params={"gamma": 0.0})
+    s, t = _logits(5), _logits(6)
+    got = np.asarray(loss.per_sample({"logits": t}, {"logits": s}))
+    np.testing.assert_allclose(got, np.asarray(dist_kd(s, t, 2.0, gamma=0.0)), rtol=1e-6)
+    assert "DIST" in repr(loss)
+    with pytest.raises(ConfigError, match="distill.kd_loss must be one of"):
+        ExitDistillation({"logits": "logits"}, 2.0, kind="mse")
+    dkd_loss = ExitDistillation({"logits": "logits"}, 2.0, kind="dkd")
+    with pytest.raises(ConfigError, match="needs the labels"):
+        dkd_loss.per_sample({"logits": t}, {"logits": s})
+
+
+def test_kd_params_checked_at_load():
+    from kdskin.config import load_config
+
+    cfg = load_config(None, ["distill.kd_loss=dkd", "distill.kd_params={beta: 4}"])
+    assert cfg.distill.kd_params == {"beta": 4.0}
+    with pytest.raises(ConfigError, match="distill.kd_params.gamma: distill.kd_loss dkd takes "
+                                          "alpha, beta"):
+        load_config(None, ["distill.kd_loss=dkd", "distill.kd_params={gamma: 4}"])
+    with pytest.raises(ConfigError, match="'distill.kd_loss' must be one of kl, dist, dkd"):
+        load_config(None, ["distill.kd_loss=mse"])

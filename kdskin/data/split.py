@@ -154,3 +154,21 @@ def lesions_in_several_splits(split: pd.DataFrame) -> list[str]:
     """Lesion ids that appear in more than one split (empty for an honest split)."""
     n = split.groupby("lesion_id")["split"].nunique()
     return sorted(n.index[n > 1])
+
+
+def lesion_folds(image_ids: Sequence[str], labels: np.ndarray, lesion_ids: Sequence[str],
+                 folds: int, seed: int = 0) -> np.ndarray:
+    """``(N,)`` fold index 0..folds-1 of each image: lesion-grouped (every image of a lesion in
+    one fold), stratified by class (scikit-learn's ``StratifiedGroupKFold``, shuffled by
+    ``seed``). :class:`DataError` when a fold would be empty."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n = len(image_ids)
+    if folds < 2 or len(set(lesion_ids)) < folds:
+        raise DataError(f"{folds} lesion-grouped folds need at least {folds} lesions in the "
+                        f"training split, it has {len(set(lesion_ids))}")
+    out = np.full(n, -1, np.int64)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for f, (_, held) in enumerate(splitter.split(np.zeros(n), labels, groups=lesion_ids)):
+        out[held] = f
+    return out

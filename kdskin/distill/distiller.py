@@ -44,7 +44,7 @@ from keras import ops
 
 from kdskin.compat import print_msg
 from kdskin.config import Config
-from kdskin.constants import INPUT_NAME, TEACHER_INPUT_NAME
+from kdskin.constants import INPUT_NAME, TEACHER_INPUT_NAME, target_key
 from kdskin.distill.losses import (
     ExitDistillation,
     class_weight_vector,
@@ -127,6 +127,8 @@ class KdskinDistiller(keras.Model):
                  class_weight: Mapping[int, float] | None = None,
                  logit_adjustment: Sequence[float] | np.ndarray | None = None,
                  teacher_offsets: Sequence[float] | np.ndarray | None = None,
+                 kd_loss: str = "kl", kd_params: Mapping[str, float] | None = None,
+                 stored_targets: Sequence[str] | None = None,
                  name: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name or f"distiller_{stage}", **kwargs)
         if stage not in STAGE_TERMS:
@@ -142,6 +144,13 @@ class KdskinDistiller(keras.Model):
         self.stage = stage
         self.student = student
         self.teacher = None if stage == "baseline" else teacher
+        #: output names of the teacher's stored targets the batches carry (``target_NAME``
+        #: inputs, :func:`kdskin.data.replay.replay_dataset`); None: the teacher runs online
+        self.stored_targets = (None if stage == "baseline" or stored_targets is None
+                               else tuple(stored_targets))
+        if self.stored_targets is not None and teacher is not None:
+            raise ModelError("pass either a teacher model (online targets) or stored_targets, "
+                             "not both")
         self.temperature = float(temperature)
         num_classes = int(student.output["logits"].shape[-1]) if isinstance(
             student.output, dict) else int(student.outputs[0].shape[-1])
@@ -164,16 +173,21 @@ class KdskinDistiller(keras.Model):
                              f"got one with fusion={built!r}; build it with build_student(..., "
                              f"fusion={wanted.split(' or ')[-1]})")
         if stage != "baseline":
-            self._check_teacher(self.teacher, student)
-            self.teacher.trainable = False
-            self.kd_loss = logit_distillation(temperature)
-            self.kd_loss.validate_model_compatibility(self.teacher, student)
+            if self.stored_targets is None:
+                self._check_teacher(self.teacher, student)
+                self.teacher.trainable = False
+                teacher_names = output_names(self.teacher)
+            else:
+                teacher_names = list(self.stored_targets)
+            student_names = output_names(student)
+            self.kd_loss = logit_distillation(temperature, kd_loss, kd_params)
+            self.kd_loss.resolve(teacher_names, student_names)
             if stage in ("multi", "multi_fusion"):
                 if not exit_map:
                     raise ConfigError(f"stage {stage!r} needs distill.exit_map (student exit -> "
                                       f"teacher exit), e.g. {{cnn_exit: conv_exit_last}}")
-                self.exit_loss = ExitDistillation(exit_map, temperature)
-                self.exit_loss.validate_model_compatibility(self.teacher, student)
+                self.exit_loss = ExitDistillation(exit_map, temperature, kd_loss, kd_params)
+                self.exit_loss.resolve(teacher_names, student_names)
                 self.distillation_losses.append(self.exit_loss)
                 self.distillation_loss_weights.append(float(alpha))
             self.distillation_losses.append(self.kd_loss)
@@ -216,15 +230,21 @@ class KdskinDistiller(keras.Model):
             if term == "loss_exits":
                 parts.append(f"{weight:g} x exit KD [{self.exit_loss!r}]")
             elif term == "loss_kd":
-                parts.append(f"{weight:g} x logit KD (T={self.temperature:g}, T^2-scaled)")
+                kind = {"kl": "KL", "dist": "DIST", "dkd": "DKD"}[self.kd_loss.kind]
+                parts.append(f"{weight:g} x logit KD ({kind}, T={self.temperature:g}, "
+                             f"T^2-scaled)")
             else:
                 cw = ", class-weighted" if self._class_weights is not None else ""
                 if self._logit_adjustment is not None:
                     cw += ", logit-adjusted"
                 parts.append(f"{weight:g} x CE on labels{cw}")
         reg = " + student regularisation" if self.has_regularization else ""
-        teacher = ("no teacher" if self.teacher is None
-                   else f"teacher {self.teacher.name!r} frozen, run in training steps only")
+        if self.stored_targets is not None:
+            teacher = "the teacher's stored targets (no teacher runs)"
+        elif self.teacher is None:
+            teacher = "no teacher"
+        else:
+            teacher = f"teacher {self.teacher.name!r} frozen, run in training steps only"
         if self.teacher is not None and self._teacher_offsets is not None:
             teacher += " (its outputs plus the prior offsets " + ", ".join(
                 f"{v:+.2f}" for v in self._teacher_offsets) + ")"
@@ -242,8 +262,8 @@ class KdskinDistiller(keras.Model):
         """``inputs`` (``(B, S, S, 3)``, ``{"image": ...}`` or ``{"image": ..., "teacher_image":
         ...}``) at the student's size ``s``: ``(B, s, s, 3)`` (as given when ``S == s`` and there
         is no teacher's view)."""
-        if isinstance(inputs, Mapping) and TEACHER_INPUT_NAME in inputs:
-            inputs = inputs[INPUT_NAME]
+        if isinstance(inputs, Mapping) and len(inputs) > 1:
+            inputs = inputs[INPUT_NAME]  # the teacher's view or its stored targets beside it
         images = inputs[INPUT_NAME] if isinstance(inputs, Mapping) else inputs
         size = input_size(self.student)
         if images.shape[1] is None or int(images.shape[1]) == size:
@@ -299,14 +319,18 @@ class KdskinDistiller(keras.Model):
         values = {"loss_ce": reduce(cross_entropy(
             y, y_pred["logits"], self._class_weights if training else None,
             self._logit_adjustment if training else None))}
-        if training and self.teacher is not None:
-            teacher_out = self.teacher(self.teacher_view(x), training=False)
+        if training and (self.teacher is not None or self.stored_targets is not None):
+            if self.stored_targets is not None:
+                teacher_out = {k: x[target_key(k)] for k in self.stored_targets}
+            else:
+                teacher_out = self.teacher(self.teacher_view(x), training=False)
             teacher_out = {k: ops.stop_gradient(v) for k, v in teacher_out.items()}
             if self._teacher_offsets is not None:
                 teacher_out = {k: v + self._teacher_offsets for k, v in teacher_out.items()}
-            values["loss_kd"] = reduce(self.kd_loss.per_sample(teacher_out, y_pred))
+            values["loss_kd"] = reduce(self.kd_loss.per_sample(teacher_out, y_pred, y))
             if "loss_exits" in self.term_weights:
-                values["loss_exits"] = reduce(self.exit_loss.per_sample(teacher_out, y_pred))
+                values["loss_exits"] = reduce(self.exit_loss.per_sample(teacher_out, y_pred,
+                                                                        y))
         if training:
             values["total"] = sum(self.term_weights[k] * values[k] for k in self.term_weights)
             loss = values["total"]
@@ -351,8 +375,8 @@ def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Mod
                      class_weight: Mapping[int, float] | None = None,
                      learning_rate: float | None = None,
                      logit_adjustment: Sequence[float] | np.ndarray | None = None,
-                     teacher_offsets: Sequence[float] | np.ndarray | None = None
-                     ) -> KdskinDistiller:
+                     teacher_offsets: Sequence[float] | np.ndarray | None = None,
+                     stored_targets: Sequence[str] | None = None) -> KdskinDistiller:
     """A compiled :class:`KdskinDistiller` for ``stage`` with weights from ``cfg.distill``.
 
     Refuses (``ModelError``) a teacher that has not been trained (see
@@ -368,7 +392,8 @@ def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Mod
     distiller = KdskinDistiller(teacher, student, stage, alpha=d.alpha, beta=d.beta,
                                 gamma=d.gamma, temperature=d.temperature, exit_map=d.exit_map,
                                 class_weight=class_weight, logit_adjustment=logit_adjustment,
-                                teacher_offsets=teacher_offsets)
+                                teacher_offsets=teacher_offsets, kd_loss=d.kd_loss,
+                                kd_params=d.kd_params, stored_targets=stored_targets)
     lr = cfg.student.learning_rate if learning_rate is None else learning_rate
     distiller.compile(optimizer=keras.optimizers.Adam(lr))
     return distiller

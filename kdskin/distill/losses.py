@@ -36,13 +36,14 @@ import numpy as np
 from keras import ops
 
 from kdskin.constants import NUM_CLASSES
-from kdskin.distill.stages import check_temperature, resolve_exit_map
+from kdskin.distill.stages import KD_LOSSES, check_temperature, resolve_exit_map
 from kdskin.errors import ConfigError
 from kdskin.models.contract import output_names
 
 __all__ = ["ClassWeightedCrossEntropy", "ExitDistillation", "class_weight_vector",
-           "cross_entropy", "logit_adjustment_vector", "logit_distillation", "output_names",
-           "resolve_exit_map", "softened_kl", "sparse_labels"]
+           "cross_entropy", "dist_kd", "dkd", "logit_adjustment_vector", "logit_distillation",
+           "output_names", "resolve_exit_map", "soft_target_loss", "softened_kl",
+           "sparse_labels"]
 
 Tensor = Any
 
@@ -66,6 +67,80 @@ def softened_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: flo
     log_p_student = ops.log_softmax(student_logits / t, axis=-1)
     kl = ops.sum(ops.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
     return kl * (t * t)
+
+
+def _pearson(a: Tensor, b: Tensor, axis: int, eps: float = 1e-8) -> Tensor:
+    """Pearson correlation of ``a`` and ``b`` along ``axis``."""
+    a = a - ops.mean(a, axis=axis, keepdims=True)
+    b = b - ops.mean(b, axis=axis, keepdims=True)
+    return ops.sum(a * b, axis=axis) / (
+        ops.sqrt(ops.sum(a * a, axis=axis) * ops.sum(b * b, axis=axis)) + eps)
+
+
+def dist_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
+            beta: float = 1.0, gamma: float = 1.0) -> Tensor:
+    """DIST (Huang et al. 2022): relations, not values, of the softened predictions, per sample.
+
+    ``T^2 * (beta * (1 - pearson over classes of each sample) + gamma * (1 - mean over classes
+    of the pearson over the batch))``, shapes ``(B, C), (B, C) -> (B,)``; the second (intra-class)
+    term is one number per batch, added to every sample. Zero when the student's softened
+    predictions are an affine function of the teacher's, per sample and per class: a teacher of
+    another kind (or an ensemble) need not be matched exactly.
+    """
+    check_temperature(temperature)
+    t = float(temperature)
+    p_s = ops.softmax(ops.cast(student_logits, "float32") / t, axis=-1)
+    p_t = ops.softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
+    inter = 1.0 - _pearson(p_s, p_t, axis=-1)
+    intra = 1.0 - ops.mean(_pearson(p_s, p_t, axis=0))
+    return (t * t) * (float(beta) * inter + float(gamma) * intra)
+
+
+def dkd(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float,
+        alpha: float = 1.0, beta: float = 8.0) -> Tensor:
+    """Decoupled KD (Zhao et al. 2022) per sample: ``alpha * TCKD + beta * NCKD``, ``T^2``-scaled.
+
+    TCKD: KL between the binary (target class, the rest) softened probabilities; NCKD: KL between
+    the softened distributions over the non-target classes only. ``labels``: ``(B,)`` indices or
+    ``(B, C)`` one-hot; shapes ``(B, C), (B, C) -> (B,)``. With ``alpha = beta = 1`` it is close to
+    :func:`softened_kl` weighted by the teacher's non-target mass; a large ``beta`` keeps the
+    dark knowledge of a confident teacher.
+    """
+    check_temperature(temperature)
+    t = float(temperature)
+    s = ops.cast(student_logits, "float32") / t
+    z = ops.cast(teacher_logits, "float32") / t
+    num_classes = int(s.shape[-1])
+    gt = ops.one_hot(sparse_labels(labels, num_classes), num_classes)
+    p_s, p_t = ops.softmax(s, axis=-1), ops.softmax(z, axis=-1)
+    eps = 1e-7
+    ps_gt = ops.clip(ops.sum(p_s * gt, axis=-1), eps, 1.0 - eps)
+    pt_gt = ops.clip(ops.sum(p_t * gt, axis=-1), eps, 1.0 - eps)
+    tckd = pt_gt * (ops.log(pt_gt) - ops.log(ps_gt)) + (1.0 - pt_gt) * (
+        ops.log(1.0 - pt_gt) - ops.log(1.0 - ps_gt))
+    mask = 1000.0 * gt  # the target class out of the non-target softmax
+    log_q_t = ops.log_softmax(z - mask, axis=-1)
+    log_q_s = ops.log_softmax(s - mask, axis=-1)
+    nckd = ops.sum(ops.exp(log_q_t) * (log_q_t - log_q_s) * (1.0 - gt), axis=-1)
+    return (t * t) * (float(alpha) * tckd + float(beta) * nckd)
+
+
+def soft_target_loss(kind: str, student_logits: Tensor, teacher_logits: Tensor,
+                     temperature: float, labels: Tensor = None,
+                     params: Mapping[str, float] | None = None) -> Tensor:
+    """The per-sample soft-target loss ``kind`` (``distill.kd_loss``: :data:`KD_LOSSES`):
+    :func:`softened_kl`, :func:`dist_kd` or :func:`dkd` (which needs ``labels``); ``params``:
+    the loss's own weights (``beta``/``gamma`` of DIST, ``alpha``/``beta`` of DKD)."""
+    params = dict(params or {})
+    if kind == "kl":
+        return softened_kl(student_logits, teacher_logits, temperature)
+    if kind == "dist":
+        return dist_kd(student_logits, teacher_logits, temperature, **params)
+    if kind == "dkd":
+        if labels is None:
+            raise ConfigError("distill.kd_loss dkd needs the labels of the batch")
+        return dkd(student_logits, teacher_logits, labels, temperature, **params)
+    raise ConfigError(f"distill.kd_loss must be one of {', '.join(KD_LOSSES)}, got {kind!r}")
 
 
 def class_weight_vector(class_weight: Mapping[int, float] | Sequence[float] | None,
@@ -162,10 +237,16 @@ class ExitDistillation(keras.distillation.DistillationLoss):
     check, and only the mapped outputs need matching ``(B, C)`` shapes.
     """
 
-    def __init__(self, exit_map: Mapping[str, str], temperature: float = 10.0) -> None:
+    def __init__(self, exit_map: Mapping[str, str], temperature: float = 10.0,
+                 kind: str = "kl", params: Mapping[str, float] | None = None) -> None:
         check_temperature(temperature)
+        if kind not in KD_LOSSES:
+            raise ConfigError(f"distill.kd_loss must be one of {', '.join(KD_LOSSES)}, "
+                              f"got {kind!r}")
         self.exit_map = dict(exit_map)
         self.temperature = float(temperature)
+        self.kind = kind
+        self.params = dict(params or {})
         self.resolved: dict[str, str] | None = None
 
     def resolve(self, teacher_names: Sequence[str], student_names: Sequence[str]
@@ -188,11 +269,13 @@ class ExitDistillation(keras.distillation.DistillationLoss):
                                  f"teacher output {t_name!r} has {t_shape[-1]}")
 
     def per_sample(self, teacher_outputs: Mapping[str, Tensor],
-                   student_outputs: Mapping[str, Tensor]) -> Tensor:
-        """Mean over mapped pairs of :func:`softened_kl`, shape ``(B,)``."""
+                   student_outputs: Mapping[str, Tensor], labels: Tensor = None) -> Tensor:
+        """Mean over mapped pairs of the soft-target loss (:func:`soft_target_loss` of
+        ``kind``), shape ``(B,)``; ``labels`` ``(B,)``: the batch's, for ``dkd``."""
         if self.resolved is None:
             self.validate_outputs(teacher_outputs, student_outputs)
-        terms = [softened_kl(student_outputs[s], teacher_outputs[t], self.temperature)
+        terms = [soft_target_loss(self.kind, student_outputs[s], teacher_outputs[t],
+                                  self.temperature, labels, self.params)
                  for s, t in self.resolved.items()]
         return terms[0] if len(terms) == 1 else ops.mean(ops.stack(terms, axis=0), axis=0)
 
@@ -201,7 +284,8 @@ class ExitDistillation(keras.distillation.DistillationLoss):
         return ops.mean(self.per_sample(teacher_outputs, student_outputs))
 
     def get_config(self) -> dict[str, Any]:
-        return {"exit_map": dict(self.exit_map), "temperature": self.temperature}
+        return {"exit_map": dict(self.exit_map), "temperature": self.temperature,
+                "kind": self.kind, "params": dict(self.params)}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ExitDistillation:
@@ -209,12 +293,15 @@ class ExitDistillation(keras.distillation.DistillationLoss):
 
     def __repr__(self) -> str:
         pairs = self.resolved or self.exit_map
-        return ", ".join(f"{s}<-{t}" for s, t in pairs.items()) + f" (T={self.temperature:g})"
+        kind = "" if self.kind == "kl" else f"{self.kind.upper()}, "
+        return ", ".join(f"{s}<-{t}" for s, t in pairs.items()) + (
+            f" ({kind}T={self.temperature:g})")
 
 
-def logit_distillation(temperature: float = 10.0) -> ExitDistillation:
+def logit_distillation(temperature: float = 10.0, kind: str = "kl",
+                       params: Mapping[str, float] | None = None) -> ExitDistillation:
     """The logit-distillation term: :class:`ExitDistillation` on ``{"logits": "logits"}``."""
-    return ExitDistillation({"logits": "logits"}, temperature)
+    return ExitDistillation({"logits": "logits"}, temperature, kind, params)
 
 
 @keras.saving.register_keras_serializable(package="kdskin")

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from kdskin.errors import ConfigError
 from kdskin.models.specs import FUSED_HEADS, FUSIONS, STUDENT_OUTPUTS, check_choice
 
-__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "TEACHER_OFFSETS",
+__all__ = ["FUSED_HEADS", "KD_LOSSES", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "TEACHER_OFFSETS",
            "TEACHER_VIEWS",
-           "check_loss_weights",
+           "check_kd_params", "check_loss_weights",
            "check_stages", "check_temperature", "resolve_exit_map", "stage_student_fusion",
            "validate_distill"]
 
@@ -54,6 +54,12 @@ CONFIGURED_FUSION_STAGES: tuple[str, ...] = ("baseline", "multi_fusion")
 #: while the student learns to give them for the shifted one. The Keras augmentation layers
 #: (flips, rotation, ...) are shared. The two are the same when ``augment.shift`` is off.
 TEACHER_VIEWS: tuple[str, ...] = ("augmented", "unshifted")
+
+#: The soft-target loss of the KD terms (``distill.kd_loss``): ``"kl"``, temperature-scaled KL
+#: (Hinton et al.); ``"dist"``, DIST (Huang et al. 2022: Pearson correlation of the softened
+#: predictions within each sample and within each class of the batch); ``"dkd"``, decoupled KD
+#: (Zhao et al. 2022: the target-class and non-target parts of the KL weighted apart).
+KD_LOSSES: tuple[str, ...] = ("kl", "dist", "dkd")
 
 #: The teacher's targets (``distill.teacher_offset``): ``"none"``, its logits as they are;
 #: ``"balanced"``, its logits plus the prior offset ``-tau * log(training prior)`` with ``tau``
@@ -126,7 +132,9 @@ def resolve_exit_map(exit_map: Mapping[str, str], teacher_names: Sequence[str],
             raise ConfigError(f"distill.exit_map: the student has no output {student_name!r}; "
                               f"student outputs are {', '.join(sorted(student_names))}")
         match = _LAST.match(teacher_name)
-        if match:
+        if teacher_name in teacher_names:  # as named (a store keeps the names it was asked for)
+            pass
+        elif match:
             branch = match.group("branch")
             numbered = [(int(m.group("index")), name) for name in teacher_names
                         if (m := _NUMBERED.match(name)) and m.group("branch") == branch]
@@ -141,6 +149,23 @@ def resolve_exit_map(exit_map: Mapping[str, str], teacher_names: Sequence[str],
                               f"(or use <branch>_exit_last)")
         resolved[student_name] = teacher_name
     return resolved
+
+
+#: The weights each soft-target loss takes in ``distill.kd_params`` (and their defaults).
+KD_PARAMS: dict[str, dict[str, float]] = {"kl": {}, "dist": {"beta": 1.0, "gamma": 1.0},
+                                          "dkd": {"alpha": 1.0, "beta": 8.0}}
+
+
+def check_kd_params(kind: str, params: Mapping[str, float]) -> None:
+    """``distill.kd_params`` must name only weights of ``distill.kd_loss`` (non-negative)."""
+    check_choice("distill.kd_loss", kind, KD_LOSSES)
+    allowed = KD_PARAMS[kind]
+    for key, value in params.items():
+        if key not in allowed:
+            names = ", ".join(allowed) or "none"
+            raise ConfigError(f"distill.kd_params.{key}: distill.kd_loss {kind} takes {names}")
+        if not value >= 0:
+            raise ConfigError(f"distill.kd_params.{key} must be non-negative, got {value}")
 
 
 def validate_distill(stages: Sequence[str], alpha: float, beta: float, gamma: float,

@@ -319,6 +319,37 @@ CUSTOM_LAYERS: dict[str, type[keras.layers.Layer]] = {
 }
 
 
+@keras.saving.register_keras_serializable(package="kdskin")
+class ProbabilityMean(keras.layers.Layer):
+    """The logits of the weighted mean of several models' probabilities: an ensemble's output.
+
+    ``[(batch, C)] * M`` logits -> ``(batch, C)`` ``log(sum_m w_m softmax(z_m))`` (weights
+    ``weights``, default equal, summing to 1): a softmax of it is the ensemble's mean
+    probability, so the ensemble is a classifier like any kdskin model.
+    """
+
+    def __init__(self, weights: list[float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model_weights = None if weights is None else [float(w) for w in weights]
+
+    def call(self, logits: list[Any]) -> Any:
+        count = len(logits)
+        w = self.model_weights or [1.0 / count] * count
+        if len(w) != count:
+            raise ValueError(f"{self.name}: {len(w)} weights for {count} models")
+        stacked = ops.stack([ops.log_softmax(ops.cast(z, "float32"), axis=-1) for z in logits])
+        log_w = ops.reshape(ops.log(ops.convert_to_tensor(w, "float32")), (count, 1, 1))
+        return ops.logsumexp(stacked + log_w, axis=0)
+
+    def compute_output_shape(self, input_shape: list) -> tuple:
+        return tuple(input_shape[0])
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"weights": self.model_weights})
+        return config
+
+
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     """Set the moving-average momentum of every BatchNormalization layer; return how many.
 

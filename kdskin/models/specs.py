@@ -205,11 +205,16 @@ def validate_teacher(cfg: TeacherConfig, image_size: int, num_classes: int) -> N
     """Raise :class:`ConfigError` (one line, naming the key) for a teacher that cannot be built."""
     check_image_size(image_size, TEACHER_MIN_IMAGE_SIZE, "the teacher")
     check_num_classes(num_classes)
-    if cfg.patch_size < 1 or image_size % cfg.patch_size:
+    if cfg.vit_depth and (cfg.patch_size < 1 or image_size % cfg.patch_size):
         raise ConfigError(f"teacher.patch_size must be a positive divisor of the teacher's "
                           f"image size ({image_size}: teacher.image_size, else data.image_size), "
                           f"got {cfg.patch_size}")
-    for key in ("projection_dim", "num_heads", "vit_depth", "conv_filters", "conv_depth",
+    check_at_least("teacher.vit_depth", cfg.vit_depth, 0)
+    if cfg.vit_depth == 0 and cfg.conv_branch != "efficientnet_lite":
+        raise ConfigError(f"teacher.vit_depth 0 (no ViT branch) needs teacher.conv_branch "
+                          f"efficientnet_lite (a pretrained branch that stands alone), got "
+                          f"{cfg.conv_branch!r}")
+    for key in ("projection_dim", "num_heads", "conv_filters", "conv_depth",
                 "conv_kernel", "head_units"):
         check_at_least(f"teacher.{key}", getattr(cfg, key))
     if cfg.projection_dim % cfg.num_heads:

@@ -1,5 +1,6 @@
 """The hybrid teacher: a ViT branch and a ConvNeXt (or ConvMixer, or EfficientNet-Lite) branch
-with an exit per block.
+with an exit per block. ``teacher.vit_depth: 0`` leaves the ViT branch out: the conv branch
+alone, with its exits and the head (a plain EfficientNet-Lite teacher).
 
 Input ``"image"``: ``(batch, S, S, 3)`` float32, 0..255. Outputs (a dict of LOGITS, each
 ``(batch, num_classes)``): ``vit_exit_1..vit_exit_N``, ``conv_exit_1..conv_exit_M`` and ``logits``
@@ -235,13 +236,15 @@ def build_teacher(cfg: TeacherConfig, image_size: int, num_classes: int = NUM_CL
     # 10 epochs): val accuracy 0.38 (= majority class) with 0..1, 0.50 with -1..1.
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(pixels)
 
-    vit_pooled, vit_exits = vit_branch(x, cfg, image_size, num_classes)
+    vit_pooled, vit_exits = (vit_branch(x, cfg, image_size, num_classes) if cfg.vit_depth
+                             else (None, []))
     if cfg.conv_branch == "efficientnet_lite":
         conv_pooled, conv_exits = lite_conv_branch(pixels, cfg, num_classes)
     else:
         conv_pooled, conv_exits = conv_branch(x, cfg, num_classes)
 
-    fused = layers.Concatenate(name="fusion_concat")([vit_pooled, conv_pooled])
+    fused = (layers.Concatenate(name="fusion_concat")([vit_pooled, conv_pooled])
+             if vit_pooled is not None else conv_pooled)
     fused = layers.Dense(cfg.head_units, activation="relu", name="fusion_dense")(fused)
     fused = layers.Dropout(cfg.head_dropout, name="fusion_dropout")(fused)
     logits = layers.Dense(num_classes, name="logits")(fused)

@@ -47,6 +47,30 @@ class RunData:
     train_files: SplitFiles | None = None
     #: ``data.stream_cache``: prefix of the on-disk cache of decoded training images
     stream_cache: str | None = None
+    #: ``augment.views`` > 0: ``(N, K, P)`` views of every training image
+    #: (:func:`kdskin.data.views.draw_views`), replayed by every model's fit
+    train_views: np.ndarray | None = None
+    #: a teacher directory's stored targets for those views: ``{output: (N, K, C) logits}``
+    train_targets: dict[str, np.ndarray] | None = None
+
+    @property
+    def train_ids(self) -> list[str]:
+        """The image ids of the whole training split (streamed or in memory)."""
+        return (self.train_files.image_ids if self.train_files is not None
+                else self.train.image_ids)
+
+    def train_subset(self, idx: np.ndarray, class_weight: dict[int, float] | None
+                     ) -> RunData:
+        """The same data with only the training images ``idx`` (a fold); validation and test
+        unchanged. In-memory training split only."""
+        if self.train_files is not None:
+            raise KdskinError("teach.folds > 1 needs data.pipeline memory (the folds index "
+                              "the decoded training split)")
+        t = self.train
+        part = SplitArrays(t.images[idx], t.labels[idx], [t.image_ids[i] for i in idx])
+        views = None if self.train_views is None else self.train_views[idx]
+        return replace(self, train=part, class_weight=class_weight, train_views=views,
+                       train_targets=None)
 
     @property
     def train_labels(self) -> np.ndarray:
@@ -125,9 +149,15 @@ def prepare_data(cfg: Config, run: RunDir, data_dir: str | None = None,
              if files is not None and cfg.data.stream_cache else None)
     if cache is not None:
         run.cache.mkdir(parents=True, exist_ok=True)
+    views = None
+    if cfg.augment.views > 0:
+        from kdskin.data.views import draw_views
+
+        views = draw_views(len(train_labels), cfg.augment.views, cfg.augment,
+                           cfg.augment.view_seed)
     return RunData(arrays["train"], arrays["val"], arrays["test"], cw,
                    cfg.data.balance == "oversample", cfg.data.protocol, source, errors,
-                   len(dataset.missing), adjust, files, cache)
+                   len(dataset.missing), adjust, files, cache, views)
 
 
 def teacher_data(cfg: Config, run: RunDir, data: RunData) -> RunData:
@@ -209,18 +239,43 @@ def data_of_model(cfg: Config, model: str | Path, data: str | None = None,
 
 def datasets(cfg: Config, data: RunData, batch: int, targets: Any = None,
              train_from: RunData | None = None, unshifted_view: bool = False,
-             shift: bool = True) -> tuple[Any, Any]:
+             shift: bool = True, epochs: int = 1, start_epoch: int = 0,
+             stored: bool = False) -> tuple[Any, Any, int | None]:
     """``(train, val)`` ``tf.data`` pipelines: augmentation and balance on train only.
     ``train_from``: where the training split comes from instead of ``data`` (the splits at a
     larger teacher's size, :func:`teacher_data`); validation is always ``data``'s.
     ``unshifted_view``: training images also before the shift augmentation, for the teacher
     (:func:`kdskin.data.pipeline.finish_batches`). ``shift=False``: without ``augment.shift``
-    (the teacher of ``distill.teacher_view: unshifted``)."""
+    (the teacher of ``distill.teacher_view: unshifted``).
+
+    With ``augment.views`` > 0 the training batches replay the views of ``data.train_views``
+    (:func:`kdskin.data.replay.replay_dataset`) for epochs ``start_epoch .. epochs - 1``, with
+    the stored targets when ``stored``; the third value is then the steps per epoch to pass to
+    ``fit`` (None otherwise)."""
     from kdskin.data.pipeline import make_tf_dataset
 
     source = train_from or data
     augment = cfg.augment if shift else replace(
         cfg.augment, shift=replace(cfg.augment.shift, enabled=False))
+    val = make_tf_dataset(data.val.images, data.val.labels, batch, targets=targets)
+    if cfg.augment.views > 0:
+        from kdskin.data.replay import replay_dataset
+
+        if source.train_views is None:
+            raise KdskinError("augment.views > 0 but the run's data has no views; prepare the "
+                              "data with this config")
+        if stored and not source.train_targets:
+            raise KdskinError("stored targets asked for, but the data carries none; pass a "
+                              "teacher directory (--teacher DIR)")
+        files = source.train_files
+        train, steps = replay_dataset(
+            source.train_labels, source.train_views, batch, epochs,
+            images=None if files is not None else source.train.images,
+            paths=files.paths if files is not None else None,
+            image_size=cfg.data.image_size, targets=source.train_targets if stored else None,
+            start_epoch=start_epoch, seed=cfg.train.seed, oversample=source.oversample,
+            shift=augment.shift if augment.enabled else None, outputs=targets)
+        return train, val, steps
     if source.train_files is not None:
         from kdskin.data.stream import stream_dataset
 
@@ -234,5 +289,4 @@ def datasets(cfg: Config, data: RunData, batch: int, targets: Any = None,
                                 augment=augment, oversample=source.oversample,
                                 seed=cfg.train.seed, targets=targets,
                                 unshifted_view=unshifted_view)
-    val = make_tf_dataset(data.val.images, data.val.labels, batch, targets=targets)
-    return train, val
+    return train, val, None

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdskin.config import Config
 from kdskin.console import log
 from kdskin.distill.stages import teacher_trains_shifted
@@ -109,6 +111,48 @@ def _reuse_teacher(cfg: Config, run: RunDir, teacher_file: Path) -> Any:
     return mark_trained(teacher)
 
 
+def use_teacher_dir(cfg: Config, run: RunDir, data: RunData, tdir: Any) -> dict[str, Any]:
+    """Check the teacher directory ``tdir`` against the run (split, views, size, exits; one-line
+    error otherwise), set ``cfg.teacher.image_size`` to its size and put its stored targets
+    into ``data`` (``train_targets``; the students replay its views). Returns the settings
+    recorded as the run's ``teacher_settings``."""
+    from kdskin.data.views import view_settings
+    from kdskin.distill.stages import EXIT_MAP_STAGES, resolve_exit_map
+    from kdskin.errors import ConfigError
+    from kdskin.models.specs import STUDENT_OUTPUTS
+    from kdskin.teacherdir import check_compatible, load_store
+
+    info = tdir.require_complete()
+    d = cfg.distill
+    if d.teacher_offset != "none":
+        raise KdskinError(f"{tdir.root}: stored targets take no prior offset; set "
+                          f"distill.teacher_offset=none")
+    if cfg.augment.enabled and cfg.augment.shift.enabled and d.teacher_view != "unshifted":
+        raise KdskinError(f"{tdir.root}: the stored targets are for each view before the shift "
+                          f"augmentation; set distill.teacher_view=unshifted")
+    exits: list[str] = []
+    if any(s in EXIT_MAP_STAGES for s in d.stages):
+        try:
+            exits = list(resolve_exit_map(d.exit_map, info.outputs(), STUDENT_OUTPUTS).values())
+        except ConfigError as exc:
+            raise KdskinError(f"{tdir.root}: {exc}") from None
+    check_compatible(tdir, info, split_digest(run.split), cfg.augment.views,
+                     cfg.augment.view_seed, view_settings(cfg.augment), cfg.teacher.image_size,
+                     exits)
+    cfg.teacher.image_size = info.image_size
+    outputs = sorted({"logits", *exits})
+    views, data.train_targets = load_store(tdir, info, data.train_ids, outputs,
+                                           d.temperature)
+    if data.train_views is None or not np.allclose(views, data.train_views, atol=1e-6):
+        raise KdskinError(f"{tdir.root}: its stored views differ from the views this run draws; "
+                          f"make the teacher with this kdskin and augment settings")
+    log(f"teacher directory {tdir.root}: stored targets ({', '.join(outputs)}) of "
+        f"{len(info.members)} member(s) for {views.shape[1]} views of each training image; "
+        f"no teacher runs while the students train")
+    return {"teacher_dir": str(tdir.root), "members": list(info.members), "folds": info.folds,
+            "tta": info.tta, "views": info.views, "image_size": info.image_size}
+
+
 def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = None,
                  resume: bool = False, teacher: str | None = None) -> Path:
     """Run everything; returns the run directory.
@@ -122,9 +166,17 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         raise KdskinError(f"{run.root}: run directory exists and is not empty; pass --resume to "
                           f"continue it or --out NEW_DIR for a new run")
     teacher_file = Path(teacher) if teacher else None
-    if teacher_file is not None and not teacher_file.is_file():
-        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher.keras written "
-                          f"by kdskin run (RUN_DIR/models/teacher.keras)")
+    tdir = None
+    if teacher_file is not None and teacher_file.is_dir():
+        from kdskin.teacherdir import TeacherDir
+
+        tdir = TeacherDir(teacher_file)
+        tdir.require_complete()
+        teacher_file = tdir.ensemble
+    elif teacher_file is not None and not teacher_file.is_file():
+        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher directory "
+                          f"(kdskin teach) or a teacher.keras written by kdskin run "
+                          f"(RUN_DIR/models/teacher.keras)")
     state = run.load_metrics() if (resume and run.metrics.is_file()) else RunMetrics()
     if resume and run.is_complete(state):
         run.remove_training_state()
@@ -153,8 +205,21 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
     if before:
         state.resumed += 1
+    if tdir is not None and not run.split.is_file():
+        shutil.copyfile(tdir.split, run.split)  # the teacher directory's split is the run's
     with timed(state, "data"):
         data = prepare_data(cfg, run, data_dir)
+    distils = any(s != "baseline" for s in cfg.distill.stages)
+    if (tdir is None and teacher_file is None and distils and cfg.augment.views > 0
+            and cfg.teacher.enabled):
+        from kdskin.pipeline.teach import make_teacher
+        from kdskin.teacherdir import TeacherDir
+
+        with timed(state, "teach"):
+            tdir = TeacherDir(make_teacher(cfg, run.root / "teacher", split_file=run.split))
+        teacher_file = tdir.ensemble
+    if tdir is not None:
+        state.teacher_settings = use_teacher_dir(cfg, run, data, tdir) if distils else {}
     cfg.save(run.config)
     majority = majority_accuracy(data.train_labels, data.test.labels)
     state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
@@ -234,11 +299,12 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
     if teacher_model is None and teacher_file is not None:
         teacher_model = _reuse_teacher(cfg, run, teacher_file)
-        state.teacher_from = str(teacher_file)
-        state.teacher_settings = reused_teacher_settings(teacher_file)
-        log(f"teacher: reusing {teacher_file} (not retrained)")
+        state.teacher_from = str(tdir.root if tdir is not None else teacher_file)
+        if tdir is None:
+            state.teacher_settings = reused_teacher_settings(teacher_file)
+        log(f"teacher: reusing {state.teacher_from} (not retrained)")
         finish(record(run, TEACHER, teacher_model, None, 0.0,
-                      f"teacher reused from {teacher_file}"), teacher_model, tdata)
+                      f"teacher reused from {state.teacher_from}"), teacher_model, tdata)
     if teacher_model is None and cfg.teacher.enabled:
         teacher_model, hist, secs = train_classifier(
             cfg, tdata, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
@@ -249,7 +315,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         finish(record(run, TEACHER, teacher_model, hist, secs,
                       f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
                teacher_model, tdata)
-    if any(s != "baseline" for s in cfg.distill.stages):
+    if distils:
         from kdskin.distill.distiller import check_teacher_trained
 
         # The gate is a decision: it reads the validation split; the test split is only reported.

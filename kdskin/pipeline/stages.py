@@ -131,8 +131,9 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
                            logit_adjustment=data.logit_adjustment)
     names = list(model.output_names)
     batch = global_batch_size(cfg, strategy)
-    train_ds, val_ds = datasets(cfg, data, batch, targets=names if len(names) > 1 else None,
-                                shift=shift)
+    train_ds, val_ds, steps = datasets(cfg, data, batch,
+                                       targets=names if len(names) > 1 else None, shift=shift,
+                                       epochs=epochs, start_epoch=_start_epoch(run, name))
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, model),
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels), epochs=epochs,
@@ -146,11 +147,19 @@ def train_classifier(cfg: Config, data: RunData, run: RunDir, name: str,
            ", without the shift augmentation (distill.teacher_view: unshifted)"))
     _prepare_fit(cfg, run, name)
     t0 = time.time()
-    history = fit_model(model, train_ds, val_ds, epochs, callbacks, verbose=cfg.train.verbose)
+    history = fit_model(model, train_ds, val_ds, epochs, callbacks, verbose=cfg.train.verbose,
+                        steps_per_epoch=steps)
     seconds = time.time() - t0
     history.step_time = _step_time(callbacks, batch)
     save_model(model, run, name)
     return _local_copy(model, run, name, strategy), history, seconds
+
+
+def _start_epoch(run: RunDir, name: str) -> int:
+    """The epoch a fit of ``name`` starts from (its ``BackupAndRestore`` state, else 0)."""
+    from kdskin.train import resume_epoch
+
+    return resume_epoch(run, name) or 0
 
 
 def fit_teacher_offsets(cfg: Config, teacher: Any, teacher_data: RunData,
@@ -186,6 +195,8 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
     student's; the KD stages then train on its (augmented) batches, which the teacher sees as
     they are and the distiller resizes for the student; validation stays at the student's size.
     ``teacher_offsets``: ``(7,)`` added to the teacher's outputs (:func:`fit_teacher_offsets`).
+    With stored targets (``data.train_targets``, a teacher directory's) ``teacher`` is None and
+    no teacher runs: the batches carry its targets for the views they show.
     Returns ``(student, history, seconds, fusion)``.
     """
     import keras
@@ -199,19 +210,22 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
     fusion = stage_student_fusion(stage, cfg.student.fusion)
     keras.utils.set_random_seed(cfg.train.seed)
     strategy = strategy_scope(cfg.train.distribution)
+    distilled = stage != "baseline"
+    stored = distilled and bool(data.train_targets)
     with strategy.scope():
         student = build_student(cfg.student, cfg.data.image_size, fusion=fusion,
                                 colour_constancy=cfg.data.colour_spec(),
                                 border_fill=cfg.data.border_fill)
-        distiller = make_stage_model(stage, teacher if stage != "baseline" else None, student,
-                                     cfg, class_weight=data.class_weight,
+        distiller = make_stage_model(stage, teacher if distilled and not stored else None,
+                                     student, cfg, class_weight=data.class_weight,
                                      logit_adjustment=data.logit_adjustment,
-                                     teacher_offsets=teacher_offsets)
+                                     teacher_offsets=teacher_offsets,
+                                     stored_targets=list(data.train_targets) if stored else None)
     batch = global_batch_size(cfg, strategy)
-    distilled = stage != "baseline"
-    train_ds, val_ds = datasets(cfg, data, batch, train_from=teacher_data if distilled else None,
-                                unshifted_view=distilled
-                                and cfg.distill.teacher_view == "unshifted")
+    train_ds, val_ds, steps = datasets(
+        cfg, data, batch, train_from=teacher_data if distilled and not stored else None,
+        unshifted_view=distilled and cfg.distill.teacher_view == "unshifted",
+        epochs=cfg.student.epochs, start_epoch=_start_epoch(run, name), stored=stored)
     callbacks = make_callbacks(run, name, cfg, monitor=_monitor(cfg, distiller),
                                extra=_scorecam_callback(cfg, data, run, name),
                                validation=(data.val.images, data.val.labels),
@@ -221,7 +235,7 @@ def train_student_stage(cfg: Config, data: RunData, run: RunDir, stage: str,
     _prepare_fit(cfg, run, name)
     t0 = time.time()
     history = fit_model(distiller, train_ds, val_ds, cfg.student.epochs, callbacks,
-                        verbose=cfg.train.verbose)
+                        verbose=cfg.train.verbose, steps_per_epoch=steps)
     seconds = time.time() - t0
     history.step_time = _step_time(callbacks, batch)
     save_model(student, run, name)
