@@ -10,9 +10,9 @@ from kdskin.io import atomic_write_text
 
 HEADER = """\
 # quickstart: the default configuration (identical to the defaults in kdskin/config.py; regenerate
-# with `python tools/write_quickstart_config.py`). Runs on the built-in generated dataset and
-# finishes the whole pipeline in 6.5-10.5 minutes on 2 quiet CPU cores (measured: README,
-# "Configs"). Small models, few epochs, first-look sizes of the benchmark and int8 calibration.
+# with `python tools/write_quickstart_config.py`). Runs the whole pipeline on the built-in generated
+# dataset in minutes on 2 CPU cores (measured: docs/CONFIGS.md, "The quickstart's time"). Small
+# models, few epochs, first-look sizes of the benchmark and int8 calibration.
 """
 
 if __name__ == "__main__":
