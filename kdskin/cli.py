@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", metavar="DIR", help="write confusion-matrix and ROC PNGs here")
     p.add_argument("--shifts", nargs="*", metavar="SHIFT", default=None,
                    help="also score the acquisition-shift suite (colour casts, vignette, frame, "
-                   "zoom-out, aspect, blur, JPEG; README 'Other clinics'): balanced accuracy, "
+                   "zoom-out, aspect, blur, JPEG; docs/SHIFT_SUITE.md): balanced accuracy, "
                    "AUC, melanoma recall, drop from clean and out-of-scope share per shift; "
                    "without names every shift")
     p.add_argument("--against", nargs="+", metavar="M2", default=None,

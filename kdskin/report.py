@@ -313,7 +313,7 @@ def shift_table(metrics: RunMetrics) -> str:
 
 
 SHIFT_NOTE = ("Each shift is applied, deterministically, to every external image at the model's "
-              "input size (`kdskin/data/shifts.py`; README, 'Other clinics'). Each cell: "
+              "input size (`kdskin/data/shifts.py`; docs/SHIFT_SUITE.md). Each cell: "
               "balanced accuracy (change from the clean row) / macro AUC / melanoma recall "
               "(/ melanoma AUC, one-vs-rest, in runs that recorded it). "
               "Out-of-scope share: images the final student's out-of-scope check flags (it "

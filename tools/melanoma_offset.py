@@ -1,9 +1,9 @@
 """What the melanoma operating point (``trust.melanoma_offset: balanced``) does for every model
 of finished runs, references included, so the comparison with the distilled student is fair.
 
-For each 64 px Keras model of each run (the teacher, at its own size, is skipped) and the run's
-``model_int8.tflite``: fit the melanoma log-odds offset on the run's validation split (as
-``kdskin run`` does for its final student, after the model's own temperature), then print
+For each Keras model of each run at the run's input (the teacher, at its own size, is skipped)
+and the run's ``model_int8.tflite``: fit the melanoma log-odds offset on the run's validation
+split (as ``kdskin run`` does for its final student, after the model's own temperature), then print
 balanced accuracy and melanoma recall of the top-1 class without and with it on validation,
 test and the run's external set. Nothing is written. (The int8 file of a run re-exported with
 the offset already carries it: its row is then fitted on top of it.)

@@ -4,7 +4,7 @@ clinic's own labelled images, exported as new files.
 Under some acquisition shifts the model's ranking survives but its probabilities move
 (over-exposure lowers every image's melanoma probability), so the melanoma offset and the
 referral threshold fitted on HAM10000's validation split no longer give the melanoma recall and
-sensitivity they did (README, Other clinics). A clinic can refit them on images taken with its
+sensitivity they did (docs/FINDINGS.md). A clinic can refit them on images taken with its
 own devices: the temperature, the melanoma offset (the run's ``trust.melanoma_offset`` and
 ``trust.min_melanoma_recall``, or ``--set``) and the referral threshold are fitted on the
 labelled folder and folded into fp32 / dynamic-range / int8 files written to ``--out`` (the

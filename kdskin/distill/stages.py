@@ -73,7 +73,7 @@ TEACHER_OFFSETS: tuple[str, ...] = ("none", "balanced")
 def teacher_trains_shifted(teacher_view: str) -> bool:
     """Whether the teacher a run trains gets ``augment.shift`` too: not with ``"unshifted"``,
     where it only ever judges images before the shift (a small teacher trained with the shift
-    augmentation lost 0.21 external balanced accuracy; README, other clinics)."""
+    augmentation lost 0.21 external balanced accuracy; docs/FINDINGS.md, Other clinics)."""
     return teacher_view != "unshifted"
 
 

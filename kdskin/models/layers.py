@@ -155,7 +155,7 @@ def _to_reference(x: Any, shifted: Any, spread: Any, floor: float,
 
 #: Mean and standard deviation (R, G, B; 0..255) that :class:`ColourStandardise` gives every
 #: image: HAM10000's per-channel mean colour and mean per-image standard deviation (all 10,015
-#: images resized to 64 x 64; ``tools/colour_reference.py``).
+#: images resized to 64 x 64; ``experiments/2026-12/colour_reference.py``).
 HAM_MEAN_RGB: tuple[float, float, float] = (194.7, 139.3, 145.5)
 HAM_STD_RGB: tuple[float, float, float] = (22.2, 29.3, 32.8)
 
@@ -200,7 +200,7 @@ class ColourStandardise(keras.layers.Layer):
 
 #: HAM10000's mean per-channel black point (the image's minimum) and mean Shades of Grey norm
 #: (p = 6) above it, R, G, B 0..255: what :class:`AutoLevels` gives every image (all 10,015
-#: images at 64 x 64; ``tools/colour_reference.py``).
+#: images at 64 x 64; ``experiments/2026-12/colour_reference.py``).
 HAM_BLACK_RGB: tuple[float, float, float] = (99.6, 36.8, 37.3)
 HAM_SPAN_RGB: tuple[float, float, float] = (103.2, 114.9, 122.8)
 

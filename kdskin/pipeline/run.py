@@ -111,6 +111,35 @@ def _reuse_teacher(cfg: Config, run: RunDir, teacher_file: Path) -> Any:
     return mark_trained(teacher)
 
 
+def plain_models(cfg: Config) -> list[tuple[str, Any, int, float, str]]:
+    """The models a run trains with plain cross-entropy before its teacher, as a table:
+    ``(name, builder, epochs, learning rate, label)`` of each enabled one, in training order
+    (the paper's CNN, the VGG-style reference, EfficientNet-Lite alone)."""
+    from kdskin.models import build_baseline_cnn
+    from kdskin.models.reference import build_reference_cnn, build_reference_effnet
+
+    size, colour, fill = cfg.data.image_size, cfg.data.colour_spec(), cfg.data.border_fill
+    st, base, ref, eff = cfg.student, cfg.baseline, cfg.reference, cfg.reference_effnet
+    table = [
+        (base.enabled, BASELINE_CNN,
+         lambda: build_baseline_cnn(size, colour_constancy=colour, border_fill=fill),
+         base.epochs, base.learning_rate, "paper baseline CNN, cross-entropy"),
+        (ref.enabled, REFERENCE_CNN,
+         lambda: build_reference_cnn(size, ref.filters, ref.dropout, colour_constancy=colour,
+                                     border_fill=fill),
+         ref.epochs or st.epochs, ref.learning_rate or st.learning_rate,
+         "strong plain reference: VGG-style CNN, cross-entropy"),
+        (eff.enabled, REFERENCE_EFFNET,
+         lambda: build_reference_effnet(size, eff.variant, eff.weights, eff.dropout,
+                                        st.bn_momentum, colour_constancy=colour,
+                                        border_fill=fill),
+         eff.epochs or st.epochs, eff.learning_rate or st.learning_rate,
+         f"pretrained reference: EfficientNet-Lite{eff.variant[1:]} ({eff.weights} start) "
+         f"alone, cross-entropy"),
+    ]
+    return [row[1:] for row in table if row[0]]
+
+
 def use_teacher_dir(cfg: Config, run: RunDir, data: RunData, tdir: Any) -> dict[str, Any]:
     """Check the teacher directory ``tdir`` against the run (split, views, size, exits; one-line
     error otherwise), set ``cfg.teacher.image_size`` to its size and put its stored targets
@@ -194,7 +223,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                f"only its scratch copy {run.root} (the chief writes the run directory)"))
     from kdskin.bench import machine_info
     from kdskin.metrics import majority_accuracy
-    from kdskin.models import build_baseline_cnn, build_teacher
+    from kdskin.models import build_teacher
     from kdskin.models.weights_source import describe
 
     run.models.mkdir(parents=True, exist_ok=True)
@@ -238,7 +267,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     fill = cfg.data.border_fill  # a border-fill layer before it
 
     def finish(entry: ModelRecord, model: Any, on: RunData | None = None) -> None:
-        """Evaluate ``model`` on ``on`` (the splits at its input size; default the run's)."""
+        """Evaluate ``model`` on ``on`` (the splits at its input size; default the run's) and
+        record it in ``metrics.json`` at once (its time: the ``timed`` block around it)."""
         from kdskin.evaluate import write_plots
         from kdskin.pipeline.trust import intervals
 
@@ -248,8 +278,6 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         entry.intervals["test"] = intervals(cfg, on.test.labels, probs)
         write_plots(entry.test, on.test.labels, probs, run.plots, entry.name)
         state.models[entry.name] = entry
-        state.stage_seconds[entry.name] = round(time.perf_counter() - stage_start[0], 1)
-        state.stage_cpu_seconds[entry.name] = round(time.process_time() - stage_start[1], 1)
         state.elapsed_seconds = elapsed()
         t = entry.test
         log(f"{entry.name}: test accuracy {t['accuracy']:.4f}, balanced "
@@ -257,64 +285,44 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
             f"{t['macro_auc']:.4f} (majority class {majority:.4f})")
         run.save_metrics(state)
 
-    stage_start = (time.perf_counter(), time.process_time())
-    if cfg.baseline.enabled and _load_existing(run, BASELINE_CNN, state) is None:
-        model, hist, secs = train_classifier(
-            cfg, data, run, BASELINE_CNN,
-            lambda: build_baseline_cnn(cfg.data.image_size, colour_constancy=colour,
-                                       border_fill=fill),
-            cfg.baseline.epochs, cfg.baseline.learning_rate)
-        finish(record(run, BASELINE_CNN, model, hist, secs, "paper baseline CNN, cross-entropy"),
-               model)
-    stage_start = (time.perf_counter(), time.process_time())
-    if cfg.reference.enabled and _load_existing(run, REFERENCE_CNN, state) is None:
-        from kdskin.models.reference import build_reference_cnn
+    for name, build, epochs, lr, label in plain_models(cfg):
+        if _load_existing(run, name, state) is not None:
+            continue
+        with timed(state, name):
+            model, hist, secs = train_classifier(cfg, data, run, name, build, epochs, lr)
+            finish(record(run, name, model, hist, secs, label), model)
+        run.save_metrics(state)
 
-        ref = cfg.reference
-        model, hist, secs = train_classifier(
-            cfg, data, run, REFERENCE_CNN,
-            lambda: build_reference_cnn(cfg.data.image_size, ref.filters, ref.dropout,
-                                        colour_constancy=colour, border_fill=fill),
-            ref.epochs or cfg.student.epochs, ref.learning_rate or cfg.student.learning_rate)
-        finish(record(run, REFERENCE_CNN, model, hist, secs,
-                      "strong plain reference: VGG-style CNN, cross-entropy"), model)
-    stage_start = (time.perf_counter(), time.process_time())
-    if cfg.reference_effnet.enabled and _load_existing(run, REFERENCE_EFFNET, state) is None:
-        from kdskin.models.reference import build_reference_effnet
-
-        eff = cfg.reference_effnet
-        model, hist, secs = train_classifier(
-            cfg, data, run, REFERENCE_EFFNET,
-            lambda: build_reference_effnet(cfg.data.image_size, eff.variant, eff.weights,
-                                           eff.dropout, cfg.student.bn_momentum,
-                                           colour_constancy=colour, border_fill=fill),
-            eff.epochs or cfg.student.epochs, eff.learning_rate or cfg.student.learning_rate)
-        finish(record(run, REFERENCE_EFFNET, model, hist, secs,
-                      f"pretrained reference: EfficientNet-Lite{eff.variant[1:]} "
-                      f"({eff.weights} start) alone, cross-entropy"), model)
-
-    stage_start = (time.perf_counter(), time.process_time())
-    needs_teacher = cfg.teacher.enabled or any(s != "baseline" for s in cfg.distill.stages)
-    tdata = teacher_data(cfg, run, data) if needs_teacher else data
+    needs_teacher = cfg.teacher.enabled or distils
     teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
-    if teacher_model is None and teacher_file is not None:
-        teacher_model = _reuse_teacher(cfg, run, teacher_file)
-        state.teacher_from = str(tdir.root if tdir is not None else teacher_file)
-        if tdir is None:
-            state.teacher_settings = reused_teacher_settings(teacher_file)
-        log(f"teacher: reusing {state.teacher_from} (not retrained)")
-        finish(record(run, TEACHER, teacher_model, None, 0.0,
-                      f"teacher reused from {state.teacher_from}"), teacher_model, tdata)
-    if teacher_model is None and cfg.teacher.enabled:
-        teacher_model, hist, secs = train_classifier(
-            cfg, tdata, run, TEACHER, lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
-                                           colour_constancy=colour, border_fill=fill),
-            cfg.teacher.epochs, cfg.teacher.learning_rate,
-            exit_weight=cfg.teacher.exit_loss_weight,
-            shift=teacher_trains_shifted(cfg.distill.teacher_view))
-        finish(record(run, TEACHER, teacher_model, hist, secs,
-                      f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
-               teacher_model, tdata)
+    tdata = data
+    if teacher_model is not None or not (teacher_file is not None or cfg.teacher.enabled):
+        tdata = teacher_data(cfg, run, data) if needs_teacher else data
+    elif teacher_file is not None:
+        with timed(state, TEACHER):
+            tdata = teacher_data(cfg, run, data)
+            teacher_model = _reuse_teacher(cfg, run, teacher_file)
+            state.teacher_from = str(tdir.root if tdir is not None else teacher_file)
+            if tdir is None:
+                state.teacher_settings = reused_teacher_settings(teacher_file)
+            log(f"teacher: reusing {state.teacher_from} (not retrained)")
+            finish(record(run, TEACHER, teacher_model, None, 0.0,
+                          f"teacher reused from {state.teacher_from}"), teacher_model, tdata)
+        run.save_metrics(state)
+    else:
+        with timed(state, TEACHER):
+            tdata = teacher_data(cfg, run, data)
+            teacher_model, hist, secs = train_classifier(
+                cfg, tdata, run, TEACHER,
+                lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
+                                      colour_constancy=colour, border_fill=fill),
+                cfg.teacher.epochs, cfg.teacher.learning_rate,
+                exit_weight=cfg.teacher.exit_loss_weight,
+                shift=teacher_trains_shifted(cfg.distill.teacher_view))
+            finish(record(run, TEACHER, teacher_model, hist, secs,
+                          f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
+                   teacher_model, tdata)
+        run.save_metrics(state)
     if distils:
         from kdskin.distill.distiller import check_teacher_trained
 
@@ -327,14 +335,15 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
     for stage in cfg.distill.stages:
         name = student_name(stage)
-        stage_start = (time.perf_counter(), time.process_time())
         if _load_existing(run, name, state) is not None:
             continue
-        student, hist, secs, fusion = train_student_stage(
-            cfg, data, run, stage, teacher_model, teacher_data=tdata,
-            teacher_offsets=teacher_fit["offsets"] if teacher_fit else None)
-        finish(record(run, name, student, hist, secs, f"student, stage {stage}", stage=stage,
-                      fusion=fusion), student)
+        with timed(state, name):
+            student, hist, secs, fusion = train_student_stage(
+                cfg, data, run, stage, teacher_model, teacher_data=tdata,
+                teacher_offsets=teacher_fit["offsets"] if teacher_fit else None)
+            finish(record(run, name, student, hist, secs, f"student, stage {stage}",
+                          stage=stage, fusion=fusion), student)
+        run.save_metrics(state)
 
     if role is not None and not role.is_chief:
         shutil.rmtree(run.root, ignore_errors=True)

@@ -21,7 +21,7 @@ under that shift:
 Nothing is written. On the 2-core Xeon about 1 min per run (the int8 file on the validation
 split and the external set under the 10 shifts).
 
-    python tools/clinic_operating_point.py runs/cpu_b1_px96 runs/cpu_b1_px96_seed43
+    python experiments/2026-12/clinic_operating_point.py runs/cpu_b1_px96 runs/cpu_b1_px96_seed43
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How much of a folder's images kdskin's border-fill layer would fill (``data.border_fill``).
 
-    python tools/border_share.py ../shared/data/ham10000_full ../shared/data/isic2018_dev \
-        [--size 64] [--limit 1500] [--seed 0]
+    python experiments/2026-12/border_share.py ../shared/data/ham10000_full \
+        ../shared/data/isic2018_dev [--size 64] [--limit 1500] [--seed 0]
 
 Per folder: the images are read as kdskin reads them (``kdskin.data.images``, at ``--size``),
 ``--limit`` of them drawn at random (seed ``--seed``) when there are more, and

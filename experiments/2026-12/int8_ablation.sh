@@ -4,7 +4,7 @@
 # centring only, float head only, both (the default). Writes $OUT/RUN/VARIANT/ (the .tflite
 # files and export.json) and prints one line per variant. About 40 s per variant on 2 cores.
 # Usage, from the repository root with kdskin installed:
-#   tools/int8_ablation.sh [RUN_DIR...]      (default: runs/cpu runs/cpu_seed1 runs/cpu_seed2)
+#   experiments/2026-12/int8_ablation.sh [RUN_DIR...]      (default: runs/cpu runs/cpu_seed1 runs/cpu_seed2)
 set -euo pipefail
 OUT=${OUT:-runs/int8_ablation}
 RUNS=("$@"); [[ ${#RUNS[@]} -gt 0 ]] || RUNS=(runs/cpu runs/cpu_seed1 runs/cpu_seed2)

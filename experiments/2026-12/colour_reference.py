@@ -5,7 +5,8 @@ mean colour and mean per-image standard deviation that
 (p = 6) above it that :class:`kdskin.models.layers.AutoLevels` gives (``HAM_BLACK_RGB``,
 ``HAM_SPAN_RGB``).
 
-    python tools/colour_reference.py ../shared/data/ham10000_full [--size 64] [--every 1]
+    python experiments/2026-12/colour_reference.py ../shared/data/ham10000_full \
+        [--size 64] [--every 1]
 
 Every ``every``-th ``*.jpg`` under the folder (sorted), resized to ``size x size`` (bilinear).
 """
