@@ -191,7 +191,7 @@ def test_the_teacher_of_an_unshifted_view_trains_without_the_shift():
     cfg.train.seed = 3
 
     def images(**kw):
-        train, _ = datasets(cfg, data, 8, **kw)
+        train = datasets(cfg, data, 8, **kw)[0]
         return np.concatenate([np.asarray(b[0]) for b in train])
 
     shifted, plain = images(), images(shift=False)
