@@ -72,7 +72,7 @@ def test_split_and_inspect_commands(ham_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("verify", [True, False])
 def test_strict_inspect_fails_on_unreadable_images(ham_dir, tmp_path, capsys, verify):
-    """Issue 26: with --strict an unreadable image is an error (exit 2), as a missing one is;
+    """With --strict an unreadable image is an error (exit 2), as a missing one is;
     without --strict it is listed and the command succeeds."""
     broken = sorted(ham_dir.rglob("*.jpg"))[3]
     broken.write_bytes(b"not a jpeg at all")

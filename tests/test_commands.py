@@ -1,5 +1,5 @@
-"""The command bodies as a new user meets them: one-line errors, no library noise, the
-defects of issue 12 (predict, evaluate on external data, python -m kdskin)."""
+"""The command bodies as a new user meets them: one-line errors, no library noise, and
+the paths a new user tried first (predict, evaluate on external data, python -m kdskin)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def test_predict_missing_image_is_one_line_without_loading_tensorflow(model_file
     assert proc.stdout == ""
 
 
+@pytest.mark.slow
 def test_errors_after_tensorflow_loaded_are_still_one_line(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a zip")
@@ -104,9 +105,11 @@ def _with_stdout_closed(*args: str) -> tuple[int, str]:
     return proc.wait(timeout=300), err
 
 
-@pytest.mark.parametrize("kind", ["predict --json", "predict", "data inspect"])
+@pytest.mark.parametrize("kind", [pytest.param("predict --json", marks=pytest.mark.slow),
+                                  pytest.param("predict", marks=pytest.mark.slow),
+                                  "data inspect"])  # predict: a fresh process loads TensorFlow
 def test_a_closed_stdout_ends_the_command_quietly(kind, model_file, ham_dir, tmp_path):
-    """Issue 26: `kdskin predict ... --json | head -5` ended with 'kdskin: error:
+    """A closed stdout: `kdskin predict ... --json | head -5` used to end with 'kdskin: error:
     BrokenPipeError'. Now: exit 141 (128 + SIGPIPE, as Unix tools), nothing on stderr."""
     from kdskin.cli import EXIT_STDOUT_CLOSED
 

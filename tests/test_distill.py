@@ -208,6 +208,7 @@ def test_distiller_loss_is_zero_kd_when_student_equals_teacher():
     assert float(d.term_trackers["loss_ce"].result()) > 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["baseline", "single", "multi", "multi_fusion"])
 def test_each_stage_reduces_its_loss_and_reports_terms(stage):
     x, y = batch()
@@ -240,6 +241,7 @@ def test_each_stage_reduces_its_loss_and_reports_terms(stage):
         assert len(d.trainable_weights) == len(d.student.trainable_weights)
 
 
+@pytest.mark.slow
 def test_loss_metric_is_what_is_optimised():
     """The distiller's own "loss" tracker: total + regularisation in training, CE +
     regularisation in validation (what Keras' private loss tracker reported before)."""
@@ -259,6 +261,7 @@ def test_loss_metric_is_what_is_optimised():
     assert "loss" in [m.name for m in d.metrics]
 
 
+@pytest.mark.slow
 def test_fit_announces_the_stage_unless_silent(capsys):
     x, y = batch(8)
     d = make_stage_model("single", mark_trained(tiny_teacher()), tiny_student(), Config())
@@ -269,6 +272,7 @@ def test_fit_announces_the_stage_unless_silent(capsys):
     assert "stage single: loss = 0.3 x logit KD" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_teacher_runs_in_training_only():
     x, y = batch()
     teacher = mark_trained(tiny_teacher(counter=True))
@@ -284,10 +288,11 @@ def test_teacher_runs_in_training_only():
     assert float(counter.numpy()) == after_fit
 
 
+@pytest.mark.slow
 def test_a_larger_teacher_sees_its_own_images_and_the_student_them_resized():
-    """Issue 23 (c): training batches come at the teacher's size (2S); the teacher runs on them
-    as they are and the student on them resized to S (anti-aliased); validation batches come
-    at S and reach the student unchanged."""
+    """A teacher larger than the student: training batches come at the teacher's size (2S);
+    the teacher runs on them as they are and the student on them resized to S (anti-aliased);
+    validation batches come at S and reach the student unchanged."""
     rng = np.random.RandomState(3)
     big = rng.randint(0, 256, (16, 2 * S, 2 * S, 3)).astype("float32")
     small, y = batch()
@@ -311,6 +316,7 @@ def test_a_larger_teacher_sees_its_own_images_and_the_student_them_resized():
                          Config())
 
 
+@pytest.mark.slow
 def test_the_teacher_can_see_its_own_view_of_the_batch():
     """distill.teacher_view: unshifted -- with ``{"image": A, "teacher_image": B}`` the student
     runs on A and the teacher on B: the KD terms are those of teacher(B) against student(A)."""
@@ -476,6 +482,7 @@ def test_untrained_teacher_is_refused():
     assert check_teacher_trained(sorter, ds) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_student_is_saved_not_the_distiller(tmp_path):
     x, y = batch()
     d = make_stage_model("single", mark_trained(tiny_teacher()), tiny_student(), Config())

@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tflite"))
 import classify  # noqa: E402
 
 FACTOR = 3
+#: Every test here converts a trained model to TFLite.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -111,4 +113,4 @@ def test_resize_agreement_table(exported, tmp_path):
         assert set(entry["accuracy"]) == set(METHODS)
         assert all(0.0 <= v <= 1.0 for v in entry["agreement"].values())
     assert table["files"]["model_int8.tflite"]["agreement"]["pillow_bilinear"] == 1.0
-    assert set(table["target"]["met"]) == set(pairs)
+    assert "target" not in table  # figures only: the thresholds are the reader's

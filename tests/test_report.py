@@ -173,12 +173,11 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     assert ("| leaky | as the first run | 42 | Multi-stage KD + layer fusion | n/a | n/a | "
             "0.9500 |") in text
     assert "Majority-class accuracy of the test split: leaky 0.7000, honest 0.7000" in text
-    # external int8 balanced accuracy 0.71 (mean of 0.69, 0.73): above 0.65, met; macro AUC
-    # 0.71 < 0.92: not met; the reference's external 0.50: both above -- computed, not typed
-    assert "balanced accuracy at least 0.65: 0.7100 (+0.0600): **met**" in text
-    assert "macro AUC at least 0.92: 0.7100 (-0.2100): **NOT met**" in text
-    assert "both above the strong plain reference: balanced accuracy +0.2100, AUC +0.2100: " \
-        "**met**" in text
+    # no targets given: figures only, no verdicts and no thresholds of the library's own
+    assert "Targets" not in text and "met**" not in text and "at least" not in text
+    # the int8 file's external 0.71 (mean of 0.69, 0.73) minus the reference's 0.50
+    assert ("- the int8 file minus the strong plain reference, external means: balanced "
+            "accuracy +0.2100, AUC +0.2100") in text
     assert "| balanced acc. | external | 0.7100 ± 0.0283 |" in text
     # Keras student external 0.70 / 0.74 vs reference 0.50 / 0.50 (two seeds each)
     assert ("- over training seeds, the Keras distilled student (2 runs) minus the strong plain "
@@ -197,6 +196,58 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     for line in text.splitlines():
         if line.startswith("| Multi-stage KD + layer fusion |"):
             assert line in again.read_text()
+
+
+def test_report_targets_file_gives_verdicts(tmp_path):
+    for seed, acc in ((42, 0.8), (1, 0.84)):
+        (tmp_path / f"r{seed}").mkdir()
+        (tmp_path / f"r{seed}" / "metrics.json").write_text(json.dumps(_metrics(seed, acc)))
+    runs = [str(tmp_path / "r42"), str(tmp_path / "r1")]
+    targets = tmp_path / "targets.yaml"
+    # flat and nested keys; the int8 file's external means are 0.71, test 0.81
+    targets.write_text("external.balanced_accuracy: 0.65\nexternal:\n  macro_auc: 0.92\n"
+                       "test.melanoma_recall: 0.81\n")
+    out = tmp_path / "RESULTS.md"
+    assert main(["report", *runs, "--out", str(out), "--targets", str(targets)]) == 0
+    text = out.read_text()
+    assert f"Targets (int8 file, from `{targets}`):" in text
+    assert "- external balanced acc. at least 0.65: 0.7100 (+0.0600): **met**" in text
+    assert "- external macro AUC at least 0.92: 0.7100 (-0.2100): **NOT met**" in text
+    assert "- test melanoma recall at least 0.81: 0.8100 (+0.0000): **met**" in text
+    assert text.count("met**") == 3 and f"--targets {targets}" in text
+    # JSON reads the same; a target no run has a figure for is n/a, not met
+    as_json = tmp_path / "targets.json"
+    as_json.write_text(json.dumps({"external.balanced_accuracy": 0.75}))
+    no_external = _metrics(42, 0.8)
+    del no_external["external"]
+    (tmp_path / "r0").mkdir()
+    (tmp_path / "r0" / "metrics.json").write_text(json.dumps(no_external))
+    results_document([tmp_path / "r0"], out, targets=as_json)
+    assert "- external balanced acc. at least 0.75: n/a: **n/a**" in out.read_text()
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "cannot read the targets file"),
+    ("external.balanced_accuracy: [0.65", "not YAML or JSON"),
+    ("- 0.65\n", "not a mapping of targets"),
+    ("external.accuracy_top5: 0.9\n", "unknown target 'external.accuracy_top5'"),
+    ("val.macro_auc: 0.9\n", "unknown target 'val.macro_auc'"),
+    ("external.macro_auc: high\n", "target external.macro_auc is 'high', not a number"),
+    ("external.macro_auc: true\n", "not a number"),
+])
+def test_report_bad_targets_file_is_one_line_error(tmp_path, capsys, content, message):
+    run = tmp_path / "cpu"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(_metrics(42, 0.8)))
+    targets = tmp_path / "targets.yaml"
+    if content is not None:
+        targets.write_text(content)
+    out = tmp_path / "RESULTS.md"
+    assert main(["report", str(run), "--out", str(out), "--targets", str(targets)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(targets) in err and message in err
+    assert "--targets" in err or "SET.METRIC: MINIMUM" in err  # says what to do
+    assert not out.exists()  # checked before anything is written
 
 
 def test_report_command_errors_are_one_line(tmp_path, capsys):
@@ -305,7 +356,7 @@ def test_a_setting_a_run_predates_takes_the_default_when_grouping():
 
 def test_the_builtin_datasets_size_does_not_part_repeats():
     """data.synth is part of the data (the split digest holds it): a cpu.yaml run made before
-    the quickstart's dataset shrank (issue 26) is still a repeat of one made after."""
+    the quickstart's dataset shrank is still a repeat of one made after."""
     from kdskin.config import Config
     from kdskin.report import experiment_key
 

@@ -53,7 +53,7 @@ from kdskin.distill.losses import (
     logit_distillation,
     sparse_labels,
 )
-from kdskin.distill.stages import (  # re-exported here for older callers
+from kdskin.distill.stages import (
     FUSED_HEADS,
     STAGE_FUSION,
     STAGE_TERMS,
@@ -63,8 +63,7 @@ from kdskin.distill.stages import (  # re-exported here for older callers
 from kdskin.errors import ConfigError, ModelError
 from kdskin.models.contract import input_size, is_trained, output_names
 
-__all__ = ["FUSED_HEADS", "STAGES", "STAGE_FUSION", "STAGE_TERMS", "KdskinDistiller",
-           "check_teacher_trained", "make_stage_model", "student_fusion"]
+__all__ = ["KdskinDistiller", "check_teacher_trained", "make_stage_model", "student_fusion"]
 
 logger = logging.getLogger(__name__)
 

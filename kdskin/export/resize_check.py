@@ -40,8 +40,6 @@ DESCRIPTIONS: dict[str, str] = {
     "nearest": "OpenCV cv2.resize INTER_NEAREST",
     "mediapipe": "MediaPipe Tasks ImageClassifier on the original image (its own resizing)",
 }
-#: The issue-15 target: agreement under MediaPipe's own resizing.
-TARGET_METHOD, TARGET_AGREEMENT = "mediapipe", 0.97
 
 
 class ResizerUnavailable(KdskinError):
@@ -151,8 +149,7 @@ def resize_agreement(files: Mapping[str, tuple[str | Path, str | Path]], folder:
     input size) runs on kdskin's resize. Returns ``{"images", "n_images", "labelled",
     "methods": {method: description}, "skipped": {method: reason}, "files": {label:
     {"file", "reference", "input_size", "agreement": {method: top-1 agreement},
-    "max_abs_prob_diff": {...}, "accuracy": {...} (labelled folders), "reference_accuracy"}},
-    "target": {"method", "min_agreement", "met": {label: bool}}}``.
+    "max_abs_prob_diff": {...}, "accuracy": {...} (labelled folders), "reference_accuracy"}}}``.
     """
     from kdskin.export.litert import TFLiteClassifier
 
@@ -206,10 +203,6 @@ def resize_agreement(files: Mapping[str, tuple[str | Path, str | Path]], folder:
             if labels is not None:
                 entry["accuracy"][method] = _accuracy(labels, probs)
         result["files"][label] = entry
-    result["target"] = {"method": TARGET_METHOD, "min_agreement": TARGET_AGREEMENT,
-                        "met": {label: e["agreement"].get(TARGET_METHOD, 0.0) >= TARGET_AGREEMENT
-                                for label, e in result["files"].items()
-                                if TARGET_METHOD in e["agreement"]}}
     return result
 
 

@@ -40,10 +40,8 @@ from kdskin.models.imagenet import load_imagenet_lite
 from kdskin.models.inputs import image_input
 from kdskin.models.layers import set_bn_momentum
 from kdskin.models.specs import (
-    EFFICIENTNET_VARIANTS,
     EFFICIENTNETS,
     FUSIONS,
-    STUDENT_MIN_IMAGE_SIZE,
     ColourSpec,
     StudentConfig,
     keras_imagenet_file,
@@ -60,10 +58,8 @@ KERAS_EFFICIENTNETS = {
     "B3": keras.applications.EfficientNetB3,
     "B4": keras.applications.EfficientNetB4,
 }
-VARIANTS = EFFICIENTNET_VARIANTS  # old name, kept for callers
-MIN_IMAGE_SIZE = STUDENT_MIN_IMAGE_SIZE  # old name, kept for callers
-__all__ = ["EFFICIENTNETS", "FUSIONS", "KERAS_EFFICIENTNETS", "LITE_COEFFICIENTS", "MIN_IMAGE_SIZE",
-           "VARIANTS", "build_student", "resolve_weights", "validate_student"]
+__all__ = ["EFFICIENTNETS", "FUSIONS", "KERAS_EFFICIENTNETS", "LITE_COEFFICIENTS", "build_student",
+           "resolve_weights", "validate_student"]
 
 
 def resolve_weights(cfg: StudentConfig) -> str | None:

@@ -1,5 +1,5 @@
 """External evaluation: every model and every ``.tflite`` of a run, scored on a labelled set
-from outside the training data (e.g. ISIC 2018 Task 3 test), whole, never tuned on (issue 13);
+from outside the training data (e.g. ISIC 2018 Task 3 test), whole, never tuned on;
 every Keras model and the int8 file also under the acquisition-shift suite
 (:mod:`kdskin.shift_suite`, ``external["shifts"]``).
 """

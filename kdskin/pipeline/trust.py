@@ -1,5 +1,5 @@
 """The trust stage of a run: calibration, intervals, the referral operating point and the
-out-of-scope check of the final student, all fitted on the validation split (issue 14).
+out-of-scope check of the final student, all fitted on the validation split.
 
 Results go to ``metrics.json["trust"]``; ``trust["rules"]`` are the
 :class:`~kdskin.decision.DecisionRules` the export writes beside the files.
