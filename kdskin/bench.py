@@ -492,16 +492,17 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
     total = len(names) + len(trained) + len(files) * len(thread_counts)
     bar = progress_bar(total, desc="bench", unit="timing") if show_progress else _NoBar()
     with quiet(verbose), bar:
-        loaded: dict[str, Any] = {}
+        loaded: dict[str, int] = {}  # input size of each model timed (one in memory at a time)
         for name in names:
-            model = loaded[name] = load_keras(run.model(name))
-            size = int(model.inputs[0].shape[1])
+            model = load_keras(run.model(name))
+            size = loaded[name] = int(model.inputs[0].shape[1])
             params = count_params(model)
             result["models"][name] = {
                 "params": params, "float_size_bytes": params * 4,
                 "file_size_bytes": run.model(name).stat().st_size, "input_size": size,
                 "inference": bench_keras_inference(model, images_for(size), batch, warmup,
                                                    steps)}
+            del model
             bar.update(1)
 
         # Isolated training steps (train_on_batch on one fixed batch, no input pipeline): the
@@ -514,7 +515,7 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
             bar.update(len(trained))
             trained = []
         for name in trained:
-            size = int(loaded[name].inputs[0].shape[1])
+            size = loaded[name]
             fresh = load_keras(run.model(name))
             if name.startswith("student_"):
                 stage = name.removeprefix("student_")
@@ -534,6 +535,7 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
                 what = "teacher, cross-entropy on logits and every exit"
             result["training"][name] = {"what": what, **bench_training_step(
                 step_model, images_for(size), labels, batch, warmup, steps)}
+            del fresh, step_model
             bar.update(1)
 
         for path in files:

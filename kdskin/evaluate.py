@@ -41,8 +41,9 @@ class KerasClassifier:
         self._names = output_names(self.model)
 
     def outputs(self, images: np.ndarray) -> Any:
-        x = np.asarray(images, dtype=np.float32)
-        return self.model.predict(x, batch_size=self.batch_size, verbose=0)
+        from kdskin.memory import predict_in_chunks
+
+        return predict_in_chunks(self.model, images, self.batch_size)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         out = self.outputs(images)

@@ -288,6 +288,11 @@ class RunMetrics:
     #: CPU seconds of the same stages (all threads of the process): what a stage costs on a
     #: machine shared with other work, where its wall time is stretched
     stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: Peak resident memory (MiB) of the same stages: each stage's own high-water mark where
+    #: ``peak_rss_method`` is ``"VmHWM, reset per stage"`` (Linux), else the process's peak so
+    #: far at the stage's end (:mod:`kdskin.memory`); empty in runs made before it was recorded
+    stage_peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    peak_rss_method: str | None = None
     resumed: int = 0
     schema: int = METRICS_SCHEMA
 

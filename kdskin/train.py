@@ -256,11 +256,14 @@ def predict_logits(model: keras.Model, images: Any, batch_size: int = 128) -> An
     A model built under a mirrored or multi-worker strategy is called batch by batch outside
     the strategy (its variables read locally), so no collective runs and every worker gets the
     same outputs in the same order; ``model.predict`` would shard the images over the workers.
-    Otherwise ``model.predict`` (compiled once per model, reused every epoch).
+    Otherwise ``model.predict`` (compiled once per model, reused every epoch), chunk by chunk
+    (:func:`kdskin.memory.predict_in_chunks`).
     """
-    x = np.asarray(images, np.float32)
     if not is_distributed(getattr(model, "distribute_strategy", None)):
-        return model.predict(x, batch_size=batch_size, verbose=0)
+        from kdskin.memory import predict_in_chunks
+
+        return predict_in_chunks(model, images, batch_size)
+    x = np.asarray(images, np.float32)
     call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
     parts = [call(tf.constant(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
     if isinstance(parts[0], Mapping):

@@ -178,7 +178,7 @@ def test_run_directory_layout(run_dir):
                  "student_multi", "student_multi_fusion"]:
         assert (run_dir / "models" / f"{name}.keras").is_file(), name
     assert not list(run_dir.rglob("*.tmp*")), "temporary files left behind"
-    # issue 26: no second student_multi_fusion.keras (without the decision rules) from a
+    # no second student_multi_fusion.keras (without the decision rules) from a
     # best-epoch checkpoint, and the fits' backups are gone once the run is done
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "backup").exists()
 
@@ -195,7 +195,7 @@ def test_readme_documents_the_run_directory(run_dir):
 
 
 def test_stage_times_are_recorded(run_dir):
-    """Issue 26: the run records each stage's wall and CPU seconds, in the order run."""
+    """The run records each stage's wall and CPU seconds, in the order run."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     stages = ["data", "baseline_cnn", "reference_cnn", "teacher", "student_baseline",
               "student_single", "student_multi", "student_multi_fusion", "trust", "export",
@@ -206,6 +206,11 @@ def test_stage_times_are_recorded(run_dir):
     assert metrics["stage_seconds"]["teacher"] >= metrics["models"]["teacher"]["train_seconds"]
     assert sum(metrics["stage_seconds"].values()) <= metrics["wall_seconds"] + \
         metrics["stage_seconds"]["report"] + 1
+    # and each stage's peak resident memory, measured one way for the whole run
+    peaks = metrics["stage_peak_rss_mib"]
+    assert list(peaks) == stages
+    assert all(100 < v < 24 * 1024 for v in peaks.values())  # TensorFlow alone is ~600 MiB
+    assert metrics["peak_rss_method"] in ("VmHWM, reset per stage", "process peak so far")
 
 
 def test_metrics_json_has_every_model_and_metric(run_dir):
@@ -251,7 +256,7 @@ def test_existing_run_dir_is_refused(run_dir, capsys):
 
 
 def test_resume_of_a_finished_run_says_so_and_redoes_nothing(run_dir, tmp_path, capsys):
-    """Issue 26: --resume on a finished run redid its export, benchmark and explanations."""
+    """--resume on a finished run redoes none of its export, benchmark and explanations."""
     copy = tmp_path / "done"
     shutil.copytree(run_dir, copy)
     (copy / "checkpoints").mkdir()  # a run finished by an older kdskin kept its checkpoints
@@ -492,7 +497,7 @@ def test_a_pretrained_start_records_its_weights(run_dir, tmp_path):
 
 def test_a_teacher_at_a_larger_size_is_trained_and_scored_on_its_own_images(run_dir, tmp_path,
                                                                             capsys):
-    """Issue 23 (c): teacher.image_size 48 with a 32 px student. The teacher is trained, gated
+    """teacher.image_size 48 with a 32 px student. The teacher is trained, gated
     and scored (test and external) on the split decoded at 48 px; the student at 32 px; a
     reused teacher of another size is refused with what to set. With the shipped recipe's
     shift augmentation and the teacher's targets for the unshifted image (both views at 48 px,

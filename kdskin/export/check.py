@@ -44,8 +44,9 @@ EXPORT_JSON = "export.json"
 
 def keras_probs(model: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Softmax probabilities (N, 7) of a kdskin Keras model (training or deployable)."""
-    deploy = deployable(model)
-    out = deploy.predict(np.asarray(images, dtype=np.float32), batch_size=batch_size, verbose=0)
+    from kdskin.memory import predict_in_chunks
+
+    out = predict_in_chunks(deployable(model), images, batch_size)
     if isinstance(out, dict):
         out = out[PROBS_NAME]
     return np.asarray(out, dtype=np.float32)

@@ -42,6 +42,7 @@ from kdskin.export.graph import head_nodes, nodes_named
 from kdskin.export.quiet import quiet
 from kdskin.export.specs import APP_DIR, FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
 from kdskin.io import atomic_write_bytes, atomic_write_text
+from kdskin.memory import release
 from kdskin.models.contract import check_classifier, deployable
 from kdskin.models.inputs import float_front_of
 from kdskin.models.layers import BORDER_FILL_NAME, COLOUR_CONSTANCY_NAME
@@ -281,6 +282,8 @@ def _convert_all(deploy: Any, model_name: str, out_dir: Path, representative: np
                         raise ModelError(f"model '{model_name}': {kind} TFLite conversion "
                                          f"failed ({current}): {one_line(exc)}") from None
                 methods[kind] = current
+                del converter  # its loaded graph is not held while the next kind converts
+                release()
             plain[kind] = flatbuffer
             if kind in kinds:
                 paths[kind] = atomic_write_bytes(out_dir / FILE_NAMES[kind],

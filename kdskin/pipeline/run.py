@@ -7,9 +7,10 @@ final student) -> export + check -> external evaluation -> benchmark -> explanat
 metrics.json, report.md, MODEL_CARD.md. Each finished
 model is saved and recorded in ``metrics.json`` at once, so ``--resume`` skips it; an interrupted
 ``fit`` resumes from its ``BackupAndRestore`` state, and the results recorded after training
-are kept (only what is missing is made). Each stage's wall and CPU seconds are recorded
-(``stage_seconds``, ``stage_cpu_seconds``). When the run completes its training state
-(``backup/``) is deleted; ``--resume`` of a completed run says so and stops.
+are kept (only what is missing is made). Each stage's wall and CPU seconds and its peak
+resident memory are recorded (``stage_seconds``, ``stage_cpu_seconds``,
+``stage_peak_rss_mib``). When the run completes its training state (``backup/``) is deleted;
+``--resume`` of a completed run says so and stops.
 """
 
 from __future__ import annotations
@@ -53,12 +54,22 @@ from kdskin.rundir import (
 @contextmanager
 def timed(state: RunMetrics, stage: str) -> Iterator[None]:
     """Record the wall and CPU seconds of the ``with`` block as ``state.stage_seconds[stage]``
-    and ``state.stage_cpu_seconds[stage]`` (when it finishes; an interrupted stage records
-    nothing)."""
+    and ``state.stage_cpu_seconds[stage]``, and its peak resident memory in MiB as
+    ``state.stage_peak_rss_mib[stage]`` (:func:`kdskin.memory.measure`; the method in
+    ``state.peak_rss_method``), when it finishes; an interrupted stage records nothing. The
+    heap the stage freed is then given back (:func:`kdskin.memory.release`), so the next
+    stage's peak is its own."""
+    from kdskin.memory import measure, release
+
     start, cpu = time.perf_counter(), time.process_time()
-    yield
+    with measure() as peak:
+        yield
     state.stage_seconds[stage] = round(time.perf_counter() - start, 1)
     state.stage_cpu_seconds[stage] = round(time.process_time() - cpu, 1)
+    release()
+    if peak.mib is not None:
+        state.stage_peak_rss_mib[stage] = peak.mib
+        state.peak_rss_method = peak.method
 
 
 def _load_existing(run: RunDir, name: str, metrics: RunMetrics) -> Any | None:
@@ -291,6 +302,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         with timed(state, name):
             model, hist, secs = train_classifier(cfg, data, run, name, build, epochs, lr)
             finish(record(run, name, model, hist, secs, label), model)
+            del model, hist  # not held while the next model trains (hist.model is the model)
         run.save_metrics(state)
 
     needs_teacher = cfg.teacher.enabled or distils
@@ -343,6 +355,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
                 teacher_offsets=teacher_fit["offsets"] if teacher_fit else None)
             finish(record(run, name, student, hist, secs, f"student, stage {stage}",
                           stage=stage, fusion=fusion), student)
+            del student, hist  # nor its distiller (hist.model), while the next stage trains
         run.save_metrics(state)
 
     if role is not None and not role.is_chief:
@@ -376,8 +389,11 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
 def _stage_summary(state: RunMetrics) -> str:
     """``data 12 s, teacher 80 s, ...``: the recorded stage times, for the last log line."""
+    peaks = state.stage_peak_rss_mib
+    top = max(peaks, key=lambda k: peaks[k]) if peaks else None
     return ", ".join(f"{name} {secs:.0f} s" for name, secs in state.stage_seconds.items()) + (
-        f"; CPU {sum(state.stage_cpu_seconds.values()) / 60:.1f} min")
+        f"; CPU {sum(state.stage_cpu_seconds.values()) / 60:.1f} min") + (
+        f"; peak memory {peaks[top]:,.0f} MiB in {top}" if top else "")
 
 
 # --------------------------------------------------------------------------- after training
