@@ -57,6 +57,7 @@ def _stand_in(kind: str, name: str) -> keras.Model:
     return keras.Model(image, heads, name=name)
 
 
+@pytest.mark.slow
 def test_training_step_plain_model():
     images, labels = _images()
     result = bench_training_step(tiny_classifier(), images, labels, batch=4, warmup=1, steps=3)
@@ -65,6 +66,7 @@ def test_training_step_plain_model():
     assert result["warmup"] == 1 and result["threads"] >= 1
 
 
+@pytest.mark.slow
 def test_training_step_takes_real_gradient_steps():
     from kdskin.distill.distiller import make_stage_model
     from kdskin.models.contract import mark_trained
@@ -114,6 +116,7 @@ def test_summarise_median_and_percentiles():
     assert timing_cell({}, "t") is None
 
 
+@pytest.mark.slow
 def test_tflite_timings(tmp_path):
     files = export_tflite(tiny_classifier(), tmp_path, colour_data(2)[0], kinds=("fp32", "int8"))
     images, _ = _images(3)
@@ -152,6 +155,7 @@ def test_format_table():
     assert timed.splitlines()[2:] == ["| 12.35 (10.00-150) |", "| 0.5 |"]
 
 
+@pytest.mark.slow
 def test_bench_run_on_a_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
     (run / "models").mkdir(parents=True)
@@ -235,6 +239,7 @@ def test_bench_run_refuses_non_run_dir(tmp_path):
         bench_run(Path(tmp_path))
 
 
+@pytest.mark.slow
 def test_litert_tool_cross_check(tmp_path, monkeypatch):
     from kdskin import bench
 

@@ -176,6 +176,7 @@ def brightness_model(border_fill: bool) -> keras.Model:
     return keras.Model(image, {"logits": logits}, name="brightness")
 
 
+@pytest.mark.slow
 def test_the_int8_file_fills_the_border_in_float(tmp_path):
     """Inside the int8 file, a framed or vignetted image scores like the image without its
     border; the same model without the layer (checked in Keras) scores it far lower, so the

@@ -76,6 +76,7 @@ def test_other_patterns_are_left_alone(case):
     assert same is model and names == []
 
 
+@pytest.mark.slow
 def test_student_rewrite_is_exact_and_shrinks_weight_error():
     """Both branches' first convolutions are rewritten; outputs equal; and int8 rounding of the
     rewritten CNN conv's weights perturbs its output less on skin-coloured images."""

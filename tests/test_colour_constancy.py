@@ -213,7 +213,7 @@ def _builders():
 
 
 @pytest.mark.parametrize("name", ["baseline_cnn", "reference_cnn", "reference_effnet",
-                                  "teacher", "student"])
+                                  "teacher", pytest.param("student", marks=pytest.mark.slow)])
 def test_every_builder_puts_the_layer_right_after_the_input(name):
     from kdskin.models.inputs import colour_constancy_of
 
@@ -325,6 +325,7 @@ def exported_cc(tmp_path_factory: pytest.TempPathFactory):
     return model, files, info
 
 
+@pytest.mark.slow
 def test_int8_keeps_colour_constancy_in_float_and_agrees_with_keras(exported_cc):
     from kdskin.export.check import keras_probs
     from kdskin.export.graph import float_ops
@@ -365,6 +366,7 @@ def channel_balance_model(colour_constancy: float | str | None,
     return keras.Model(image, {"logits": logits}, name="balance")
 
 
+@pytest.mark.slow
 def test_the_int8_file_applies_grey_world(tmp_path):
     """Grey world inside the int8 file: a strongly cast image comes out with equal channel
     means, so classes 0..2 get equal probabilities; the same model without the layer (checked
@@ -383,6 +385,7 @@ def test_the_int8_file_applies_grey_world(tmp_path):
     np.testing.assert_allclose(probs, keras_probs(model, images)[:, :3], atol=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["standardise", "auto_levels"])
 def test_the_int8_file_applies_the_affine_layer(tmp_path, spec):
     """Standardisation or auto levels inside the int8 file: an image, its colour-cast and its
@@ -407,6 +410,7 @@ def test_the_int8_file_applies_the_affine_layer(tmp_path, spec):
     np.testing.assert_allclose(got[0], keras_probs(model, variants[0])[:, :4], atol=0.02)
 
 
+@pytest.mark.slow
 def test_all_integer_int8_refuses_colour_constancy(exported_cc, tmp_path):
     from kdskin.export.convert import export_tflite
 

@@ -102,6 +102,7 @@ def test_functional_nodes_walks_the_graph_and_refuses_without_it():
     assert "\n" not in str(err.value) and isinstance(err.value, KdskinError)
 
 
+@pytest.mark.slow
 def test_export_records_why_centring_was_skipped(tmp_path, monkeypatch):
     def gone(model):
         raise CompatError("model 'x': cannot read its layer graph (test)")
@@ -179,6 +180,7 @@ def test_per_channel_off_without_its_flag_raises(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.tflite"))
 
 
+@pytest.mark.slow
 def test_dynamic_without_dense_flag_is_recorded(tmp_path, monkeypatch):
     flag = "_experimental_disable_per_channel_quantization_for_dense_layers"
     _converters_without(monkeypatch, flag)
@@ -189,6 +191,7 @@ def test_dynamic_without_dense_flag_is_recorded(tmp_path, monkeypatch):
     assert files["dynamic"].stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_int8_float_head_without_calibrate_only_falls_back(tmp_path, monkeypatch):
     _converters_without(monkeypatch, "_experimental_calibrate_only")
     images, _ = colour_data(n_per_class=2)
@@ -220,6 +223,7 @@ def test_mlir_quantize_missing_or_changed_is_a_reason(monkeypatch):
     assert compat.PRIVATE_APIS["tensorflow.lite.python.convert.mlir_quantize"]() == reason
 
 
+@pytest.mark.slow
 def test_export_without_mlir_quantize_records_the_fallback(tmp_path, monkeypatch):
     from tensorflow.lite.python import convert as tfl_convert
 

@@ -331,6 +331,7 @@ def test_explain_images_writes_the_files_it_lists(synth, data, tmp_path):
     assert not list(out.rglob("*.tmp*"))  # atomic writes leave nothing behind
 
 
+@pytest.mark.slow
 def test_explain_images_from_keras_and_tflite_files(tmp_path):
     from kdskin.models import build_baseline_cnn
 
@@ -385,6 +386,7 @@ def test_pick_images_per_class_is_seeded_and_covers_each_class():
     np.testing.assert_array_equal(picked, pick_images_per_class(labels, per_class=2, seed=0))
 
 
+@pytest.mark.slow
 def test_scorecam_callback_writes_readable_image_summaries(synth, data, tmp_path):
     images, _ = data
     labels = np.array([0, 0, 1, 0])
@@ -409,6 +411,7 @@ def test_scorecam_callback_writes_readable_image_summaries(synth, data, tmp_path
         assert "true akiec" in value.metadata.summary_description
 
 
+@pytest.mark.slow
 def test_callback_explains_a_distillers_student(data, tmp_path):
     images, _ = data
 
@@ -481,6 +484,7 @@ def test_explain_command_on_files_and_folders(tmp_path, capsys):
     assert "IMAGE_OR_DIR" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_explain_command_all_on_tflite_is_lime_only(tmp_path, capsys):
     from PIL import Image
 

@@ -80,6 +80,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
 # --------------------------------------------------------------------------- the files
 
 
+@pytest.mark.slow
 def test_writes_three_models_and_labels(exported):
     _, files, info = exported
     assert set(files) == {"fp32", "dynamic", "int8", "labels"}
@@ -94,6 +95,7 @@ def test_writes_three_models_and_labels(exported):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_int8_input_output_types_and_quantization(exported):
     _, files, _ = exported
     clf = TFLiteClassifier(files["int8"])
@@ -112,12 +114,14 @@ def first_conv(model: keras.Model) -> str:
     return next(layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
 
 
+@pytest.mark.slow
 def test_export_centres_the_first_conv(exported):
     model, _, info = exported
     assert info["centred_convs"] == [first_conv(model)]  # Rescaling(1/255) -> first Conv2D
     assert len(info["int8_float_head"]) == 1 and "int8_head_fallback" not in info
 
 
+@pytest.mark.slow
 def test_int8_all_integer_head(exported, tmp_path):
     model, _, _ = exported
     images, labels = colour_data(n_per_class=5, seed=3)
@@ -126,6 +130,7 @@ def test_int8_all_integer_head(exported, tmp_path):
     assert TFLiteClassifier(files["int8"]).output_dtype == np.float32
 
 
+@pytest.mark.slow
 def test_float_head_needs_float_output(exported, tmp_path):
     model, _, _ = exported
     images, _ = colour_data(n_per_class=2, seed=3)
@@ -136,6 +141,7 @@ def test_float_head_needs_float_output(exported, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_int8_uint8_output(exported, tmp_path):
     model, _, _ = exported
     images, labels = colour_data(n_per_class=5, seed=3)
@@ -149,6 +155,7 @@ def test_int8_uint8_output(exported, tmp_path):
     assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1.0, atol=0.03)
 
 
+@pytest.mark.slow
 def test_fp32_matches_keras(exported):
     model, files, _ = exported
     x = np.random.default_rng(1).integers(0, 256, (16, SIZE, SIZE, 3)).astype(np.float32)
@@ -157,6 +164,7 @@ def test_fp32_matches_keras(exported):
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_int8_top1_agreement(exported):
     """Threshold 0.95: classes are well separated, so the trained model is confident and int8
     rounding (about 1/256 of each activation range per layer) can only flip the rare near-ties;
@@ -168,12 +176,14 @@ def test_int8_top1_agreement(exported):
     assert np.mean(got == ref) >= 0.95
 
 
+@pytest.mark.slow
 def test_dynamic_smaller_than_fp32(exported):
     _, files, _ = exported
     assert files["dynamic"].stat().st_size < files["fp32"].stat().st_size
     assert files["int8"].stat().st_size < files["fp32"].stat().st_size
 
 
+@pytest.mark.slow
 def test_per_channel_switch(exported, tmp_path):
     model, _, _ = exported
     images, labels = colour_data(n_per_class=3, seed=5)
@@ -224,6 +234,7 @@ def test_refuses_non_classifier(case, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_int8_needs_training_images(exported, tmp_path):
     model, _, _ = exported
     with pytest.raises(DataError, match="representative"):
@@ -242,6 +253,7 @@ class _Broken:
         raise RuntimeError("converter exploded\nwith a long TF traceback")
 
 
+@pytest.mark.slow
 def test_failed_conversion_leaves_no_file(exported, tmp_path, monkeypatch):
     import tensorflow as tf
 
@@ -259,6 +271,7 @@ def test_failed_conversion_leaves_no_file(exported, tmp_path, monkeypatch):
     assert previous.read_bytes() == b"an earlier good export"
 
 
+@pytest.mark.slow
 def test_interrupted_write_leaves_no_temp(exported, tmp_path, monkeypatch):
     model, _, _ = exported
 
@@ -273,6 +286,7 @@ def test_interrupted_write_leaves_no_temp(exported, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_one_saved_model_serves_every_file(exported, tmp_path, monkeypatch):
     """``auto`` writes the SavedModel once per model, not once per file."""
     model, _, _ = exported
@@ -291,6 +305,7 @@ def test_one_saved_model_serves_every_file(exported, tmp_path, monkeypatch):
     assert set(info["method"].values()) == {"saved_model"}
 
 
+@pytest.mark.slow
 def test_falls_back_to_from_keras_model(exported, tmp_path, monkeypatch):
     import tensorflow as tf
 
@@ -327,6 +342,7 @@ def test_representative_sample_is_stratified():
         representative_sample(images, labels[:5], 10)
 
 
+@pytest.mark.slow
 def test_check_classifier_accepts_deployable(exported):
     model, _, _ = exported
     from kdskin.models.contract import to_deployable
@@ -338,6 +354,7 @@ def test_check_classifier_accepts_deployable(exported):
 # --------------------------------------------------------------------------- export_and_check
 
 
+@pytest.mark.slow
 def test_export_and_check_writes_json(exported, tmp_path):
     model, _, _ = exported
     train_images, train_labels = colour_data(n_per_class=8, seed=11)
@@ -371,6 +388,7 @@ def test_export_and_check_writes_json(exported, tmp_path):
     assert again["int8_within_tolerance"] is False
 
 
+@pytest.mark.slow
 def test_float_head_falls_back_to_integer_when_the_quantizer_api_is_missing(
         exported, tmp_path, monkeypatch):
     from tensorflow.lite.python import convert as tfl_convert
@@ -391,6 +409,7 @@ def test_float_head_falls_back_to_integer_when_the_quantizer_api_is_missing(
 # --------------------------------------------------------------------------- the flatbuffer graph
 
 
+@pytest.mark.slow
 def test_graph_matches_the_interpreter(exported):
     """The flatbuffer reading (no private interpreter call) sees the interpreter's tensors."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -470,6 +489,7 @@ def test_pillow_downscale_matches_pillow(factor, size):
     np.testing.assert_allclose(pillow_matrix(factor * size, size).sum(axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ai_edge_quantizer_path_has_no_input_clipping(exported, tmp_path):
     pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
     from kdskin.export.quantizer import input_range, quantize_with_aeq
@@ -490,6 +510,7 @@ def test_ai_edge_quantizer_path_has_no_input_clipping(exported, tmp_path):
     assert np.mean(clf.predict(test_images).argmax(1) == ref.argmax(1)) >= 0.9
 
 
+@pytest.mark.slow
 def test_export_and_check_with_ai_edge_quantizer_app_files_and_resize_table(exported, tmp_path):
     pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
     from tests.conftest import write_isic

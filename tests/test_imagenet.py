@@ -234,6 +234,7 @@ def test_source_records_package_version_sha256_and_licence():
     assert src.licence == "Apache-2.0" and src.to_dict()["variant"] == "B0"
 
 
+@pytest.mark.slow
 @needs_lite0
 def test_imagenet_classes_of_two_photos():
     """With the checkpoint's own ImageNet head, the cat photo's top-3 are cats and the coffee
@@ -265,6 +266,7 @@ def test_imagenet_classes_of_two_photos():
     assert set(top3[1]) == {967, 968, 504}  # espresso, cup, coffee mug
 
 
+@pytest.mark.slow
 @needs_lite0
 def test_student_starts_from_imagenet_and_every_branch_layer_is_set():
     from kdskin.models import build_student
@@ -317,6 +319,7 @@ def test_shape_mismatch_names_the_layer():
         assign_lite_weights(model, partial)
 
 
+@pytest.mark.slow
 @needs_lite0
 def test_teacher_with_an_imagenet_efficientnet_lite_branch():
     from kdskin.models import build_teacher

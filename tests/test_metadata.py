@@ -37,6 +37,7 @@ def with_metadata(tmp_path_factory: pytest.TempPathFactory):
     return files, info, images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fp32", "int8"])
 def test_metadata_reads_back(with_metadata, kind):
     files, info, _ = with_metadata
@@ -55,6 +56,7 @@ def test_metadata_reads_back(with_metadata, kind):
     assert set(packed) == {"labels.txt", "decision.json"}
 
 
+@pytest.mark.slow
 def test_metadata_leaves_inference_unchanged_and_is_idempotent(with_metadata, tmp_path):
     files, _, images = with_metadata
     data = files["int8"].read_bytes()
@@ -73,6 +75,7 @@ def test_metadata_leaves_inference_unchanged_and_is_idempotent(with_metadata, tm
                                   TFLiteClassifier(tmp_path / "again.tflite").predict(x))
 
 
+@pytest.mark.slow
 def test_missing_writer_is_recorded_not_fatal(tmp_path, monkeypatch):
     import ai_edge_litert
 
@@ -100,6 +103,7 @@ def test_metadata_flatbuffer_round_trip():
         mfb.from_bytes(b"\x00" * 16)
 
 
+@pytest.mark.slow
 def test_metadata_is_what_mediapipes_schema_reads(with_metadata):
     """The light writer against the generated schema module MediaPipe ships (test extra)."""
     fb = pytest.importorskip("mediapipe.tasks.metadata.metadata_schema_py_generated")

@@ -93,6 +93,7 @@ def test_teacher_save_reload(branch: str, tmp_path) -> None:
     assert loaded.get_layer("vit_token_grid").output.shape == (None, 8, 8, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")  # exits without a loss
 def test_teacher_fits_with_loss_dict_keyed_by_output_name() -> None:
     model = build_teacher(dataclasses.replace(TINY_TEACHER, conv_depth=1), 32)
@@ -170,6 +171,7 @@ def test_student_lite_is_relu6_and_fusion_defaults_to_config() -> None:
     np.testing.assert_allclose(pre, (x - 127.0) / 128.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_student_stem_stride_one_doubles_effnet_resolution(tmp_path) -> None:
     cfg = dataclasses.replace(TINY_STUDENT, efficientnet_variant="lite", effnet_stem_stride=1)
     model = build_student(cfg, 64)
@@ -182,6 +184,7 @@ def test_student_stem_stride_one_doubles_effnet_resolution(tmp_path) -> None:
     assert shape_of(loaded, "effnet_features") == (None, 4, 4, 1280)
 
 
+@pytest.mark.slow
 def test_student_vgg_style_cnn_branch(tmp_path) -> None:
     cfg = dataclasses.replace(TINY_STUDENT, efficientnet_variant="lite", cnn_filters=[8, 16],
                               cnn_convs=2)
@@ -206,6 +209,7 @@ def test_student_effnet_gets_raw_pixels_and_rescales_once(student_concat) -> Non
     np.testing.assert_allclose(cnn(x), x / 255.0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_student_fusion_none_averages_exits(tmp_path) -> None:
     cfg = dataclasses.replace(TINY_STUDENT, efficientnet_variant="lite")
     model = build_student(cfg, 32, fusion="none")
@@ -215,6 +219,7 @@ def test_student_fusion_none_averages_exits(tmp_path) -> None:
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_student_save_reload(student_concat, tmp_path) -> None:
     loaded = assert_reload_equal(student_concat, tmp_path / "student.keras", images(3, 32))
     assert output_names(loaded) == ["cnn_exit", "effnet_exit", "logits"]
@@ -233,6 +238,7 @@ def test_student_gradcam_reaches_effnet_features(student_concat) -> None:
     assert float(tf.reduce_max(tf.abs(grads))) > 0
 
 
+@pytest.mark.slow
 def test_student_loads_weights_file(student_concat, tmp_path) -> None:
     branch = keras.Model(student_concat.input,
                          student_concat.get_layer("effnet_features").output)
@@ -344,6 +350,7 @@ def test_custom_layers_round_trip_config() -> None:
     assert keras.saving.get_registered_name(PositionEmbedding) == "kdskin>PositionEmbedding"
 
 
+@pytest.mark.slow
 def test_residual_fusion_starts_as_the_exit_ensemble_and_learns_from_features(tmp_path) -> None:
     """The residual head = average of the exits + an MLP on the concatenated features whose last
     layer starts at zero: at init it equals the unfused student; once that layer is non-zero the

@@ -148,6 +148,7 @@ def test_port_in_use_is_named(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.count("\n") == 0 and f"port {port}" in err and "in use" in err, err
 
 
+@pytest.mark.slow
 def test_a_worker_that_never_comes_up_times_out(tmp_path, monkeypatch, capsys):
     t0 = time.monotonic()
     code, err = _run_error(tmp_path, monkeypatch, capsys, local_tf_configs(2)[0],

@@ -170,6 +170,7 @@ def test_fit_rules_fits_the_offset_only_when_asked():
         labels, rules.calibrate(probs), rules.target_sensitivity, rules.malignant_classes)
 
 
+@pytest.mark.slow
 def test_deployable_and_int8_file_fold_the_offset(tmp_path):
     """The deployable model gives softmax(logits / T + b); saved and reloaded it is the same;
     its int8 file (float head) names the same top-1 class for almost every image."""

@@ -136,6 +136,7 @@ def post(client: TestClient, url: str, data: bytes, name: str = "lesion.png",
 # --------------------------------------------------------------------------- predict
 
 
+@pytest.mark.slow
 def test_predict_returns_what_kdskin_predict_json_returns(client, run_dir, samples, tmp_path,
                                                           capsys):
     from kdskin.commands.evaluate import predict_command
@@ -156,6 +157,7 @@ def test_predict_returns_what_kdskin_predict_json_returns(client, run_dir, sampl
     assert got["referral_threshold"] == 0.5
 
 
+@pytest.mark.slow
 def test_predict_top_and_input_image(client, samples):
     r = client.post("/predict?top=7&image=true",
                     files={"file": ("x.jpg", png_bytes(samples[0], fmt="JPEG"), "image/jpeg")})
@@ -169,6 +171,7 @@ def test_predict_top_and_input_image(client, samples):
     np.testing.assert_array_equal(pixels, expected)
 
 
+@pytest.mark.slow
 def test_info_has_the_model_card_notice_and_methods(client, run_dir):
     info = client.get("/info").json()
     assert info["notice"] == NOTICE
@@ -182,6 +185,7 @@ def test_info_has_the_model_card_notice_and_methods(client, run_dir):
 # --------------------------------------------------------------------------- explain
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradcam", "scorecam", "lime"])
 def test_explain_returns_overlays_of_the_predicted_class(client, samples, method):
     data = png_bytes(samples[1])
@@ -195,6 +199,7 @@ def test_explain_returns_overlays_of_the_predicted_class(client, samples, method
     assert body["explained_model"].endswith(".keras" if method != "lime" else ".tflite")
 
 
+@pytest.mark.slow
 def test_lime_is_seeded_and_explains_a_chosen_class(client, samples):
     data = png_bytes(samples[4])
     first = post(client, "/explain", data, method="lime", **{"class": "nv"}).json()
@@ -203,6 +208,7 @@ def test_lime_is_seeded_and_explains_a_chosen_class(client, samples):
     assert first["overlay_png"] == second["overlay_png"]
 
 
+@pytest.mark.slow
 def test_tflite_outside_a_run_offers_lime_only(run_dir, samples, tmp_path):
     from kdskin.serve.app import create_app
     from kdskin.serve.model import ServedModel
@@ -250,6 +256,7 @@ BAD_UPLOADS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["/predict", "/explain"])
 @pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
 def test_bad_uploads_get_a_4xx_json_message(client, url, case):
@@ -261,6 +268,7 @@ def test_bad_uploads_get_a_4xx_json_message(client, url, case):
     assert "Traceback" not in r.text and "\n" not in detail
 
 
+@pytest.mark.slow
 def test_a_streamed_body_over_the_limit_is_refused(client):
     def chunks():
         for _ in range(40):
@@ -272,6 +280,7 @@ def test_a_streamed_body_over_the_limit_is_refused(client):
     assert "limit" in r.json()["detail"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("request_kwargs, status, words", [
     ({"url": "/predict"}, 422, "file: missing"),
     ({"url": "/explain", "files": {"file": ("a.png", b"x")}}, 422, "method: missing"),
@@ -285,12 +294,14 @@ def test_bad_requests_get_a_4xx_json_message(client, request_kwargs, status, wor
     assert words in r.json()["detail"]
 
 
+@pytest.mark.slow
 def test_an_unknown_class_is_refused(client, samples):
     r = post(client, "/explain", png_bytes(samples[0]), method="lime", **{"class": "cat"})
     assert r.status_code == 400
     assert "class 'cat'" in r.json()["detail"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["CMYK", "L", "LA", "P", "RGBA", "I;16"])
 def test_other_pixel_modes_are_converted(client, samples, mode):
     pixels = samples[5]
@@ -317,6 +328,7 @@ def test_errors_show_on_the_page_script():
 # --------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 def test_concurrent_requests_get_their_own_results(client, samples):
     images = [png_bytes(s) for s in samples]
     expected = [post(client, "/predict", data, name=f"{i}.png").json()
@@ -348,6 +360,7 @@ def test_concurrent_requests_get_their_own_results(client, samples):
         assert all(r.json() == expected[i] for r in responses), i
 
 
+@pytest.mark.slow
 def test_nothing_uploaded_stays_on_disk(run_dir, samples, tmp_path, monkeypatch):
     import tempfile
 
@@ -376,6 +389,7 @@ def test_nothing_uploaded_stays_on_disk(run_dir, samples, tmp_path, monkeypatch)
 EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?(https?:)?//""", re.I)
 
 
+@pytest.mark.slow
 def test_page_and_schema_page_load_nothing_from_the_internet(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
@@ -391,6 +405,7 @@ def test_page_and_schema_page_load_nothing_from_the_internet(client):
         assert "http" not in client.get(asset).text
 
 
+@pytest.mark.slow
 def test_openapi_documents_the_api(client):
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/explain", "/info"} <= set(schema["paths"])
@@ -399,6 +414,7 @@ def test_openapi_documents_the_api(client):
     assert "kdskin predict --json" in schema["paths"]["/predict"]["post"]["description"]
 
 
+@pytest.mark.slow
 def test_docs_page_without_swagger_assets_lists_the_operations(served, monkeypatch):
     import sys
 

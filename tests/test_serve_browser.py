@@ -45,8 +45,9 @@ def chromium_path() -> str | None:
 
 
 CHROMIUM = chromium_path()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser installed "
-                                "(apt-get install chromium, or set KDSKIN_CHROMIUM)")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium browser installed "
+                                 "(apt-get install chromium, or set KDSKIN_CHROMIUM)"),
+              pytest.mark.slow]  # every test serves a trained, converted run
 
 
 def free_port() -> int:

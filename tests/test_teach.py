@@ -33,6 +33,7 @@ def _tiny_model(size: int = 16):
                            "conv_exit_1": keras.layers.Dense(7, name="conv_exit_1")(h)})
 
 
+@pytest.mark.slow
 def test_stored_outputs_are_the_models_outputs_on_each_view():
     from kdskin.data.views import apply_views
     from kdskin.pipeline.teach import stored_outputs
@@ -177,3 +178,25 @@ def test_teach_resumes_and_a_run_replays_its_stored_targets(tmp_path):
         run_pipeline(load_config(None, [*run_sets[1:], "augment.views=3"]),
                      data_dir=str(root / "data"), out=str(tmp_path / "other"), teacher=str(root))
     shutil.rmtree(tmp_path / "other", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_run_with_views_makes_its_teacher_directory_inline(tmp_path):
+    """augment.views > 0 and no --teacher: the run makes RUN/teacher (a conv-only teacher here)
+    and distils from its store."""
+    from kdskin.pipeline.run import run_pipeline
+    from kdskin.rundir import RunDir
+
+    sets = ["augment.views=2", "data.synth.n_images=400", "distill.stages=[multi_fusion]",
+            "teacher.vit_depth=0", "teacher.conv_branch=efficientnet_lite",
+            "teacher.conv_weights=none", "teacher.conv_depth=2",
+            "distill.exit_map={cnn_exit: logits, effnet_exit: conv_exit_last}",
+            "student.epochs=1", "export.enabled=false", "bench.enabled=false",
+            "explain.enabled=false"]
+    out = run_pipeline(load_config(None, sets), out=str(tmp_path / "run"))
+    tdir = TeacherDir(Path(out) / "teacher")
+    info = tdir.require_complete()
+    assert "logits" in info.outputs() and any(o.startswith("conv_exit_") for o in info.outputs())
+    metrics = RunDir(out).load_metrics()
+    assert metrics.teacher_settings["teacher_dir"] == str(tdir.root)
+    assert "teach" in metrics.stage_seconds and "student_multi_fusion" in metrics.models

@@ -51,6 +51,7 @@ def files(tmp_path_factory: pytest.TempPathFactory):
 # --------------------------------------------------------------------------- TFLiteClassifier
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fp32", "dynamic", "int8", "int8_uint8_out"])
 def test_predict_shapes_and_batches(files, kind):
     _, paths = files
@@ -66,6 +67,7 @@ def test_predict_shapes_and_batches(files, kind):
     np.testing.assert_allclose(clf.predict(images.astype(np.float32)), probs, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_int8_input_dtype_and_quantization_read(files):
     _, paths = files
     clf = TFLiteClassifier(paths["int8"])
@@ -78,6 +80,7 @@ def test_int8_input_dtype_and_quantization_read(files):
     np.testing.assert_array_equal(prepared.reshape(-1), [10, 60, 138])
 
 
+@pytest.mark.slow
 def test_uint8_output_dequantized(files):
     _, paths = files
     images, _ = colour_data(n_per_class=2, seed=9)
@@ -89,6 +92,7 @@ def test_uint8_output_dequantized(files):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_classifier_errors(files, tmp_path):
     _, paths = files
     with pytest.raises(ModelError, match="not found"):
@@ -111,6 +115,7 @@ def test_runtime_modules_do_not_import_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_evaluate_tflite_files(files):
     model, paths = files
     images, labels = colour_data(n_per_class=5, seed=21)
@@ -236,6 +241,7 @@ def _blocked_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_classify_runs_without_tensorflow(files, tmp_path):
     _, paths = files
     images, labels = colour_data(n_per_class=1, seed=13)
@@ -263,6 +269,7 @@ def test_classify_runs_without_tensorflow(files, tmp_path):
         assert float(ranked[0][1]) == pytest.approx(float(probs.max()), abs=1e-3)
 
 
+@pytest.mark.slow
 def test_classify_errors(files, tmp_path):
     _, paths = files
     env = _blocked_env(tmp_path)

@@ -48,6 +48,7 @@ def test_strategy_and_global_batch():
         strategy_scope("tpu")
 
 
+@pytest.mark.slow
 def test_compile_classifier_class_weights_change_the_loss():
     x, y = batch(14)
     teacher = tiny_teacher()
@@ -70,6 +71,7 @@ def test_compile_classifier_class_weights_change_the_loss():
     assert accuracy_key(teacher) == "logits_accuracy" and "logits_accuracy" in weighted
 
 
+@pytest.mark.slow
 def test_trained_flag_fit_and_reload(tmp_path):
     x, y = batch(16)
     inp = keras.Input((16, 16, 3), name="image")
@@ -87,6 +89,7 @@ def test_trained_flag_fit_and_reload(tmp_path):
     assert not is_trained(mark_trained(loaded, False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["distiller", "compiled"])
 def test_fit_model_traces_the_train_step_once(kind):
     """fit_model creates the optimizer's and the metrics' variables before fit: a first step that
@@ -139,6 +142,7 @@ class _Snapshots(keras.callbacks.Callback):
         self.at_end[epoch] = [w.copy() for w in self.model.student.get_weights()]
 
 
+@pytest.mark.slow
 def test_callbacks_backup_and_restore_resume(tmp_path):
     cfg = Config()
     cfg.train.monitor, cfg.train.lr_schedule = "val_accuracy", "plateau"
@@ -184,6 +188,7 @@ def test_callbacks_backup_and_restore_resume(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_backup_of_another_model_is_refused_in_one_line(tmp_path):
     """A backup folder left by a fit of another configuration (other variables) is refused
     with a one-line error naming it and what to do, before any weight is overwritten."""
@@ -208,6 +213,7 @@ def test_a_backup_of_another_model_is_refused_in_one_line(tmp_path):
         np.testing.assert_array_equal(kept, old)
 
 
+@pytest.mark.slow
 def test_a_backup_written_by_keras_own_callback_is_resumed_with_its_weights(tmp_path):
     """A fit interrupted under an older kdskin (Keras' own BackupAndRestore, .weights.h5)
     resumes from that file: never its epoch with fresh weights."""
@@ -302,6 +308,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_two_replicas_matches_single_device_and_learns():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(TESTS_DIR)],
@@ -320,6 +327,7 @@ def test_mirrored_two_replicas_matches_single_device_and_learns():
     assert losses[-1] < losses[0] - 1e-3, losses
 
 
+@pytest.mark.slow
 def test_cosine_schedule_and_validation_metrics_drive_the_callbacks(tmp_path):
     from kdskin.train import StepTimer, ValidationMetrics, cosine_schedule
 
