@@ -129,7 +129,7 @@ compare docs/results/compare/cpu_b1_seed44_int8.json \
 compare docs/results/compare/cpu_b1_teacher.json "$RUNS/cpu_b1_teacher/models/teacher.keras" \
   "$ablation/student_baseline.keras" "$RUNS/cpu_full_ablation/models/student_baseline.keras" \
   "$ablation/reference_effnet.keras"
-# 0d. Over-exposure (issue 24: melanoma recall under the suite's `whiter` shift): the seed-42
+# 0d. Over-exposure (melanoma recall under the suite's `whiter` shift): the seed-42
 #    student of step 0 with the same teacher and everything else equal, its colour layer
 #    replaced by one that removes any per-channel affine change (data.colour_constancy:
 #    standardise, auto_levels), and with Shades of Grey kept and the augmentation's
@@ -140,11 +140,11 @@ RUN_DATA=$FULL run cpu_b1_auto_levels --config configs/cpu.yaml "${b1_teacher[@]
   --set data.colour_constancy=auto_levels
 RUN_DATA=$FULL run cpu_b1_whiten50 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set augment.shift.whiten=0.5
-# 0e. The KD temperature re-checked with this teacher (issue 23): T = 4 instead of 10 for the
+# 0e. The KD temperature re-checked with this teacher: T = 4 instead of 10 for the
 #    seed-42 student, everything else as step 0. About 22 min.
 RUN_DATA=$FULL run cpu_b1_t4 --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.temperature=4
-# 0f. The loss weights re-checked with this teacher (issue 23), seed 42, about 25 min each:
+# 0f. The loss weights re-checked with this teacher, seed 42, about 25 min each:
 #    towards the teacher's logits (0.2 exits / 0.5 logit KD / 0.3 labels instead of 0.3 / 0.3 /
 #    0.4) and towards the labels (0.2 / 0.2 / 0.6).
 RUN_DATA=$FULL run cpu_b1_loss_kd --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
@@ -152,7 +152,7 @@ RUN_DATA=$FULL run cpu_b1_loss_kd --config configs/cpu.yaml "${b1_teacher[@]}" "
 RUN_DATA=$FULL run cpu_b1_loss_ce --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
   --set distill.alpha=0.2 --set distill.beta=0.2 --set distill.gamma=0.6
 # 0g. The teacher's targets with its prior offset (distill.teacher_offset: balanced, tau fitted
-#    on validation; issue 23): with the shipped class-balanced resampling, seeds 42 and 43, and
+#    on validation): with the shipped class-balanced resampling, seeds 42 and 43, and
 #    with the training split's own class frequencies (data.balance: none), seed 42. About 25 min
 #    each. `python tools/prior_offset.py RUN` prints the same fit for every model of a run.
 RUN_DATA=$FULL run cpu_b1_teacher_offset --config configs/cpu.yaml "${b1_teacher[@]}" "${px64[@]}" \
@@ -253,11 +253,11 @@ if [[ ! -f "$RUNS/explain_cpu/faithfulness.json" ]]; then
     --model "$RUNS/cpu/models/student_multi_fusion.keras" --out "$RUNS/explain_cpu" \
     > "$RUNS/explain_cpu.log" 2>&1
 fi
-# 5. The stronger start (issue 23): all 10,015 HAM10000 images ($FULL, not the subset in
+# 5. The stronger start: all 10,015 HAM10000 images ($FULL, not the subset in
 #    $DATA), ImageNet EfficientNet-Lite0 (the pretrained extra), on the previous recipe.
 # 5a. The first candidate (configs/cpu_pretrained.yaml): ImageNet EfficientNet-Lite0 in the
-#    student and in the teacher's conv branch (teacher (b) of the issue). 85 min on a 2-core
-#    machine shared with other jobs (teacher 47, student 25).
+#    student and in the teacher's conv branch (teacher (b): a pretrained conv branch). 85 min
+#    on a 2-core machine shared with other jobs (teacher 47, student 25).
 RUN_DATA=$FULL run start_imagenet_full --config configs/cpu_pretrained.yaml
 # 5b. The cpu recipe's hybrid teacher on the full data (teacher (a): ConvMixer branch, from
 #    scratch, 6 epochs), the student's EfficientNet-Lite0 from ImageNet (8 epochs at 5e-4), and
@@ -268,7 +268,7 @@ RUN_DATA=$FULL run full_imagenet --config "$PREV/cpu.yaml" --set student.weights
   --set student.learning_rate=0.0005 --set student.epochs=8 --set teacher.epochs=6 \
   --set reference.enabled=true --set reference.learning_rate=0.001 --set reference.epochs=10 \
   --set reference_effnet.enabled=true --set reference_effnet.epochs=10
-# 5c. Other clinics (issue 24): the student of 5b again, with 5b's teacher, plus Shades-of-Grey
+# 5c. Other clinics: the student of 5b again, with 5b's teacher, plus Shades-of-Grey
 #    colour constancy inside the model and the acquisition-shift augmentation, first without and
 #    then with its over-exposure transform (augment.shift.whiten, added after the first showed
 #    the suite's 'whiter' shift as the worst); 5b's own student is the "without" row. No
@@ -295,6 +295,50 @@ RUN_DATA=$FULL run teacher_cc_shift --config "$PREV/cpu.yaml" --set teacher.epoc
 #    (distill.teacher_view: unshifted), its own teacher trained with colour constancy but without
 #    the shift augmentation, the whole pipeline: measured as `full_unshifted`, the same settings
 #    as step 0's configs/cpu.yaml, into which it was adopted (its run is cpu_full).
+# 6. A teacher made once with stored targets (kdskin teach): EfficientNet-Lite2 from ImageNet
+#    fine-tuned alone at 160 px for 6 epochs (the reference of cpu_ablation.yaml, 57 min), adopted
+#    as the one member of a teacher directory on the same split; its outputs for 4 seeded views of
+#    every training image averaged with their mirror images (15 min). The students replay those
+#    views with the stored targets (no teacher runs while they train); beside them, with the same
+#    views: the student alone, EfficientNet-Lite0 alone at 160 px (about the student's
+#    multiply-accumulates per image) and at 96 px.
+RUN_DATA=$FULL run probe_lite2_160 --config configs/cpu_ablation.yaml --set teacher.enabled=false \
+  --set "distill.stages=[]" --set baseline.enabled=false --set reference.enabled=false \
+  --set reference_effnet.variant=B2 --set data.image_size=160 --set student.epochs=6 \
+  --set teacher.image_size=null
+if [[ ! -f "$RUNS/teacher_lite2_160/TEACHER_CARD.md" ]]; then
+  kdskin teach --config configs/cpu.yaml --data-dir "$FULL" --split-file "$RUNS/probe_lite2_160/split.csv" \
+    --out "$RUNS/teacher_lite2_160" --set augment.views=4 --set teach.tta=flip \
+    --set "teach.members=[{name: lite2_160, image_size: 160}]" \
+    --set teach.adopt.lite2_160="$RUNS/probe_lite2_160/models/reference_effnet.keras" \
+    > "$RUNS/teacher_lite2_160.log" 2>&1
+fi
+views=(--set augment.views=4)
+RUN_DATA=$FULL run kd_lite2_v4 --config configs/cpu.yaml --teacher "$RUNS/teacher_lite2_160" \
+  "${views[@]}" --set teacher.image_size=null \
+  --set "distill.exit_map={cnn_exit: logits, effnet_exit: logits}"
+only=(--config configs/cpu_ablation.yaml "${views[@]}" --set teacher.enabled=false
+      --set baseline.enabled=false --set reference.enabled=false)
+RUN_DATA=$FULL run student_alone_v4 "${only[@]}" --set reference_effnet.enabled=false
+RUN_DATA=$FULL run lite0_160_v4 "${only[@]}" --set "distill.stages=[]" --set data.image_size=160
+RUN_DATA=$FULL run lite0_96_v4 "${only[@]}" --set "distill.stages=[]"
+# Paired bootstrap intervals (kdskin evaluate --against), on the external set and on the test
+# split: the distilled int8 file (its decision rules folded in) and the teacher against the
+# references with the same views.
+alone_v4="$RUNS/student_alone_v4/models/student_baseline.keras"
+lite0_v4=("$RUNS/lite0_160_v4/models/reference_effnet.keras"
+          "$RUNS/lite0_96_v4/models/reference_effnet.keras")
+for on in external test; do
+  where=(--data "$EXTERNAL")
+  [[ $on == test ]] && where=(--data "$FULL" --split test --split-file "$RUNS/kd_lite2_v4/split.csv")
+  for pair in "kd_lite2_v4_int8:$RUNS/kd_lite2_v4/tflite/model_int8.tflite" \
+              "teacher_lite2_160:$RUNS/teacher_lite2_160/teacher.keras"; do
+    out="docs/results/compare/${pair%%:*}_$on.json"
+    [[ -f "$out" ]] && continue
+    kdskin evaluate --model "${pair#*:}" "${where[@]}" --json "$out" \
+      --against "$alone_v4" "${lite0_v4[@]}" > "$RUNS/$(basename "${out%.json}").log" 2>&1
+  done
+done
 # 4. The document, from all the runs (cpu_full and cpu_full_ablation share the config name and
 #    settings, so one table and the headline; the same for cpu and cpu_ablation), followed by
 #    the runs of the recipe before the previous one (sqrt class weights, every stage
@@ -304,6 +348,7 @@ report=()
 for name in cpu_b1_px96 cpu_b1_px96_seed43 cpu_b1_px96_seed44 cpu_b1_px96_ablation \
     cpu_b1_px96_ref_effnet cpu_b1_px96_ref_effnet_seed43 cpu_b1_px96_ref_effnet_seed44 \
     cpu_b1_px96_student_alone cpu_b1_px96_student_alone_seed43 cpu_b1_teacher \
+    kd_lite2_v4 student_alone_v4 lite0_160_v4 lite0_96_v4 probe_lite2_160 \
     cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
     cpu_b1_ref_effnet_seed44 cpu_b1_student_alone_seed43 cpu_b1_student_alone_seed44 \
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \
@@ -327,4 +372,4 @@ previous=(docs/results/prev_cpu.json docs/results/prev_cpu_seed1.json
 explain="$RUNS/explain_cpu"
 [[ -f "$explain/faithfulness.json" ]] || explain=docs/results/explain/explain_cpu.json
 kdskin report "${report[@]}" "${previous[@]}" --out docs/RESULTS.md --results-dir docs/results \
-  --explain "$explain"
+  --explain "$explain" --targets docs/results/targets.yaml
