@@ -680,6 +680,43 @@ def _validate(cfg: Config, source: str) -> Config:
     return cfg
 
 
+#: The key by which a config file names the file it builds on (relative to its own folder).
+EXTENDS = "extends"
+
+
+def _file_values(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The settings of the YAML file ``path`` over those of the file it ``extends`` (if any,
+    recursively; sections merge key by key, lists and scalars replace). ``chain``: the files
+    that extend this one, to refuse a loop."""
+    if not path.is_file():
+        hint = (f"fix '{EXTENDS}:' in {chain[-1]} (a path relative to its folder)" if chain
+                else "pass an existing YAML file, e.g. configs/quickstart.yaml")
+        raise ConfigError(f"{path}: config file not found; {hint}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    parent = loaded.pop(EXTENDS, None)
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: '{EXTENDS}:' must be the path of one YAML file, e.g. "
+                          f"'{EXTENDS}: cpu.yaml'")
+    base = (path.parent / parent).resolve()
+    if base in chain or base == path.resolve():
+        raise ConfigError(f"{path}: '{EXTENDS}: {parent}' makes a loop of configs; remove it "
+                          f"from one of them")
+    inherited = _file_values(base, (*chain, path.resolve()))
+    inherited.pop("name", None)  # a config's name is its own (or its file's stem)
+    return _merge(inherited, loaded)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
                 ) -> Config:
     """Load ``path`` (YAML) over the defaults, then apply ``key.path=value`` overrides."""
@@ -688,20 +725,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found; pass an existing YAML file, "
-                              f"e.g. configs/quickstart.yaml")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        values = loaded
+        values = _file_values(path, ())
         if "name" not in values:
             values = {**values, "name": path.stem}
     cfg = _build(Config, values, "", source)

@@ -289,3 +289,48 @@ def test_allowed_values_are_declared_once_beside_their_code():
     assert config.STAGES is stages.STAGES and stages.FUSED_HEADS is specs.FUSED_HEADS
     assert config.StudentConfig is specs.StudentConfig
     assert load_config().distill.stages == list(stages.STAGES)
+
+
+def test_a_config_extends_another(tmp_path):
+    """``extends:``: the file's settings over its base's, section by section; lists replace;
+    the name is the file's own (or its stem), never the base's."""
+    (tmp_path / "base.yaml").write_text(
+        "name: base\ndata:\n  image_size: 96\n  colour_constancy: shades_of_grey\n"
+        "distill:\n  stages: [single, multi_fusion]\ntrain:\n  batch_size: 16\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text(
+        "extends: ../base.yaml\ndata:\n  image_size: 64\ndistill:\n  stages: [baseline]\n")
+    cfg = load_config(tmp_path / "sub" / "child.yaml")
+    assert (cfg.data.image_size, cfg.data.colour_constancy) == (64, "shades_of_grey")
+    assert cfg.distill.stages == ["baseline"] and cfg.train.batch_size == 16
+    assert cfg.name == "child"
+    (tmp_path / "grandchild.yaml").write_text("extends: sub/child.yaml\nname: g\n"
+                                              "train:\n  batch_size: 8\n")
+    g = load_config(tmp_path / "grandchild.yaml", ["data.image_size=48"])
+    assert (g.name, g.train.batch_size, g.data.image_size) == ("g", 8, 48)
+    assert g.data.colour_constancy == "shades_of_grey"
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"a.yaml": "extends: missing.yaml\n"}, "missing.yaml: config file not found; fix 'extends:'"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "makes a loop"),
+    ({"a.yaml": "extends: a.yaml\n"}, "makes a loop"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, "must be the path of one YAML file"),
+])
+def test_a_bad_extends_is_a_one_line_error(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "a.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cpu_ablation_extends_cpu():
+    """configs/cpu_ablation.yaml is the few keys that differ from configs/cpu.yaml."""
+    import yaml
+
+    raw = yaml.safe_load((CONFIGS / "cpu_ablation.yaml").read_text())
+    assert raw["extends"] == "cpu.yaml" and "teacher" not in raw and "student" not in raw
+    cpu, ablation = load_config(CONFIGS / "cpu.yaml"), load_config(CONFIGS / "cpu_ablation.yaml")
+    assert ablation.teacher == cpu.teacher and ablation.student == cpu.student
+    assert ablation.augment == cpu.augment and ablation.data == cpu.data
