@@ -35,15 +35,10 @@ from kdskin.config import DISTRIBUTIONS, Config
 from kdskin.distill.losses import ClassWeightedCrossEntropy
 from kdskin.errors import ConfigError
 from kdskin.io import atomic_write_text, read_json
-from kdskin.models.contract import is_trained, mark_trained, output_names
+from kdskin.models.contract import mark_trained, output_names
 from kdskin.rundir import RunDir
 
 logger = logging.getLogger(__name__)
-
-#: ``is_trained`` / ``mark_trained`` are re-exported here for older callers; the trained flag
-#: belongs to the model contract (kdskin.models.contract).
-_REEXPORTED = (is_trained, mark_trained)
-
 
 # --------------------------------------------------------------------------- distribution
 

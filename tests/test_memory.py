@@ -1,4 +1,4 @@
-"""Issue 43: peak resident memory per stage (kdskin.memory) and a bound on what evaluating a
+"""Peak resident memory per stage (kdskin.memory) and a bound on what evaluating a
 split may add to it."""
 
 from __future__ import annotations

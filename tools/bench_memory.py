@@ -1,4 +1,4 @@
-"""Peak resident memory per stage of finished runs, side by side (issue 43).
+"""Peak resident memory per stage of finished runs, side by side.
 
     python tools/bench_memory.py RUN_DIR [RUN_DIR ...]
 
