@@ -43,7 +43,7 @@ from kdskin.distill.stages import (
 )
 from kdskin.errors import ConfigError
 from kdskin.explain.methods import check_methods
-from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
+from kdskin.export.specs import INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS, int8_io_problem
 from kdskin.models.specs import (
     COLOUR_CONSTANCY,
     CONV_WEIGHTS,
@@ -52,6 +52,7 @@ from kdskin.models.specs import (
     ColourSpec,
     StudentConfig,
     TeacherConfig,
+    bounded_field,
     choice_field,
     colour_constancy_spec,
     teacher_output_names,
@@ -82,7 +83,7 @@ DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
 class SynthConfig:
     """The built-in generated dataset (``kdskin data synth``)."""
 
-    n_images: int = 600
+    n_images: int = bounded_field(600, 1)
     max_images_per_lesion: int = 4
     image_size: int = 96  # size of the written files; the loader resizes to data.image_size
     seed: int = 0
@@ -129,7 +130,7 @@ class DataConfig:
     pipeline: str = choice_field("memory", PIPELINES)
     #: ``stream``: decoded images held by the shuffle buffer (the file list itself is shuffled
     #: whole every epoch; this buffer only mixes images read from ``stream_cache``).
-    shuffle_buffer: int = 1024
+    shuffle_buffer: int = bounded_field(1024, 1)
     #: ``stream``: keep the decoded training images in an on-disk cache (``RUN/cache/stream_*``)
     #: after the first epoch, so later epochs read them instead of decoding the files again.
     stream_cache: bool = False
@@ -180,7 +181,7 @@ class AugmentConfig:
     #: as K views per training image, drawn once (seeded by view_seed) and replayed over the
     #: epochs by every model of the run (kdskin.data.views, kdskin.data.replay); a teacher
     #: directory stores its targets for these views (stored targets, no teacher in the loop)
-    views: int = 0
+    views: int = bounded_field(0, 0, note="0: no stored views")
     view_seed: int = 0
 
 
@@ -189,7 +190,7 @@ class BaselineConfig:
     """The paper's plain baseline CNN (Conv16-pool-Conv32-pool-Dense128), trained with CE."""
 
     enabled: bool = True
-    epochs: int = 8
+    epochs: int = bounded_field(8, 1)
     learning_rate: float = 1e-3
 
 
@@ -201,8 +202,10 @@ class ReferenceConfig:
     enabled: bool = True
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
     dropout: float = 0.3
-    epochs: int | None = None  # None: student.epochs (the same budget as the final student)
-    learning_rate: float | None = None  # None: student.learning_rate
+    #: None: student.epochs (the same budget as the final student)
+    epochs: int | None = bounded_field(None, 0, low_open=True, nullable=True)
+    #: None: student.learning_rate
+    learning_rate: float | None = bounded_field(None, 0, low_open=True, nullable=True)
 
 
 @dataclass
@@ -216,8 +219,10 @@ class ReferenceEffnetConfig:
     variant: str = choice_field("B0", EFFICIENTNETS)
     weights: str = choice_field("imagenet", CONV_WEIGHTS)
     dropout: float = 0.2
-    epochs: int | None = None  # None: student.epochs
-    learning_rate: float | None = None  # None: student.learning_rate
+    #: None: student.epochs
+    epochs: int | None = bounded_field(None, 0, low_open=True, nullable=True)
+    #: None: student.learning_rate
+    learning_rate: float | None = bounded_field(None, 0, low_open=True, nullable=True)
 
 
 @dataclass
@@ -228,22 +233,25 @@ class TrustConfig:
     enabled: bool = True
     calibrate: bool = True  # temperature scaling (NLL on validation), folded into exports
     malignant_classes: list[str] = field(default_factory=lambda: ["mel", "bcc", "akiec"])
-    target_sensitivity: float = 0.90  # of the referral rule on the validation split
-    ood_pass_rate: float = 0.95  # in-distribution validation images that pass the check
-    ood_images: int = 140  # generated out-of-scope images the check is measured on
+    #: of the referral rule on the validation split
+    target_sensitivity: float = bounded_field(0.90, 0, 1, low_open=True, high_open=True)
+    #: in-distribution validation images that pass the check
+    ood_pass_rate: float = bounded_field(0.95, 0, 1, low_open=True, high_open=True)
+    #: generated out-of-scope images the check is measured on
+    ood_images: int = bounded_field(140, 9, note="one image of each generated kind")
     #: the top-1 class's melanoma log-odds offset, fitted on validation and folded into exports
     #: (kdskin.trust.operating_point): ``none`` (plain argmax) or ``balanced`` (the offset that
     #: maximises validation balanced accuracy)
     melanoma_offset: str = choice_field("none", MELANOMA_OFFSET_MODES)
     #: raise the offset until validation melanoma recall reaches this (None: no floor)
-    min_melanoma_recall: float | None = None
-    bootstrap_resamples: int = 1000
+    min_melanoma_recall: float | None = bounded_field(None, 0, 1, low_open=True, nullable=True)
+    bootstrap_resamples: int = bounded_field(1000, 10)
     bootstrap_seed: int = 0
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
+    batch_size: int = bounded_field(32, 1)
     #: Learning-rate schedule: ``plateau`` (ReduceLROnPlateau, as the paper) or ``cosine``
     #: (per-epoch cosine decay from the stage's learning rate to ~0 over its epochs; better
     #: final weights when the epoch budget is short and fixed).
@@ -254,7 +262,7 @@ class TrainConfig:
     monitor: str = choice_field("val_macro_auc", MONITORS)
     #: epochs without a better ``monitor`` before a stage stops (its best epoch restored);
     #: 0: never stop early (the stage runs its schedule to the end and keeps the last epoch)
-    early_stopping_patience: int = 10
+    early_stopping_patience: int = bounded_field(10, 0, note="0: no early stopping")
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.5
     min_learning_rate: float = 1e-6
@@ -263,7 +271,7 @@ class TrainConfig:
     distribution: str = choice_field("none", DISTRIBUTIONS)
     #: ``multi_worker``: seconds every worker waits for all the others to come up before it
     #: fails with a clear error (checked before TensorFlow starts its server).
-    worker_timeout: int = 300
+    worker_timeout: int = bounded_field(300, 1)
     seed: int = 42
     verbose: int = 2  # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
 
@@ -311,7 +319,7 @@ class TeachConfig:
     #: 1: each member trained on the whole training split. F > 1: F models per member, each on
     #: F - 1 of F lesion-grouped folds; a training image's stored targets come from the model
     #: that did not train on it (out of fold), validation and test from all F
-    folds: int = 1
+    folds: int = bounded_field(1, 1)
     tta: str = choice_field("none", TTA_MODES)
     #: ``{member name: .keras}``: members already trained by a kdskin run on the same split,
     #: used as they are (with teach.folds 1); the other members are trained here
@@ -321,7 +329,7 @@ class TeachConfig:
 @dataclass
 class ExportConfig:
     enabled: bool = True
-    representative_samples: int = 64
+    representative_samples: int = bounded_field(64, 1)
     per_channel: bool = True
     max_int8_drop: float = 0.01  # accuracy / macro-F1 points (fraction) int8 may lose
     int8_output: str = choice_field("float32", INT8_OUTPUTS)  # int8 model's output tensor type
@@ -336,12 +344,13 @@ class ExportConfig:
     metadata: bool = True  # TFLite metadata (labels, normalization, licence, decision rules)
     #: app files (tflite/app/): input app_input_factor x larger, Pillow's anti-aliased
     #: downscale inside, for apps that resize themselves (MediaPipe, Android); 0: none
-    app_input_factor: int = 4
+    app_input_factor: int = bounded_field(4, 0, 16, note="0: no app files")
     app_kinds: list[str] = field(default_factory=lambda: ["fp32", "int8"])
     #: a folder of real images (HAM10000/ISIC 2018 layout gives accuracy too) on which the
     #: resize-agreement table of export.json is measured; None: not measured
     resize_check_images: str | None = None
-    resize_check_limit: int | None = None  # at most this many of its images (None: all)
+    #: at most this many of its images (None: all)
+    resize_check_limit: int | None = bounded_field(None, 1, nullable=True)
 
 
 @dataclass
@@ -521,6 +530,10 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
         if choices and kwargs[key] not in choices:
             raise ConfigError(f"{source}: '{full}' must be one of {', '.join(choices)}, "
                               f"got {kwargs[key]!r}")
+        bounds = fields[key].metadata.get("bounds")
+        if bounds is not None and not bounds.allows(kwargs[key]):
+            raise ConfigError(f"{source}: '{full}' must be {bounds.describe()}, "
+                              f"got {kwargs[key]!r}")
     return cls(**kwargs)
 
 
@@ -603,9 +616,6 @@ def _check_rules(cfg: Config) -> None:
     if unknown:
         raise ConfigError(f"teach.adopt names {unknown}, which are not members (teach.members "
                           f"names, or 'teacher' without members)")
-    if cfg.teach.folds < 1 or cfg.augment.views < 0:
-        raise ConfigError(f"teach.folds must be at least 1 and augment.views at least 0, got "
-                          f"{cfg.teach.folds} and {cfg.augment.views}")
     if cfg.distill.stages:
         validate_student(cfg.student, size, NUM_CLASSES)
     d = cfg.distill
@@ -613,33 +623,13 @@ def _check_rules(cfg: Config) -> None:
                      cfg.student.fusion, teacher_output_names(cfg.teacher))
     check_kd_params(d.kd_loss, d.kd_params)
 
-    positive = {
-        "train.batch_size": cfg.train.batch_size, "teacher.epochs": cfg.teacher.epochs,
-        "student.epochs": cfg.student.epochs, "baseline.epochs": cfg.baseline.epochs,
-        "data.synth.n_images": cfg.data.synth.n_images,
-        "data.shuffle_buffer": cfg.data.shuffle_buffer,
-        "train.worker_timeout": cfg.train.worker_timeout,
-        "export.representative_samples": cfg.export.representative_samples,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
-    if cfg.train.early_stopping_patience < 0:
-        raise ConfigError(f"train.early_stopping_patience must be at least 1, or 0 for no early "
-                          f"stopping, got {cfg.train.early_stopping_patience}")
-    if cfg.export.int8_head == "float" and cfg.export.int8_output == "uint8":
-        raise ConfigError("export.int8_head is 'float', which gives float32 probabilities; with "
-                          "export.int8_output=uint8 set export.int8_head=int8")
+    problem = int8_io_problem(cfg.export.int8_head, cfg.export.int8_output, "export.")
+    if problem:
+        raise ConfigError(problem)
     e = cfg.export
-    if not 0 <= e.app_input_factor <= 16:
-        raise ConfigError(f"export.app_input_factor must be 0 (no app files) to 16, got "
-                          f"{e.app_input_factor}")
     if not e.app_kinds or any(k not in KINDS for k in e.app_kinds):
         raise ConfigError(f"export.app_kinds must be a non-empty list of {', '.join(KINDS)}, "
                           f"got {e.app_kinds}")
-    if e.resize_check_limit is not None and e.resize_check_limit < 1:
-        raise ConfigError(f"export.resize_check_limit must be at least 1 (or null for all "
-                          f"images), got {e.resize_check_limit}")
     check_methods(cfg.explain.methods)
     if cfg.data.external_format is not None and cfg.data.external_format not in FORMATS:
         raise ConfigError(f"data.external_format must be one of {', '.join(FORMATS)} (or "
@@ -649,26 +639,10 @@ def _check_rules(cfg: Config) -> None:
     if cfg.reference_effnet.enabled:
         r = cfg.reference_effnet
         validate_reference_effnet(size, r.variant, r.weights, r.dropout)
-    for section in ("reference", "reference_effnet"):
-        for key in ("epochs", "learning_rate"):
-            value = getattr(getattr(cfg, section), key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{section}.{key} must be positive (or null for the "
-                                  f"student's), got {value}")
     unknown = [c for c in cfg.trust.malignant_classes if c not in CLASSES]
     if unknown or not cfg.trust.malignant_classes:
         raise ConfigError(f"trust.malignant_classes must be a non-empty list of "
                           f"{', '.join(CLASSES)}, got {cfg.trust.malignant_classes}")
-    for key in ("target_sensitivity", "ood_pass_rate"):
-        value = getattr(cfg.trust, key)
-        if not 0.0 < value < 1.0:
-            raise ConfigError(f"trust.{key} must be in (0, 1), got {value}")
-    floor = cfg.trust.min_melanoma_recall
-    if floor is not None and not 0.0 < floor <= 1.0:
-        raise ConfigError(f"trust.min_melanoma_recall must be in (0, 1] or null, got {floor}")
-    if cfg.trust.bootstrap_resamples < 10 or cfg.trust.ood_images < 9:
-        raise ConfigError("trust.bootstrap_resamples must be at least 10 and trust.ood_images "
-                          "at least 9 (one image of each generated kind)")
 
 
 def _validate(cfg: Config, source: str) -> Config:

@@ -218,7 +218,6 @@ def test_image_size_too_small_for_the_student_fails_at_load_without_keras(tmp_pa
     (["augment.hue=1.0"], r"augment\.hue"),
     (["data.class_weight_power=3"], r"data\.class_weight_power"),
     (["data.logit_adjust_tau=5"], r"data\.logit_adjust_tau must be in \[0, 4\]"),
-    (["train.early_stopping_patience=-1"], r"train\.early_stopping_patience.*0 for no early"),
     (["student.effnet_stem_stride=3"], r"student\.effnet_stem_stride must be 1 or 2"),
     (["student.cnn_convs=4"], r"student\.cnn_convs"),
     (["data.image_size=64", "teacher.image_size=48"],
@@ -334,3 +333,38 @@ def test_cpu_ablation_extends_cpu():
     cpu, ablation = load_config(CONFIGS / "cpu.yaml"), load_config(CONFIGS / "cpu_ablation.yaml")
     assert ablation.teacher == cpu.teacher and ablation.student == cpu.student
     assert ablation.augment == cpu.augment and ablation.data == cpu.data
+
+
+def _bounded_fields(cls=Config, prefix=""):
+    """``(key, Bounds)`` of every field of the configuration declared with bounded_field."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        if "bounds" in f.metadata:
+            yield key, f.metadata["bounds"]
+        elif dataclasses.is_dataclass(hints[f.name]):
+            yield from _bounded_fields(hints[f.name], f"{key}.")
+
+
+def test_every_declared_bound_is_checked_with_a_one_line_error():
+    """Each range rule is declared once on its field; the loader checks every one the same
+    way: a value just outside is refused naming the key, the range and what it got."""
+    fields = dict(_bounded_fields())
+    assert {"train.batch_size", "trust.min_melanoma_recall", "export.app_input_factor",
+            "teach.folds", "augment.views", "teacher.epochs"} <= set(fields)
+    for key, bounds in fields.items():
+        below = bounds.low - (0 if bounds.low_open else 1) if bounds.low is not None else None
+        above = bounds.high + (0 if bounds.high_open else 1) if bounds.high is not None else None
+        for bad in (v for v in (below, above) if v is not None):
+            with pytest.raises(ConfigError) as err:
+                load_config(None, [f"{key}={bad}"])
+            message = str(err.value)
+            assert f"'{key}' must be {bounds.describe()}" in message and "\n" not in message
+        inside = bounds.low if bounds.low is not None and not bounds.low_open else None
+        if inside is not None:
+            assert load_config(None, [f"{key}={inside}"]) is not None
+        if bounds.nullable:
+            assert load_config(None, [f"{key}=null"]) is not None

@@ -134,7 +134,7 @@ def test_int8_all_integer_head(exported, tmp_path):
 def test_float_head_needs_float_output(exported, tmp_path):
     model, _, _ = exported
     images, _ = colour_data(n_per_class=2, seed=3)
-    with pytest.raises(ModelError, match="int8_head='int8'"):
+    with pytest.raises(ModelError, match="set int8_head=int8"):
         export_tflite(model, tmp_path, images, kinds=("int8",), int8_output="uint8")
     with pytest.raises(ModelError, match="int8_head must be one of"):
         export_tflite(model, tmp_path, images, kinds=("int8",), int8_head="half")

@@ -19,16 +19,15 @@ import tensorflow as tf  # noqa: E402
 from kdskin.config import Config  # noqa: E402
 from kdskin.distill import make_stage_model  # noqa: E402
 from kdskin.errors import ConfigError, KdskinError  # noqa: E402
+from kdskin.models.contract import is_trained, mark_trained  # noqa: E402
 from kdskin.train import (  # noqa: E402
     accuracy_key,
     compile_classifier,
     drop_unfinished_epochs,
     fit_model,
     global_batch_size,
-    is_trained,
     labels_for,
     make_callbacks,
-    mark_trained,
     strategy_scope,
     tensorboard_available,
 )

@@ -40,7 +40,15 @@ from kdskin.constants import CLASSES, LABELS_FILE
 from kdskin.errors import DataError, KdskinError, ModelError
 from kdskin.export.graph import head_nodes, nodes_named
 from kdskin.export.quiet import quiet
-from kdskin.export.specs import APP_DIR, FILE_NAMES, INT8_HEADS, INT8_OUTPUTS, KINDS, QUANTIZERS
+from kdskin.export.specs import (
+    APP_DIR,
+    FILE_NAMES,
+    INT8_HEADS,
+    INT8_OUTPUTS,
+    KINDS,
+    QUANTIZERS,
+    int8_io_problem,
+)
 from kdskin.io import atomic_write_bytes, atomic_write_text
 from kdskin.memory import release
 from kdskin.models.contract import check_classifier, deployable
@@ -344,9 +352,9 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
         raise ModelError(f"int8_head must be one of {', '.join(INT8_HEADS)}, got {int8_head!r}")
     if quantizer not in QUANTIZERS:
         raise ModelError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
-    if int8_head == "float" and int8_output == "uint8" and "int8" in kinds:
-        raise ModelError("int8_head='float' gives float32 probabilities; with "
-                         "int8_output='uint8' use int8_head='int8'")
+    problem = int8_io_problem(int8_head, int8_output)
+    if problem and "int8" in kinds:
+        raise ModelError(problem)
     if method not in ("auto", "from_keras_model", "saved_model"):
         raise ModelError(f"method must be auto, from_keras_model or saved_model, got {method!r}")
     if app_factor < 0:

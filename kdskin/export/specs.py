@@ -19,3 +19,13 @@ QUANTIZERS: tuple[str, ...] = ("converter", "ai_edge_quantizer")
 #: Sub-folder of the export folder holding the app files (larger input, anti-aliased downscale
 #: inside: kdskin.export.resize).
 APP_DIR = "app"
+
+
+def int8_io_problem(head: str, output: str, prefix: str = "") -> str | None:
+    """The one rule between the int8 file's head and its output type: a float head gives
+    float32 probabilities, so a uint8 output needs ``int8_head=int8``. The message (keys with
+    ``prefix``, e.g. ``"export."``), or None when the pair is allowed."""
+    if head == "float" and output == "uint8":
+        return (f"{prefix}int8_head 'float' gives float32 probabilities; with "
+                f"{prefix}int8_output=uint8 set {prefix}int8_head=int8")
+    return None

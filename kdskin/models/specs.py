@@ -74,6 +74,51 @@ def choice_field(default: str, choices: tuple[str, ...]) -> Any:
     return field(default=default, metadata={"choices": choices})
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed range of a numeric config field (``metadata["bounds"]``): at least (or above,
+    ``low_open``) ``low``, at most (below, ``high_open``) ``high``; ``None`` allowed when
+    ``nullable``, ``note`` saying what the special values mean."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    nullable: bool = False
+    note: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        return not (self.low is not None and (value <= self.low if self.low_open
+                                              else value < self.low)
+                    or self.high is not None and (value >= self.high if self.high_open
+                                                  else value > self.high))
+
+    def describe(self) -> str:
+        """``at least 1``, ``in (0, 1]``, ``0 to 16``, with ``or null`` and the note."""
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            text = (f"{low:g} to {high:g}" if not (self.low_open or self.high_open) else
+                    f"in {'(' if self.low_open else '['}{low:g}, {high:g}"
+                    f"{')' if self.high_open else ']'}")
+        elif low is not None:
+            text = f"{'above' if self.low_open else 'at least'} {low:g}"
+        else:
+            text = f"{'below' if self.high_open else 'at most'} {high:g}"
+        return text + (" or null" if self.nullable else "") + (
+            f" ({self.note})" if self.note else "")
+
+
+def bounded_field(default: Any, low: float | None = None, high: float | None = None, *,
+                  low_open: bool = False, high_open: bool = False, nullable: bool = False,
+                  note: str = "") -> Any:
+    """A numeric dataclass field whose range :func:`kdskin.config.load_config` checks
+    (``metadata["bounds"]``, a :class:`Bounds`): each range rule is declared once, here."""
+    return field(default=default, metadata={"bounds": Bounds(low, high, low_open, high_open,
+                                                             nullable, note)})
+
+
 @dataclass
 class TeacherConfig:
     """Hybrid ViT + ConvNeXt/ConvMixer teacher. paper.yaml holds the paper's sizes."""
@@ -101,7 +146,7 @@ class TeacherConfig:
     bn_momentum: float = 0.9  # BatchNorm moving-average momentum (ConvMixer branch)
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 8
+    epochs: int = bounded_field(8, 1)
     learning_rate: float = 1e-3
     exit_loss_weight: float = 0.3  # teacher training: CE weight of each exit head (logits: 1)
     #: the teacher's own input size (None: data.image_size). Larger (e.g. 96 or 128 with a
@@ -136,7 +181,7 @@ class StudentConfig:
     bn_momentum: float = 0.9
     head_units: int = 256
     head_dropout: float = 0.5
-    epochs: int = 5
+    epochs: int = bounded_field(5, 1)
     learning_rate: float = 1e-3
 
 
