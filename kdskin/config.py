@@ -332,6 +332,9 @@ class ExportConfig:
     representative_samples: int = bounded_field(64, 1)
     per_channel: bool = True
     max_int8_drop: float = 0.01  # accuracy / macro-F1 points (fraction) int8 may lose
+    #: true: an int8 file that loses more than max_int8_drop is an error; the file is moved to
+    #: tflite/rejected/ and the run stops (false: it ships, and every report says NO)
+    require_int8_within_tolerance: bool = False
     int8_output: str = choice_field("float32", INT8_OUTPUTS)  # int8 model's output tensor type
     # "float": the 7-value head after the last dense layers (exit average, fusion add, softmax)
     # runs in float32 in the int8 file; "int8": every op integer (needed for uint8 output)

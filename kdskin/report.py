@@ -23,6 +23,7 @@ from typing import Any
 from kdskin.constants import CLASSES, MELANOMA
 from kdskin.data.split import protocol_label
 from kdskin.errors import KdskinError
+from kdskin.export.fidelity import int8_check_failed, int8_check_line
 from kdskin.io import atomic_write_text, read_json
 from kdskin.rundir import (
     BASELINE_CNN,
@@ -486,6 +487,10 @@ def run_report(run_dir: str | Path | RunDir) -> str:
         table = export_table(metrics.export)
         if table:
             parts += ["", "## Export check (test split, LiteRT)", "", table]
+        line = int8_check_line(metrics.export)
+        if line:
+            parts += ["", ("**The int8 file does not decide like its Keras model**: "
+                           if int8_check_failed(metrics.export) else "int8 check: ") + line + "."]
         for note in metrics.export.get("notes", []):
             parts.append(f"- {note}")
     if metrics.bench.get("rows"):

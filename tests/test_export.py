@@ -19,7 +19,7 @@ import pytest
 
 from kdskin.config import ExportConfig
 from kdskin.constants import CLASSES, NUM_CLASSES
-from kdskin.errors import DataError, ModelError
+from kdskin.errors import DataError, KdskinError, ModelError
 from kdskin.export.check import export_and_check, keras_probs
 from kdskin.export.convert import export_tflite, representative_indices, representative_sample
 from kdskin.export.graph import float_ops, head_nodes, op_versions, read_graph
@@ -386,6 +386,19 @@ def test_export_and_check_writes_json(exported, tmp_path):
     again = export_and_check(model, tmp_path / "strict", train_images, train_labels,
                              test_images, test_labels, strict)
     assert again["int8_within_tolerance"] is False
+    # export.require_int8_within_tolerance: a passing file stays; a failing one is moved aside
+    from kdskin.export.check import REJECTED_DIR, reject_int8
+
+    reject_int8(tmp_path, result)
+    assert (tmp_path / "model_int8.tflite").is_file()
+    with pytest.raises(KdskinError) as err:
+        reject_int8(tmp_path / "strict", again)
+    message = str(err.value)
+    assert "\n" not in message and "within -100 point(s): NO" in message
+    assert message.startswith(str(tmp_path / "strict" / "model_int8.tflite"))
+    assert not (tmp_path / "strict" / "model_int8.tflite").exists()
+    assert (tmp_path / "strict" / REJECTED_DIR / "model_int8.tflite").is_file()
+    assert (tmp_path / "strict" / "model_fp32.tflite").is_file()  # the float files stay
 
 
 @pytest.mark.slow

@@ -14,13 +14,11 @@ from kdskin.rundir import RunDir
 
 
 def _print_int8_check(result: dict[str, Any]) -> None:
-    ev = result["evaluation"]
-    keras_m, int8 = ev["keras"], ev["tflite"]["int8"]
-    print(f"int8 vs Keras on {ev['n_images']} test images: accuracy {int8['accuracy']:.4f} vs "
-          f"{keras_m['accuracy']:.4f}, macro F1 {int8['macro_f1']:.4f} vs "
-          f"{keras_m['macro_f1']:.4f}, top-1 agreement {int8['agreement']:.4f}, "
-          f"within {result['max_int8_drop'] * 100:g} point(s): "
-          f"{'yes' if result['int8_within_tolerance'] else 'NO'}")
+    from kdskin.export.fidelity import int8_check_line
+
+    line = int8_check_line(result)
+    if line:
+        print(line)
 
 
 def export_command(cfg: Config, model: str | None, data: str | None, out: str | None,
@@ -40,6 +38,10 @@ def export_command(cfg: Config, model: str | None, data: str | None, out: str | 
                               rd.test.images, rd.test.labels, cfg.export)
     print(f"wrote {out}: " + ", ".join(result.get("files", {})) + ", labels.txt, export.json")
     _print_int8_check(result)
+    if cfg.export.require_int8_within_tolerance:
+        from kdskin.export.check import reject_int8
+
+        reject_int8(out, result)
     return result
 
 

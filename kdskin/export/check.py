@@ -311,3 +311,29 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
                                       "export.resize_check_images (or tools/resize_agreement.py)"}
     write_json(out_dir / EXPORT_JSON, result)
     return result
+
+
+#: Where :func:`reject_int8` moves a failing int8 file (inside the export folder).
+REJECTED_DIR = "rejected"
+
+
+def reject_int8(out_dir: str | Path, result: Mapping[str, Any]) -> None:
+    """With ``export.require_int8_within_tolerance``: move an export's failing int8 files (the
+    file and its app twin) to ``out_dir/rejected/`` so nothing ships where an app looks for
+    it, and raise a one-line :class:`KdskinError` saying why. Does nothing when the check
+    passed."""
+    from kdskin.export.fidelity import int8_check_failed, int8_check_line
+
+    if not int8_check_failed(result):
+        return
+    out_dir = Path(out_dir)
+    rejected = out_dir / REJECTED_DIR
+    rejected.mkdir(exist_ok=True)
+    for path in (out_dir / FILE_NAMES["int8"], out_dir / APP_DIR / FILE_NAMES["int8"]):
+        if path.is_file():
+            path.replace(rejected / (path.name if path.parent == out_dir
+                                     else f"{APP_DIR}_{path.name}"))
+    raise KdskinError(f"{out_dir / FILE_NAMES['int8']}: the int8 file does not decide like its "
+                      f"Keras model ({int8_check_line(result)}); with "
+                      f"export.require_int8_within_tolerance it was moved to {rejected} and "
+                      f"nothing ships: raise export.max_int8_drop or fix the quantization")

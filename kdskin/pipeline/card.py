@@ -69,6 +69,11 @@ def card_info(run: RunDir, state: RunMetrics, cfg: Config) -> dict[str, Any]:
             "fitted_on": "validation",
             "description": f"{oos['n_generated']} generated images: " + ", ".join(oos["kinds"]),
             "metrics": oos["metrics"]}
+    from kdskin.export.fidelity import int8_check_failed, int8_check_line
+
+    line = int8_check_line(state.export) if state.export else None
+    if line:
+        info["int8_check"] = {"line": line, "failed": int8_check_failed(state.export)}
     files = sorted(run.tflite.glob("*.tflite")) if run.tflite.is_dir() else []
     info["files"] = describe_files(files, root=run.root)
     return info

@@ -384,6 +384,12 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     run.remove_training_state()
     log(f"done in {state.wall_seconds / 60:.1f} min ({_stage_summary(state)}); "
         f"report: {run.report}")
+    from kdskin.export.fidelity import int8_check_failed, int8_check_line
+
+    if int8_check_failed(state.export):  # the last line, where a pipeline's log ends
+        log(f"WARNING: the int8 file does not decide like its Keras model "
+            f"({int8_check_line(state.export)}); it is in {run.tflite} all the same (set "
+            f"export.require_int8_within_tolerance to make this an error)")
     return run.root
 
 
@@ -478,6 +484,10 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
         from kdskin.decision import DECISION_FILE
 
         rules.folded().save(out / DECISION_FILE)
+    if cfg.export.require_int8_within_tolerance:
+        from kdskin.export.check import reject_int8
+
+        reject_int8(out, result)
     return result
 
 

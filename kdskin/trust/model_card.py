@@ -130,6 +130,9 @@ class ModelCardInfo(TypedDict, total=False):
     out_of_scope: OutOfScopeInfo
     versions: dict[str, str | None]   # package_versions()
     files: list[FileInfo]             # describe_files(...)
+    #: the int8 file against its Keras model on the test split: {"line": one line (kdskin.export
+    #: .fidelity.int8_check_line), "failed": True when it loses more than allowed}
+    int8_check: dict[str, Any]
     limits: list[str]                 # extra known limits, one line each
     #: ImageNet weights the models started from, per config section ("student", "teacher",
     #: ...): WeightsSource.to_dict() (variant, package, version, file, sha256, licence, origin)
@@ -503,9 +506,12 @@ def _versions(info: Mapping[str, Any]) -> list[str]:
 
 def _files(info: Mapping[str, Any]) -> list[str]:
     files = info.get("files") or []
+    check = info.get("int8_check") or {}
+    lines = [("**The int8 file does not decide like its Keras model**: " if check.get("failed")
+              else "int8 check: ") + f"{check['line']}.", ""] if check.get("line") else []
     if not files:
-        return [f"_No exported files recorded ({NOT_MEASURED})._"]
-    lines = ["| file | bytes | sha256 |", "|---|---|---|"]
+        return lines + [f"_No exported files recorded ({NOT_MEASURED})._"]
+    lines += ["| file | bytes | sha256 |", "|---|---|---|"]
     for f in files:
         lines.append(f"| {f.get('path', '?')} | {f.get('bytes', 'n/a')} | "
                      f"`{f.get('sha256', NOT_RECORDED)}` |")
