@@ -91,8 +91,9 @@ def test_predict_in_chunks_gives_the_whole_array_result(out):
 
 #: What evaluating a split may add to the process's peak, as a multiple of the split's decoded
 #: (uint8) size, once the model's predict function is traced. Whole-array ``model.predict``
-#: holds a float32 copy and TensorFlow's copy of it: 8x.
-EVAL_PEAK_MULTIPLE = 2.0
+#: holds a float32 copy and TensorFlow's copy of it: 8x. Chunked: 2.3x measured on a 2-core CI
+#: machine (Keras' own buffers on top of one chunk), so 4x catches the whole-array path.
+EVAL_PEAK_MULTIPLE = 4.0
 
 
 @pytest.mark.slow
