@@ -424,10 +424,9 @@ def _teacher_origin(metrics: RunMetrics) -> str:
 def _peak_memory(metrics: RunMetrics) -> str:
     """``; peak resident memory 1,234 MiB (stage export; per stage: data 650, ...)`` for the
     timing line ("" for a run made before it was recorded)."""
-    peaks = metrics.stage_peak_rss_mib
-    if not peaks:
+    peaks, top = metrics.stage_peak_rss_mib, metrics.peak_stage()
+    if top is None:
         return ""
-    top = max(peaks, key=lambda k: peaks[k])
     return (f"; peak resident memory {peaks[top]:,.0f} MiB (stage {top}; per stage: "
             + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items())
             + f"; {metrics.peak_rss_method or 'method not recorded'})")

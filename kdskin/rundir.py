@@ -296,6 +296,11 @@ class RunMetrics:
     resumed: int = 0
     schema: int = METRICS_SCHEMA
 
+    def peak_stage(self) -> str | None:
+        """The stage with the highest recorded peak memory (None before any was recorded)."""
+        peaks = self.stage_peak_rss_mib
+        return max(peaks, key=lambda k: peaks[k]) if peaks else None
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "metrics.json") -> RunMetrics:
         """Read a metrics dict (this layout or an older run's); unknown keys are ignored."""

@@ -122,3 +122,12 @@ def test_evaluating_a_split_adds_at_most_a_multiple_of_its_size():
     assert added <= EVAL_PEAK_MULTIPLE * images.nbytes, (
         f"evaluating {images.nbytes / 2 ** 20:.0f} MiB of images added "
         f"{added / 2 ** 20:.0f} MiB to the peak (bound {EVAL_PEAK_MULTIPLE}x)")
+
+
+def test_the_run_names_its_peak_stage():
+    from kdskin.rundir import RunMetrics
+
+    metrics = RunMetrics()
+    assert metrics.peak_stage() is None
+    metrics.stage_peak_rss_mib = {"data": 900.0, "student_multi_fusion": 13029.2, "trust": 5.0}
+    assert metrics.peak_stage() == "student_multi_fusion"

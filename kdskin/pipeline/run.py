@@ -395,8 +395,7 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
 
 def _stage_summary(state: RunMetrics) -> str:
     """``data 12 s, teacher 80 s, ...``: the recorded stage times, for the last log line."""
-    peaks = state.stage_peak_rss_mib
-    top = max(peaks, key=lambda k: peaks[k]) if peaks else None
+    peaks, top = state.stage_peak_rss_mib, state.peak_stage()
     return ", ".join(f"{name} {secs:.0f} s" for name, secs in state.stage_seconds.items()) + (
         f"; CPU {sum(state.stage_cpu_seconds.values()) / 60:.1f} min") + (
         f"; peak memory {peaks[top]:,.0f} MiB in {top}" if top else "")
