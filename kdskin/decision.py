@@ -30,7 +30,7 @@ from kdskin.constants import CLASSES
 from kdskin.errors import ConfigError, ModelError
 from kdskin.io import read_json, write_json
 from kdskin.trust.calibration import apply_temperature_to_probs
-from kdskin.trust.image_stats import IMAGE_STATS, image_features, image_score
+from kdskin.trust.image_stats import IMAGE_STATS, features_in_chunks, image_score
 from kdskin.trust.ood import is_out_of_scope, ood_score
 from kdskin.trust.operating_point import (
     apply_offsets,
@@ -99,7 +99,7 @@ class DecisionRules:
         if self.ood_score == IMAGE_STATS:
             if images is None or self.ood_params is None:
                 return None
-            return image_score(image_features(images), self.ood_params)
+            return image_score(features_in_chunks(images), self.ood_params)
         return ood_score(np.asarray(calibrated, dtype=np.float64), self.ood_score)
 
     def decide(self, calibrated: np.ndarray, images: np.ndarray | None = None

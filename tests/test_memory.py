@@ -131,3 +131,31 @@ def test_the_run_names_its_peak_stage():
     assert metrics.peak_stage() is None
     metrics.stage_peak_rss_mib = {"data": 900.0, "student_multi_fusion": 13029.2, "trust": 5.0}
     assert metrics.peak_stage() == "student_multi_fusion"
+
+
+#: The out-of-scope statistics of a split chunk by chunk: one chunk's float64 temporaries
+#: (about 30 copies of 256 images) on top of the uint8 images, not 30 copies of the split.
+FEATURES_PEAK_MULTIPLE = 4.0
+
+
+def test_image_statistics_of_a_split_are_the_same_in_chunks_and_bounded():
+    """The trust stage's image statistics of a whole split (4,000 images at 48 px): the same
+    values as one call on the whole array, and a peak above the resident size before under
+    FEATURES_PEAK_MULTIPLE x the images' bytes (the whole-array call needs about 30x)."""
+    from kdskin.trust.image_stats import FEATURE_CHUNK, features_in_chunks, image_features
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4000, 48, 48, 3), dtype=np.uint8)
+    whole = image_features(images[:FEATURE_CHUNK * 2 + 17])
+    np.testing.assert_array_equal(features_in_chunks(images[:FEATURE_CHUNK * 2 + 17]), whole)
+    memory.release()
+    before = memory.current_kib()
+    with measure() as peak:
+        features = features_in_chunks(images)
+    assert features.shape == (len(images), 13) and np.isfinite(features).all()
+    if peak.method != METHOD_RESET or before is None:
+        pytest.skip("no per-block peak on this system (needs /proc/self/clear_refs)")
+    added = (peak.kib - before) * 1024
+    assert added <= FEATURES_PEAK_MULTIPLE * images.nbytes, (
+        f"the statistics of {images.nbytes / 2 ** 20:.0f} MiB of images added "
+        f"{added / 2 ** 20:.0f} MiB to the peak (bound {FEATURES_PEAK_MULTIPLE}x)")

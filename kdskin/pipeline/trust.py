@@ -44,17 +44,17 @@ def fit_rules(cfg: Config, val_labels: np.ndarray, val_probs: np.ndarray,
     validation probabilities with the offset), and the out-of-scope check: the
     image-statistics Gaussian of the training images, its threshold passing
     ``cfg.trust.ood_pass_rate`` of validation images."""
-    from kdskin.trust.image_stats import fit_image_gaussian, image_features, image_score
+    from kdskin.trust.image_stats import features_in_chunks, fit_image_gaussian, image_score
     from kdskin.trust.ood import fit_ood_threshold
 
     t = cfg.trust
     temperature, offsets, threshold = fit_operating_point(cfg, val_labels, val_probs)
-    params = fit_image_gaussian(image_features(train_images))
+    params = fit_image_gaussian(features_in_chunks(train_images))
     return DecisionRules(
         temperature=temperature, malignant_classes=tuple(t.malignant_classes),
         referral_threshold=threshold, target_sensitivity=t.target_sensitivity,
         ood_score=OOD_SCORE,
-        ood_threshold=fit_ood_threshold(image_score(image_features(val_images), params),
+        ood_threshold=fit_ood_threshold(image_score(features_in_chunks(val_images), params),
                                         t.ood_pass_rate),
         ood_pass_rate=t.ood_pass_rate, ood_params=params, class_offsets=offsets)
 
