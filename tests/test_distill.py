@@ -482,6 +482,32 @@ def test_untrained_teacher_is_refused():
     assert check_teacher_trained(sorter, ds) == pytest.approx(1.0)
 
 
+def test_the_gate_scores_arrays_in_batches_like_the_whole_split():
+    """Arrays of uint8 images over several gate batches (the last one partial): the balanced
+    accuracy of the predictions of the whole array at once."""
+    from kdskin.distill.distiller import GATE_BATCH
+    from kdskin.metrics import balanced_accuracy
+
+    image = keras.Input((S, S, 3), name="image")
+    logits = keras.layers.Dense(7, name="logits")(keras.layers.GlobalAveragePooling2D()(image))
+    sorter = mark_trained(keras.Model(image, {"logits": logits}))  # bright: 5, dark: 0
+    weights = np.zeros((3, 7), "float32")
+    weights[:, 5] = 1.0
+    bias = np.zeros(7, "float32")
+    bias[0] = 3 * 127.0
+    sorter.get_layer("logits").set_weights([weights, bias])
+    rng = np.random.default_rng(3)
+    n = 2 * GATE_BATCH + 13
+    x = (rng.integers(0, 256, (n, 1, 1, 1)) * np.ones((1, S, S, 3))).astype(np.uint8)
+    pred = np.asarray(sorter(x.astype("float32"))["logits"]).argmax(-1)
+    assert set(pred) == {0, 5}
+    y = pred.copy()
+    y[: n // 4] = 5 - y[: n // 4]  # a quarter wrong
+    expected = balanced_accuracy(y, np.eye(7)[pred])
+    assert 0.5 < expected < 1.0
+    assert check_teacher_trained(sorter, (x, y)) == pytest.approx(expected)
+
+
 @pytest.mark.slow
 def test_student_is_saved_not_the_distiller(tmp_path):
     x, y = batch()

@@ -398,6 +398,9 @@ def make_stage_model(stage: str, teacher: keras.Model | None, student: keras.Mod
     return distiller
 
 
+#: Images per batch of the gate's arrays (:func:`check_teacher_trained`).
+GATE_BATCH = 64
+
 _UNTRAINED = ("the teacher has no trained weights; train the teacher first (or load a trained "
               "teacher .keras file) before distilling from it")
 
@@ -410,10 +413,10 @@ def _iter_batches(data: Any) -> Iterable[tuple[Any, np.ndarray]]:
         return
     if isinstance(data, (tuple, list)) and len(data) >= 2:
         x, y = data[0], np.asarray(data[1])
-        for start in range(0, len(y), 256):
-            xb = (x[start:start + 256] if not isinstance(x, Mapping)
-                  else {k: v[start:start + 256] for k, v in x.items()})
-            yield xb, y[start:start + 256]
+        for start in range(0, len(y), GATE_BATCH):
+            end = start + GATE_BATCH
+            yield (x[start:end] if not isinstance(x, Mapping)
+                   else {k: v[start:end] for k, v in x.items()}), y[start:end]
         return
     raise ModelError("check_teacher_trained needs a tf.data.Dataset of (image, label) batches "
                      "or an (images, labels) pair of arrays")
@@ -433,9 +436,12 @@ def check_teacher_trained(teacher: keras.Model, data: Any) -> float:
     """
     if teacher is None or not is_trained(teacher):
         raise ModelError(_UNTRAINED)
+    # Traced once, GATE_BATCH images a call: eager calls on large batches leave the process
+    # gigabytes larger (docs/MEMORY.md).
+    forward = tf.function(lambda x: teacher(x, training=False), reduce_retracing=True)
     preds, labels_seen = [], []
     for x, y in _iter_batches(data):
-        out = teacher(x, training=False)
+        out = forward(tf.nest.map_structure(tf.convert_to_tensor, x))
         logits = out["logits"] if isinstance(out, Mapping) else out
         y = y.argmax(-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
         preds.append(np.asarray(ops.convert_to_numpy(ops.argmax(logits, axis=-1))))
