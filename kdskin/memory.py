@@ -32,7 +32,7 @@ METHOD_RESET = "VmHWM, reset per stage"
 #: The process's peak so far at the end of each block (no reset available).
 METHOD_PROCESS = "process peak so far"
 #: Batches per chunk of :func:`predict_in_chunks`.
-CHUNK_BATCHES = 16
+CHUNK_BATCHES = 4
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
