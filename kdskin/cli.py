@@ -148,7 +148,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     return _call("report", "report_command", args.runs, out=args.out,
-                 results_dir=args.results_dir, explain=args.explain or [], targets=args.targets)
+                 results_dir=args.results_dir, explain=args.explain or [], targets=args.targets,
+                 memory=args.memory or [])
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -309,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default=None, metavar="FILE", help="YAML or JSON of thresholds "
                    "for the int8 file, SET.METRIC: MINIMUM (e.g. external.balanced_accuracy: "
                    "0.65): the headline says met / NOT met for each (default: figures only)")
+    p.add_argument("--memory", action="append", metavar="RUN_DIR", help="a run (or saved "
+                   "metrics.json) whose peak memory per stage is tabulated, outside the "
+                   "experiments (repeatable)")
     p = add("serve", cmd_serve, config=False, overrides=False)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="RUN_DIR", help="a finished run: its int8 .tflite and "

@@ -947,10 +947,69 @@ SCALING_NOTE = ("Training on several workers (step time and images/s of 1 vs 2 w
                 "`kdskin report`).")
 
 
+#: What the memory table's figures are.
+MEMORY_NOTE = ("Each stage's own peak resident memory in MiB (`stage_peak_rss_mib` of the run's "
+               "`metrics.json`: the kernel's high-water mark, reset at the stage's start; a "
+               "stage's peak includes what earlier stages left resident); `-`: the run has no "
+               "such stage.")
+
+
+def memory_table(runs: Sequence[tuple[str, RunMetrics]]) -> str:
+    """The per-stage peaks (MiB) of ``(name, metrics)`` runs, one column each, then the run's
+    peak, the stage that reached it, its images and wall time; '-' where a stage is absent."""
+    from kdskin.markdown import table
+
+    stages: list[str] = []  # pipeline order: each run's new stages after their predecessor
+    for _, m in runs:
+        at = 0
+        for stage in m.stage_peak_rss_mib:
+            if stage in stages:
+                at = stages.index(stage) + 1
+            else:
+                stages.insert(at, stage)
+                at += 1
+    rows = [[stage, *(f"{m.stage_peak_rss_mib[stage]:,.0f}" if stage in m.stage_peak_rss_mib
+                      else "-" for _, m in runs)] for stage in stages]
+    tops = [m.peak_stage() for _, m in runs]
+    rows += [["**run peak**", *(f"**{m.stage_peak_rss_mib[t]:,.0f}**" if t else "-"
+                                for (_, m), t in zip(runs, tops, strict=True))],
+             ["at stage", *(t or "-" for t in tops)],
+             ["images", *(f"{sum(m.sizes.values()):,}" for _, m in runs)],
+             ["wall min", *(f"{m.wall_seconds / 60:.1f}" if m.wall_seconds else "-"
+                            for _, m in runs)]]
+    return table(["stage", *(name for name, _ in runs)], rows,
+                 align=["l", *("r" for _ in runs)])
+
+
+def memory_section(paths: Sequence[str | Path], results: Path | None) -> list[str]:
+    """The "Peak memory by stage" section of the runs at ``paths`` (directories or saved
+    metrics JSON); with ``results`` each is kept as ``results/memory/NAME.json``."""
+    if not paths:
+        return []
+    runs = _load_runs(paths)
+    missing = [name for name, _, m in runs if not m.stage_peak_rss_mib]
+    if missing:
+        raise KdskinError(f"{', '.join(missing)}: no per-stage peak memory recorded "
+                          f"(stage_peak_rss_mib); pass runs made by this kdskin")
+    if results is not None:
+        from kdskin.io import write_json
+
+        (results / "memory").mkdir(parents=True, exist_ok=True)
+        for name, run_dir, metrics in runs:
+            if run_dir is not None:
+                write_json(results / "memory" / f"{name}.json", shareable(metrics))
+    methods = sorted({m.peak_rss_method for _, _, m in runs if m.peak_rss_method})
+    return ["## Peak memory by stage", "",
+            MEMORY_NOTE + (f" Method: {', '.join(methods)}." if methods else ""), "",
+            "Machines: " + "; ".join(f"`{name}` {_machine(m)}" for name, _, m in runs), "",
+            memory_table([(name, m) for name, _, m in runs]), ""]
+
+
 def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULTS.md",
                      results_dir: str | Path | None = None, command: str | None = None,
                      explain: Sequence[str | Path] = (),
-                     targets: str | Path | None = None) -> Path:
+                     targets: str | Path | None = None,
+                     memory: Sequence[str | Path] = ()) -> Path:
     """Write the results document for ``paths`` (run directories or metrics JSON files).
 
     The headline states figures; with ``targets`` (a file for :func:`load_targets`) it also
@@ -959,6 +1018,9 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
     With ``results_dir``, each run's ``metrics.json`` is copied there as ``NAME.json`` and the
     first run's plots of each experiment under ``results_dir/NAME/``, so the document can be
     regenerated later from ``results_dir/*.json`` alone (plots already there are linked).
+    ``memory``: runs (directories or saved JSON) whose per-stage peak memory is tabulated
+    (:func:`memory_section`), outside the experiments (a run made to measure memory is not
+    another seed of its recipe).
     """
     thresholds = load_targets(targets) if targets is not None else {}
     runs = _load_runs(paths)
@@ -1048,4 +1110,5 @@ def results_document(paths: Sequence[str | Path], out: str | Path = "docs/RESULT
                           + ", ".join(f"[{n.removesuffix('.png')}]({rel}/{n})" for n in names),
                           ""]
     parts += explanations_section(explain, out, results)
+    parts += memory_section(memory, results)
     return atomic_write_text(out, "\n".join(parts))

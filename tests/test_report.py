@@ -494,3 +494,58 @@ def test_external_table_has_melanoma_auc_when_recorded():
     assert cells[col] == "0.8123"
     other = [c.strip() for c in lines[2].strip("|").split("|")]  # a Keras model without it
     assert len(other) == len(head) and other[col] not in ("0.8123", "")
+
+
+def test_memory_section_tabulates_stage_peaks_outside_the_experiments(tmp_path, capsys):
+    """kdskin report --memory: one column per run in pipeline order, the run's peak and its
+    stage; the run is kept under results/memory/ and is not counted as a seed of its recipe."""
+    quick = {**_metrics(42, 0.8), "stage_peak_rss_mib": {
+        "data": 700.0, "baseline_cnn": 900.0, "teacher": 1300.0, "export": 1500.5},
+        "peak_rss_method": "VmHWM, reset per stage"}
+    cpu = {**_metrics(42, 0.9), "stage_peak_rss_mib": {
+        "data": 1400.0, "teacher": 4600.0, "trust": 4500.0, "export": 5600.0},
+        "sizes": {"train": 7000, "val": 1500, "test": 1515}}
+    runs = []
+    for name, metrics in (("memq", quick), ("memcpu", cpu)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(str(tmp_path / name))
+    seed = tmp_path / "cpu"
+    seed.mkdir()
+    (seed / "metrics.json").write_text(json.dumps(_metrics(42, 0.8)))
+    out, results = tmp_path / "RESULTS.md", tmp_path / "results"
+    assert main(["report", str(seed), "--out", str(out), "--results-dir", str(results),
+                 "--memory", runs[0], "--memory", runs[1]]) == 0
+    text = out.read_text()
+    assert "training seeds 42)" in text  # the memory runs are not seeds of the experiment
+    section = text[text.index("## Peak memory by stage"):]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| stage | memq | memcpu |"
+    assert [line.split(" | ")[0] for line in lines[1:6]] == [
+        "| data", "| baseline_cnn", "| teacher", "| trust", "| export"]
+    assert "| baseline_cnn | 900 | - |" in section and "| export | 1,500 | 5,600 |" in section
+    assert "| **run peak** | **1,500** | **5,600** |" in section
+    assert "| at stage | export | export |" in section
+    assert "| images | 15 | 10,015 |" in section
+    assert "Method: VmHWM, reset per stage." in section
+    assert "--memory" in text.splitlines()[2]  # the command that made it
+    assert (results / "memory" / "memcpu.json").is_file()
+    assert not (results / "memcpu.json").exists()
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_memory.py"
+    printed = subprocess.run([sys.executable, str(tool), *runs], capture_output=True,
+                             text=True, check=True).stdout
+    assert "| **run peak** | **1,500** | **5,600** |" in printed  # the same table
+    assert printed.rstrip().endswith("method: VmHWM, reset per stage")
+    no_peaks = tmp_path / "old"
+    no_peaks.mkdir()
+    (no_peaks / "metrics.json").write_text(json.dumps(_metrics(1, 0.8)))
+    capsys.readouterr()
+    assert main(["report", str(seed), "--out", str(tmp_path / "r2.md"),
+                 "--memory", str(no_peaks)]) == 2
+    err = capsys.readouterr().err
+    assert "old: no per-stage peak memory recorded" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r2.md").exists()

@@ -11,7 +11,8 @@ after a change) can be compared. To measure: make the runs, e.g.
     kdskin run --config configs/cpu.yaml --data-dir HAM10000_DIR --out /tmp/memcpu
     python tools/bench_memory.py /tmp/memq /tmp/memcpu
 
-It reads results only; it times nothing.
+It reads results only; it times nothing. ``kdskin report --memory RUN`` puts the same table
+in the results document.
 """
 
 from __future__ import annotations
@@ -23,36 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdskin.errors import KdskinError  # noqa: E402
+from kdskin.report import memory_table  # noqa: E402
 from kdskin.rundir import RunDir  # noqa: E402
 
 
 def table(runs: list[Path]) -> str:
-    """The per-stage peaks of ``runs`` as a plain-text table (MiB; '-' where not recorded)."""
-    metrics = [RunDir(r).load_metrics() for r in runs]
-    stages: list[str] = []
-    for m in metrics:
-        stages += [s for s in m.stage_peak_rss_mib if s not in stages]
-    names = [r.name or str(r) for r in runs]
-    width = max([len(s) for s in stages] + [12])
-    cols = [max(len(n), 9) for n in names]
-
-    def row(label: str, cells: list[str]) -> str:
-        padded = (f"{c:>{w}}" for c, w in zip(cells, cols, strict=True))
-        return f"{label:<{width}} " + " ".join(padded)
-
-    lines = [row("stage (MiB)", names)]
-    for stage in stages:
-        lines.append(row(stage, [f"{m.stage_peak_rss_mib[stage]:,.0f}"
-                                 if stage in m.stage_peak_rss_mib else "-" for m in metrics]))
-    peaks = [m.stage_peak_rss_mib for m in metrics]
-    lines.append(row("run peak", [f"{max(p.values()):,.0f}" if p else "-" for p in peaks]))
-    lines.append(row("at stage", [max(p, key=lambda k: p[k]) if p else "-" for p in peaks]))
-    lines.append(row("images", [f"{sum(m.sizes.values()):,}" for m in metrics]))
-    lines.append(row("wall min", [f"{m.wall_seconds / 60:.1f}" if m.wall_seconds else "-"
-                                  for m in metrics]))
-    methods = {m.peak_rss_method for m in metrics if m.peak_rss_method}
-    lines.append(f"method: {', '.join(sorted(methods)) or 'not recorded'}")
-    return "\n".join(lines)
+    """The per-stage peaks of ``runs`` (MiB; '-' where not recorded), as ``kdskin report
+    --memory`` writes them, and the measuring method."""
+    metrics = [(r.name or str(r), RunDir(r).load_metrics()) for r in runs]
+    methods = {m.peak_rss_method for _, m in metrics if m.peak_rss_method}
+    return memory_table(metrics) + f"\n\nmethod: {', '.join(sorted(methods)) or 'not recorded'}"
 
 
 def main(argv: list[str] | None = None) -> int:
