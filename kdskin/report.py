@@ -951,7 +951,8 @@ SCALING_NOTE = ("Training on several workers (step time and images/s of 1 vs 2 w
 MEMORY_NOTE = ("Each stage's own peak resident memory in MiB (`stage_peak_rss_mib` of the run's "
                "`metrics.json`: the kernel's high-water mark, reset at the stage's start; a "
                "stage's peak includes what earlier stages left resident); `-`: the run has no "
-               "such stage.")
+               "such stage. The wall time is the run's own and depends on what ran beside it; "
+               "the memory does not.")
 
 
 def memory_table(runs: Sequence[tuple[str, RunMetrics]]) -> str:

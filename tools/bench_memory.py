@@ -5,11 +5,15 @@
 Reads each run's ``metrics.json`` (``stage_peak_rss_mib``, recorded by every ``kdskin run``:
 :mod:`kdskin.memory`) and prints one column per run: each stage's peak in MiB, the run's peak,
 the stage that reached it and the number of images, so that runs on more data (or before and
-after a change) can be compared. To measure: make the runs, e.g.
+after a change) can be compared. To measure (one run at a time, nothing else running):
 
-    kdskin run --out /tmp/memq                                   # the quickstart
+    kdskin run --config configs/quickstart.yaml --out /tmp/memq           # the quickstart
     kdskin run --config configs/cpu.yaml --data-dir HAM10000_DIR --out /tmp/memcpu
-    python tools/bench_memory.py /tmp/memq /tmp/memcpu
+    # growth with the data on the streaming path: the built-in data, then four times as much
+    kdskin run --config configs/quickstart.yaml --set data.pipeline=stream --out /tmp/mems1
+    kdskin run --config configs/quickstart.yaml --set data.pipeline=stream \
+        --set data.synth.n_images=2400 --out /tmp/mems4
+    python tools/bench_memory.py /tmp/memq /tmp/memcpu /tmp/mems1 /tmp/mems4
 
 It reads results only; it times nothing. ``kdskin report --memory RUN`` puts the same table
 in the results document.

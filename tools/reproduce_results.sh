@@ -339,6 +339,27 @@ for on in external test; do
       --against "$alone_v4" "${lite0_v4[@]}" > "$RUNS/$(basename "${out%.json}").log" 2>&1
   done
 done
+# 3m. Peak memory by stage (the document's last table, kdskin report --memory): the quickstart,
+#     configs/cpu.yaml on all of HAM10000, and the quickstart on the streaming path with its
+#     built-in data, then four times as much (how the peak grows with the images).
+memrun() {  # memrun NAME ARGS...: a run on the built-in data into $RUNS/NAME
+  local name=$1; shift
+  if [[ -f "$RUNS/$name/report.md" ]]; then echo "skip $name (done)"; return; fi
+  echo "== $name: kdskin run $*"
+  kdskin run --out "$RUNS/$name" "$@" > "$RUNS/$name.log" 2>&1
+}
+memrun mem_quickstart --config configs/quickstart.yaml
+RUN_DATA=$FULL run mem_cpu --config configs/cpu.yaml
+memrun mem_stream_600 --config configs/quickstart.yaml --set data.pipeline=stream
+memrun mem_stream_2400 --config configs/quickstart.yaml --set data.pipeline=stream \
+  --set data.synth.n_images=2400
+memory=()
+for name in mem_quickstart mem_cpu mem_stream_600 mem_stream_2400; do
+  if [[ -f "$RUNS/$name/report.md" ]]; then memory+=(--memory "$RUNS/$name")
+  elif [[ -f "docs/results/memory/$name.json" ]]; then
+    memory+=(--memory "docs/results/memory/$name.json")
+  fi
+done
 # 4. The document, from all the runs (cpu_full and cpu_full_ablation share the config name and
 #    settings, so one table and the headline; the same for cpu and cpu_ablation), followed by
 #    the runs of the recipe before the previous one (sqrt class weights, every stage
@@ -372,4 +393,4 @@ previous=(docs/results/prev_cpu.json docs/results/prev_cpu_seed1.json
 explain="$RUNS/explain_cpu"
 [[ -f "$explain/faithfulness.json" ]] || explain=docs/results/explain/explain_cpu.json
 kdskin report "${report[@]}" "${previous[@]}" --out docs/RESULTS.md --results-dir docs/results \
-  --explain "$explain" --targets docs/results/targets.yaml
+  --explain "$explain" --targets docs/results/targets.yaml "${memory[@]}"

@@ -437,7 +437,7 @@ def check_teacher_trained(teacher: keras.Model, data: Any) -> float:
     if teacher is None or not is_trained(teacher):
         raise ModelError(_UNTRAINED)
     # Traced once, GATE_BATCH images a call: eager calls on large batches leave the process
-    # gigabytes larger (docs/MEMORY.md).
+    # gigabytes larger (docs/FINDINGS.md, "Peak memory by stage").
     forward = tf.function(lambda x: teacher(x, training=False), reduce_retracing=True)
     preds, labels_seen = [], []
     for x, y in _iter_batches(data):
