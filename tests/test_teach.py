@@ -182,14 +182,14 @@ def test_teach_resumes_and_a_run_replays_its_stored_targets(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_with_views_makes_its_teacher_directory_inline(tmp_path):
-    """augment.views > 0 and no --teacher: the run makes RUN/teacher (a conv-only teacher here)
-    and distils from its store."""
+    """augment.views > 0 and no --teacher: the run makes RUN/teacher (the default hybrid
+    teacher: an EfficientNet-Lite from scratch alone stays at chance on these 280 images on some
+    machines, and the gate then refuses it) and distils from its store."""
     from kdskin.pipeline.run import run_pipeline
     from kdskin.rundir import RunDir
 
     sets = ["augment.views=2", "data.synth.n_images=400", "distill.stages=[multi_fusion]",
-            "teacher.vit_depth=0", "teacher.conv_branch=efficientnet_lite",
-            "teacher.conv_weights=none", "teacher.conv_depth=2",
+            "teacher.conv_depth=2",
             "distill.exit_map={cnn_exit: logits, effnet_exit: conv_exit_last}",
             "student.epochs=1", "export.enabled=false", "bench.enabled=false",
             "explain.enabled=false"]
