@@ -25,6 +25,7 @@ from kdskin.data.split import protocol_label
 from kdskin.errors import KdskinError
 from kdskin.export.fidelity import int8_check_failed, int8_check_line
 from kdskin.io import atomic_write_text, read_json
+from kdskin.models.specs import unused_teacher_keys
 from kdskin.rundir import (
     BASELINE_CNN,
     REFERENCE_CNN,
@@ -578,7 +579,8 @@ def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
     A run that reused a teacher (``--teacher``) has the ``teacher.*`` settings that trained that
     teacher where the run recorded them, not its own config's: a student of a longer-trained
     teacher is another experiment, not a seed of the run whose config it shares. A teacher of
-    unknown origin (a file outside a run) shows as :data:`TEACHER_SOURCE` ``=PATH``."""
+    unknown origin (a file outside a run) shows as :data:`TEACHER_SOURCE` ``=PATH``. Settings
+    that have no effect on the run's teacher are left out (:func:`drop_unused`)."""
     if not metrics.config_values:
         return {}
     settings = {**_default_settings(), **settings_of(metrics.config_values)}
@@ -588,7 +590,18 @@ def experiment_settings(metrics: RunMetrics) -> dict[str, Any]:
         if UNKNOWN_TEACHER not in recorded:
             settings |= {k: v for k, v in _default_settings().items() if k.startswith("teacher.")}
         settings |= settings_of({"teacher": recorded})
-    return settings
+    return drop_unused(settings)
+
+
+def drop_unused(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` (flattened) without the ``teacher.*`` keys that have no effect on its teacher
+    (:func:`kdskin.models.specs.unused_teacher_keys`): runs that differ only in those are
+    repeats of one experiment."""
+    branch, depth = settings.get("teacher.conv_branch"), settings.get("teacher.vit_depth")
+    if branch is None:
+        return dict(settings)
+    unused = {f"teacher.{k}" for k in unused_teacher_keys(branch, 1 if depth is None else depth)}
+    return {k: v for k, v in settings.items() if k not in unused}
 
 
 def data_name(metrics: RunMetrics) -> str:

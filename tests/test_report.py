@@ -370,6 +370,31 @@ def test_the_builtin_datasets_size_does_not_part_repeats():
     assert keys[0] == keys[1] and keys[2] != keys[0]
 
 
+def test_settings_that_do_nothing_do_not_part_repeats():
+    """teacher.conv_filters sizes a ConvNeXt branch but no EfficientNet-Lite one: two
+    EfficientNet-Lite teachers differing only there are one experiment, two ConvNeXt ones are
+    two; a ViT setting is inert only without the ViT branch."""
+    from kdskin.config import Config
+    from kdskin.report import experiment_key, experiment_settings
+
+    def run(seed: int, **teacher) -> dict:
+        m, values = _metrics(seed, 0.8), Config().to_dict()
+        m["config_values"] = {**values, "teacher": {**values["teacher"], **teacher}}
+        return m
+
+    lite = {"conv_branch": "efficientnet_lite", "conv_weights": "none"}
+    keys = [experiment_key(m) for m in _typed([
+        run(42, **lite, conv_filters=96), run(43, **lite, conv_filters=64),
+        run(44, conv_filters=96), run(45, conv_filters=64),
+        run(46, **lite, num_heads=2), run(47, **lite, vit_depth=0, num_heads=2),
+        run(48, **lite, vit_depth=0, num_heads=8)])]
+    assert keys[0] == keys[1] and keys[2] != keys[3]
+    assert keys[4] != keys[0] and keys[5] == keys[6]
+    settings = experiment_settings(_typed([run(42, **lite)])[0])
+    assert "teacher.conv_kernel" not in settings and "teacher.conv_variant" in settings
+    assert "teacher.conv_variant" not in experiment_settings(_typed([run(43)])[0])
+
+
 def test_a_student_of_another_teacher_is_another_experiment():
     from kdskin.config import Config
     from kdskin.report import experiment_key

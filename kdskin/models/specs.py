@@ -37,6 +37,26 @@ FUSIONS: tuple[str, ...] = ("concat", "residual", "none")
 FUSED_HEADS: tuple[str, ...] = ("concat", "residual")
 #: The teacher's convolutional branch.
 CONV_BRANCHES: tuple[str, ...] = ("convnext", "convmixer", "efficientnet_lite")
+#: Teacher settings that no layer reads, by CNN branch: EfficientNet-Lite has its own widths and
+#: kernels and no LayerScale; ConvNeXt and ConvMixer are built from scratch at conv_filters.
+UNUSED_TEACHER_KEYS: dict[str, tuple[str, ...]] = {
+    "efficientnet_lite": ("conv_filters", "conv_kernel", "layer_scale_init"),
+    "convnext": ("conv_variant", "conv_weights"),
+    "convmixer": ("conv_variant", "conv_weights", "layer_scale_init"),
+}
+#: The ViT branch's own settings (unused with teacher.vit_depth 0).
+VIT_KEYS: tuple[str, ...] = ("projection_dim", "num_heads", "mlp_units", "dropout")
+
+
+def unused_teacher_keys(conv_branch: str, vit_depth: int) -> tuple[str, ...]:
+    """The ``teacher.*`` keys that have no effect on a teacher with this CNN branch and ViT
+    depth (``patch_size`` also sizes the ConvNeXt / ConvMixer stem, so only with neither)."""
+    keys = UNUSED_TEACHER_KEYS.get(conv_branch, ())
+    if vit_depth == 0:
+        keys += VIT_KEYS + (("patch_size",) if conv_branch == "efficientnet_lite" else ())
+    return keys
+
+
 #: Weights of the teacher's conv branch (``efficientnet_lite`` only takes ``imagenet``).
 CONV_WEIGHTS: tuple[str, ...] = ("none", "imagenet")
 #: Student output names (dict of logits), in build order.
