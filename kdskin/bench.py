@@ -436,6 +436,42 @@ def _distillation_step(teacher: Any, student: Any, cfg: Any, stage: str) -> Any:
     return make_stage_model(stage, teacher, student, cfg)
 
 
+def _bench_training_steps(run: RunDir, trained: Sequence[str], loaded: dict[str, int],
+                          full_cfg: Any, images_for: Callable[[int], np.ndarray],
+                          labels: np.ndarray, timing: tuple[int, int, int], bar: Any
+                          ) -> dict[str, Any]:
+    """Time an isolated training step of each model in ``trained`` (``loaded``: their input
+    sizes; ``timing``: batch, warm-up and timed steps): the teacher's cross-entropy step, the
+    student alone's, and the KD step of a distilled student (its frozen teacher's forward
+    included). Each model is reloaded from disk first (a step changes its weights)."""
+    from kdskin.models.contract import input_size, load_keras
+
+    out: dict[str, Any] = {}
+    for name in trained:
+        size = loaded[name]
+        fresh = load_keras(run.model(name))
+        if name.startswith("student_"):
+            stage = name.removeprefix("student_")
+            if stage != "baseline" and TEACHER not in loaded:
+                out[name] = {"skipped": "needs models/teacher.keras for a KD step"}
+                bar.update(1)
+                continue
+            teacher = None if stage == "baseline" else load_keras(run.model(TEACHER))
+            step_model = _distillation_step(teacher, fresh, full_cfg, stage)
+            if teacher is not None:  # batches come at the teacher's size (it may be larger)
+                size = max(size, input_size(teacher))
+            what = (f"student alone, cross-entropy (stage {stage})" if stage == "baseline"
+                    else f"KD step, stage {stage}: frozen teacher forward + student step")
+        else:
+            step_model = fresh
+            what = "teacher, cross-entropy on logits and every exit"
+        out[name] = {"what": what, **bench_training_step(
+            step_model, images_for(size), labels, *timing)}
+        del fresh, step_model
+        bar.update(1)
+    return out
+
+
 def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool = False,
               show_progress: bool = True) -> dict[str, Any]:
     """Benchmark the models of a run directory; returns a JSON-ready dict (not written here).
@@ -458,7 +494,7 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
     from kdskin.console import progress_bar
     from kdskin.export.litert import TFLiteClassifier
     from kdskin.export.quiet import quiet
-    from kdskin.models.contract import count_params, input_size, load_keras
+    from kdskin.models.contract import count_params, load_keras
 
     run = RunDir(Path(run_dir))
     if not run.models.is_dir() and not run.tflite.is_dir():
@@ -514,29 +550,8 @@ def bench_run(run_dir: str | Path, cfg: Any = None, seed: int = 0, verbose: bool
             result["training"] = _recorded_steps(run, trained)
             bar.update(len(trained))
             trained = []
-        for name in trained:
-            size = loaded[name]
-            fresh = load_keras(run.model(name))
-            if name.startswith("student_"):
-                stage = name.removeprefix("student_")
-                if stage != "baseline" and TEACHER not in loaded:
-                    result["training"][name] = {"skipped": "needs models/teacher.keras for a "
-                                                           "KD step"}
-                    bar.update(1)
-                    continue
-                teacher = None if stage == "baseline" else load_keras(run.model(TEACHER))
-                step_model = _distillation_step(teacher, fresh, full_cfg, stage)
-                if teacher is not None:  # batches come at the teacher's size (it may be larger)
-                    size = max(size, input_size(teacher))
-                what = (f"student alone, cross-entropy (stage {stage})" if stage == "baseline"
-                        else f"KD step, stage {stage}: frozen teacher forward + student step")
-            else:
-                step_model = fresh
-                what = "teacher, cross-entropy on logits and every exit"
-            result["training"][name] = {"what": what, **bench_training_step(
-                step_model, images_for(size), labels, batch, warmup, steps)}
-            del fresh, step_model
-            bar.update(1)
+        result["training"].update(_bench_training_steps(
+            run, trained, loaded, full_cfg, images_for, labels, (batch, warmup, steps), bar))
 
         for path in files:
             size = TFLiteClassifier(path).input_size

@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from kdskin.console import quiet_libraries
 from kdskin.errors import KdskinError
@@ -160,26 +161,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kdskin",
-        description="Multi-stage knowledge distillation with layer fusion for skin-lesion "
-                    "classification (HAM10000), int8 TFLite deployment and explanations.",
-        epilog="Run 'kdskin COMMAND --help' for a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                title="commands")
-
-    def add(name: str, func: Callable, helptext: str | None = None, parent=sub,
-            config: bool = True, overrides: bool = True) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=helptext or COMMANDS.get(name),
-                              description=helptext or COMMANDS.get(name))
-        _common(p, config=config, overrides=overrides)
-        p.set_defaults(func=func)
-        return p
-
-    p = add("run", cmd_run)
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin run``."""
     p.add_argument("--data-dir", metavar="DIR", help="HAM10000 (or ISIC 2018) folder; default: "
                    "generate the built-in dataset into the run directory")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/CONFIG_NAME)")
@@ -197,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. to repeat the students over several seeds with --set train.seed=N); "
                    "it is evaluated and checked on this run's split")
 
-    p = add("teach", cmd_teach)
+
+def _teach_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin teach``."""
     p.add_argument("--out", required=True, metavar="DIR", help="the teacher directory (run the "
                    "same command again to resume an interrupted build)")
     p.add_argument("--data-dir", metavar="DIR", help="HAM10000 (or ISIC 2018) folder; default: "
@@ -205,31 +190,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", metavar="CSV", help="use this split (e.g. a run's split.csv)"
                    " instead of making one from data.split/seed/protocol")
 
-    data = sub.add_parser("data", help=COMMANDS["data"], description=COMMANDS["data"])
-    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
-    p = add("synth", cmd_data_synth, "write the built-in generated dataset (HAM10000 layout)",
-            data_sub)
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin data synth``."""
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--n-images", type=int, default=None, help="images (default: data.synth."
                    "n_images)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: data.synth.seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in DIR")
-    p = add("split", cmd_data_split, "write a train/val/test split CSV (lesion-grouped, "
-            "stratified)", data_sub)
+
+
+def _split_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin data split``."""
     _data_args(p)
     p.add_argument("--out", required=True, metavar="CSV", help="split CSV to write")
     p.add_argument("--protocol", choices=("lesion_grouped", "paper"), default=None,
                    help="lesion_grouped (default) or the LEAKY paper protocol")
     p.add_argument("--seed", type=int, default=None, help="seed (default: data.seed)")
-    p = add("inspect", cmd_data_inspect, "print counts per class and split, missing images, "
-            "repeated lesions and image sizes", data_sub)
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin data inspect``."""
     _data_args(p, positional=True)
     p.add_argument("--split", metavar="CSV", help="also count per split from this split CSV")
     p.add_argument("--verify", action="store_true", help="decode every image (finds truncated "
                    "files; slower)")
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
 
-    p = add("evaluate", cmd_evaluate)
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin evaluate``."""
     p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")
     _data_args(p)
     p.add_argument("--split", default=None, choices=("train", "val", "test", "all"),
@@ -251,14 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "bootstrap interval of each difference (--model minus M2): is the "
                    "difference more than resampling noise?")
 
-    p = add("predict", cmd_predict, config=False, overrides=False)
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin predict``."""
     p.add_argument("--model", required=True, metavar="M", help=".keras or .tflite model")
     p.add_argument("--top", type=int, default=3, help="classes to show per image, 1 to 7 "
                    "(default 3)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE")
 
-    p = add("export", cmd_export)
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin export``."""
     p.add_argument("--model", metavar="M.keras", help="a kdskin .keras student")
     p.add_argument("--run", metavar="RUN_DIR", help="instead of --model/--out: re-export a "
                    "finished run's final student into RUN_DIR/tflite and update its "
@@ -268,14 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", metavar="CSV", help="split CSV (default: the run's split.csv)")
     p.add_argument("--out", metavar="DIR", help="output folder")
 
-    p = add("bench", cmd_bench, config=False)
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin bench``."""
     p.add_argument("--run", metavar="RUN_DIR", required=True, help="run directory; its "
                    "config.yaml sets the batch size, warm-up and steps (--set overrides them)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON here")
     p.add_argument("--update", action="store_true", help="record the results in the run: "
                    "RUN_DIR/bench.json, metrics.json and report.md")
 
-    p = add("explain", cmd_explain)
+
+def _explain_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin explain``."""
     p.add_argument("--model", required=True, metavar="M", help=".keras (all methods) or .tflite "
                    "(LIME)")
     p.add_argument("--method", default="all", choices=("gradcam", "scorecam", "lime", "all"))
@@ -288,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
 
-    p = add("adapt", cmd_adapt, config=False)
+
+def _adapt_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin adapt``."""
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a finished run with "
                    "decision rules; its final student, config (--set overrides it, e.g. "
                    "trust.min_melanoma_recall=0.8) and data are used, the run is not changed")
@@ -298,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="new (or empty) folder for the "
                    "files, decision.json and adapt.json")
 
-    p = add("report", cmd_report, config=False, overrides=False)
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin report``."""
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (or saved "
                    "metrics.json files)")
     p.add_argument("--out", default="docs/RESULTS.md", help="markdown file to write")
@@ -313,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="append", metavar="RUN_DIR", help="a run (or saved "
                    "metrics.json) whose peak memory per stage is tabulated, outside the "
                    "experiments (repeatable)")
-    p = add("serve", cmd_serve, config=False, overrides=False)
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``kdskin serve``."""
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="RUN_DIR", help="a finished run: its int8 .tflite and "
                        "decision.json answer, its Keras final student gives Grad-CAM/Score-CAM")
@@ -327,6 +332,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
                    help="largest width x height accepted, against decompression bombs "
                    "(default 40000000)")
+
+
+class Subcommand(NamedTuple):
+    """One ``kdskin`` command: its name, handler, options (a function adding them), help (None:
+    :data:`COMMANDS`), whether it takes ``--config`` and ``--set``, and its own subcommands."""
+
+    name: str
+    handler: Callable | None
+    options: Callable[[argparse.ArgumentParser], None] | None
+    helptext: str | None = None
+    config: bool = True
+    overrides: bool = True
+    children: tuple[Subcommand, ...] = ()
+
+
+#: ``kdskin data`` subcommands.
+DATA_SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("synth", cmd_data_synth, _synth_args,
+               "write the built-in generated dataset (HAM10000 layout)"),
+    Subcommand("split", cmd_data_split, _split_args,
+               "write a train/val/test split CSV (lesion-grouped, stratified)"),
+    Subcommand("inspect", cmd_data_inspect, _inspect_args,
+               "print counts per class and split, missing images, repeated lesions and image "
+               "sizes"),
+)
+#: The commands, in ``kdskin --help`` order.
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("run", cmd_run, _run_args),
+    Subcommand("teach", cmd_teach, _teach_args),
+    Subcommand("data", None, None, children=DATA_SUBCOMMANDS),
+    Subcommand("evaluate", cmd_evaluate, _evaluate_args),
+    Subcommand("predict", cmd_predict, _predict_args, config=False, overrides=False),
+    Subcommand("export", cmd_export, _export_args),
+    Subcommand("bench", cmd_bench, _bench_args, config=False),
+    Subcommand("explain", cmd_explain, _explain_args),
+    Subcommand("adapt", cmd_adapt, _adapt_args, config=False),
+    Subcommand("report", cmd_report, _report_args, config=False, overrides=False),
+    Subcommand("serve", cmd_serve, _serve_args, config=False, overrides=False),
+)
+
+
+def _add_subcommands(sub: Any, commands: Sequence[Subcommand]) -> None:
+    """Add ``commands`` to the subparsers ``sub`` (a command with children gets its own)."""
+    for c in commands:
+        helptext = c.helptext or COMMANDS.get(c.name)
+        p = sub.add_parser(c.name, help=helptext, description=helptext)
+        if c.children:
+            _add_subcommands(p.add_subparsers(dest=f"{c.name}_command", metavar="SUBCOMMAND",
+                                              required=True), c.children)
+            continue
+        _common(p, config=c.config, overrides=c.overrides)
+        p.set_defaults(func=c.handler)
+        c.options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kdskin`` argument parser: :data:`SUBCOMMANDS` under one program."""
+    parser = argparse.ArgumentParser(
+        prog="kdskin",
+        description="Multi-stage knowledge distillation with layer fusion for skin-lesion "
+                    "classification (HAM10000), int8 TFLite deployment and explanations.",
+        epilog="Run 'kdskin COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version())
+    _add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                           title="commands"), SUBCOMMANDS)
     return parser
 
 

@@ -103,3 +103,20 @@ def test_kdskin_has_no_import_cycles():
     graph = import_graph(PACKAGE)
     assert len(graph) > 50
     assert cycles(graph) == []
+
+
+def test_every_module_has_its_place_in_the_layout():
+    """docs/ARCHITECTURE.md names every module (``name``, ``pkg/name`` or ``pkg/*``): a module
+    added without a layer is a module a newcomer cannot place."""
+    import re
+
+    doc = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    named = set(re.findall(r"`([a-z_/*]+)`", doc))
+    unplaced = []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        parts = f.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            continue
+        if "/".join(parts) not in named and not (len(parts) > 1 and f"{parts[0]}/*" in named):
+            unplaced.append("/".join(parts))
+    assert unplaced == []

@@ -123,6 +123,14 @@ def test_reused_teacher_counts_once_and_sizes_are_float_weights():
                 if line.startswith("| Teacher")).split("|")[-3].strip() == "2"
 
 
+def _recipe_rows(table: str) -> list[list[str]]:
+    """The recipe table's rows as cells, each settings label replaced by its legend entry."""
+    legend = dict(line[4:].split("**: ", 1) for line in table.splitlines()
+                  if line.startswith("- **"))
+    rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    return [[r[0], legend[r[1]], *r[2:]] for r in rows]
+
+
 def test_recipe_table_lists_every_trained_model_with_its_settings_and_sets():
     shipped, other = _metrics(42, 0.8), _metrics(1, 0.7)
     shipped["config_values"] = {"student": {"l2": 0.01, "epochs": 18}, "train": {"seed": 42}}
@@ -136,8 +144,9 @@ def test_recipe_table_lists_every_trained_model_with_its_settings_and_sets():
         metrics["models"]["student_multi_fusion"]["val"] = {"balanced_accuracy": 0.55,
                                                             "macro_auc": 0.9}
     table = recipe_table([("cpu", RunMetrics.from_dict(shipped)),
-                          ("x1", RunMetrics.from_dict(other))]).splitlines()
-    rows = [line.split(" | ") for line in table[2:]]
+                          ("x1", RunMetrics.from_dict(other))])
+    rows = _recipe_rows(table)
+    assert "| cpu | S1 | 42 |" in table and "- **S2**: student.l2=0.0005" in table
     assert [(r[0], r[3]) for r in rows if "Teacher" in r[3]] == [("| cpu", "Teacher (ViT + "
                                                                   "conv hybrid)")]
     teacher = next(r for r in rows if "Teacher" in r[3])
@@ -170,8 +179,8 @@ def test_results_document_groups_protocols_and_keeps_json(tmp_path):
     assert "0.8200 ± " in text  # the two lesion-grouped runs averaged
     assert "## Headline" in text and "LEAKY protocol" in text
     assert "## Recipe study" in text
-    assert ("| leaky | as the first run | 42 | Multi-stage KD + layer fusion | n/a | n/a | "
-            "0.9500 |") in text
+    assert ("| leaky | S1 | 42 | Multi-stage KD + layer fusion | n/a | n/a | "
+            "0.9500 |") in text and "- **S1**: as the first run" in text
     assert "Majority-class accuracy of the test split: leaky 0.7000, honest 0.7000" in text
     # no targets given: figures only, no verdicts and no thresholds of the library's own
     assert "Targets" not in text and "met**" not in text and "at least" not in text
@@ -412,8 +421,7 @@ def test_a_student_of_another_teacher_is_another_experiment():
     assert keys[0] == keys[1] and len({keys[0], keys[2], keys[3]}) == 3
     table = recipe_table([(f"r{i}", m) for i, m in
                           enumerate(_typed([trained, seed, longer, loose]))])
-    settings = [line.split(" | ")[1] for line in table.splitlines()[2:]
-                if "Multi-stage KD + layer fusion" in line]
+    settings = [r[1] for r in _recipe_rows(table) if "Multi-stage KD + layer fusion" in r[3]]
     assert settings[:2] == ["as the first run"] * 2
     assert settings[2] == "teacher.epochs=40" and settings[3].startswith("teacher.source=")
 

@@ -201,6 +201,22 @@ def model_input_size(model_or_path: Any) -> int:
     return input_size(model) if kind == "keras" else int(model.input_size)
 
 
+def _titles(names: Sequence[str], probs: np.ndarray, predicted: np.ndarray,
+            explained: np.ndarray, labels: Sequence[int] | None) -> list[str]:
+    """Each image's figure title: its name, the predicted class and probability, the true
+    class when known, and the explained class when it is not the predicted one."""
+    num_classes = probs.shape[1]
+    titles = []
+    for i, name in enumerate(names):
+        title = f"{name}\n{class_name(predicted[i], num_classes)} ({probs[i, predicted[i]]:.2f})"
+        if labels is not None:
+            title += f", true {class_name(int(labels[i]), num_classes)}"
+        if explained[i] != predicted[i]:
+            title += f"\nmap for {class_name(explained[i], num_classes)}"
+        titles.append(title)
+    return titles
+
+
 def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
                    methods: Sequence[str], out_dir: str | Path, cfg: ExplainConfig | None = None,
                    class_index: Any = None, labels: Sequence[int] | None = None
@@ -247,15 +263,7 @@ def explain_images(model_or_path: Any, images: Any, names: Sequence[str],
         maps[method] = np.asarray(explainer(batch, class_index=explained), np.float32)
 
     stems = _safe_names(names)
-    titles = []
-    for i in range(n):
-        pred = class_name(predicted[i], num_classes)
-        title = f"{names[i]}\n{pred} ({probs[i, predicted[i]]:.2f})"
-        if labels is not None:
-            title += f", true {class_name(int(labels[i]), num_classes)}"
-        if explained[i] != predicted[i]:
-            title += f"\nmap for {class_name(explained[i], num_classes)}"
-        titles.append(title)
+    titles = _titles(names, probs, predicted, explained, labels)
 
     entries = []
     steps = [(method, i) for method in methods for i in range(n)]

@@ -210,6 +210,24 @@ def compare_quantizers(model: Any, files: Mapping[str, Path], representative: np
     return out
 
 
+def _resize_agreement(files: Mapping[str, Path], app_files: Mapping[str, Path],
+                      folder: str | Path | None, limit: int, verbose: bool) -> dict[str, Any]:
+    """The resize-agreement table of the int8 and fp32 files (and each app file against its
+    plain file) on the real images in ``folder`` (:mod:`kdskin.export.resize_check`); a
+    ``skipped`` entry without a folder."""
+    if not folder:
+        return {"skipped": "no image folder: set export.resize_check_images (or "
+                           "tools/resize_agreement.py)"}
+    from kdskin.export.resize_check import resize_agreement
+
+    pairs = {FILE_NAMES[k]: (files[k], files[k]) for k in ("int8", "fp32") if k in files}
+    for kind, path in app_files.items():
+        if kind in files:
+            pairs[f"{APP_DIR}/{FILE_NAMES[kind]}"] = (path, files[kind])
+    with quiet(verbose):
+        return resize_agreement(pairs, folder, limit=limit)
+
+
 def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
                      train_labels: np.ndarray, test_images: np.ndarray, test_labels: np.ndarray,
                      cfg: Any, seed: int = 0, extra: Mapping[str, Any] | None = None,
@@ -294,21 +312,9 @@ def export_and_check(model: Any, out_dir: str | Path, train_images: np.ndarray,
     if cfg.compare_quantizers and "int8" in files:
         result["quantizers"] = compare_quantizers(model, files, representative, test_images,
                                                   test_labels, cfg, verbose=verbose)
-    folder = resize_images or cfg.resize_check_images
-    if folder:
-        from kdskin.export.resize_check import resize_agreement
-
-        pairs = {FILE_NAMES[k]: (files[k], files[k]) for k in ("int8", "fp32") if k in files}
-        if app is not None:
-            for kind, path in app_files.items():
-                if kind in files:
-                    pairs[f"{APP_DIR}/{FILE_NAMES[kind]}"] = (path, files[kind])
-        with quiet(verbose):
-            result["resize_agreement"] = resize_agreement(pairs, folder,
-                                                          limit=cfg.resize_check_limit)
-    else:
-        result["resize_agreement"] = {"skipped": "no image folder: set "
-                                      "export.resize_check_images (or tools/resize_agreement.py)"}
+    result["resize_agreement"] = _resize_agreement(
+        files, app_files if app is not None else {}, resize_images or cfg.resize_check_images,
+        cfg.resize_check_limit, verbose)
     write_json(out_dir / EXPORT_JSON, result)
     return result
 

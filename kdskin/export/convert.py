@@ -305,6 +305,67 @@ def upsample(images: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(np.asarray(images), factor, axis=1), factor, axis=2)
 
 
+def _check_request(model: Any, representative: np.ndarray | None, kinds: Sequence[str],
+                   int8_output: str, method: str, int8_head: str, quantizer: str,
+                   app_factor: int, app_kinds: Sequence[str]) -> int:
+    """Check :func:`export_tflite`'s arguments before any conversion (one-line
+    :class:`ModelError` / :class:`DataError`); returns the model's input size."""
+    unknown = [k for k in (*kinds, *(app_kinds if app_factor else ())) if k not in KINDS]
+    if unknown or not kinds:
+        raise ModelError(f"unknown export kinds {unknown or list(kinds)}; choose from "
+                         f"{', '.join(KINDS)}")
+    if int8_output not in INT8_OUTPUTS:
+        raise ModelError(f"int8_output must be one of {', '.join(INT8_OUTPUTS)}, got "
+                         f"{int8_output!r}")
+    if int8_head not in INT8_HEADS:
+        raise ModelError(f"int8_head must be one of {', '.join(INT8_HEADS)}, got {int8_head!r}")
+    if quantizer not in QUANTIZERS:
+        raise ModelError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
+    problem = int8_io_problem(int8_head, int8_output)
+    if problem and "int8" in kinds:
+        raise ModelError(problem)
+    if method not in ("auto", "from_keras_model", "saved_model"):
+        raise ModelError(f"method must be auto, from_keras_model or saved_model, got {method!r}")
+    if app_factor < 0:
+        raise ModelError(f"app_factor must be 0 (no app files) or a positive integer, got "
+                         f"{app_factor}")
+    size, _ = check_classifier(model)
+    wants_int8 = "int8" in kinds or bool(app_factor and "int8" in app_kinds)
+    front = float_front_of(model)
+    if wants_int8 and int8_head == "int8" and front:
+        raise ModelError(f"model '{model.name}' has input layers ({', '.join(front)}) that run "
+                         f"in float32 at the int8 file's input; int8_head='int8' (every op "
+                         f"integer) cannot hold them: use int8_head='float'")
+    if wants_int8:
+        if representative is None or len(representative) == 0:
+            raise DataError("the int8 export needs representative training images; pass "
+                            "representative=representative_sample(train_images, ...)")
+        rep_shape = tuple(np.shape(representative))
+        if len(rep_shape) != 4 or rep_shape[1:] != (size, size, 3):
+            raise DataError(f"representative images must be (N, {size}, {size}, 3), got "
+                            f"{rep_shape}")
+    return size
+
+
+def _write_app_files(deploy: Any, name: str, out_dir: Path, representative: np.ndarray | None,
+                     app_factor: int, size: int, app_kinds: Sequence[str],
+                     common: dict[str, Any]) -> dict[str, Any]:
+    """The app files (``app_kinds`` with a ``app_factor``-times larger input and the downscale
+    inside) in ``out_dir/app``; returns what :func:`export_tflite` records as ``info["app"]``."""
+    from kdskin.export.resize import with_downscale
+
+    app_info: dict[str, Any] = {}
+    app_dir = out_dir / APP_DIR
+    app_rep = upsample(representative, app_factor) if representative is not None else None
+    app_paths = _convert_all(with_downscale(deploy, app_factor), name, app_dir,
+                             app_rep, app_kinds, info=app_info, **common)
+    write_labels(app_dir)
+    return {"factor": int(app_factor), "input_size": int(app_factor * size), "dir": APP_DIR,
+            "downscale": "Pillow bilinear (anti-aliased), in the model",
+            "files": {kind: f"{APP_DIR}/{path.name}" for kind, path in app_paths.items()},
+            "conversion": app_info}
+
+
 def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | None,
                   kinds: Sequence[str] = KINDS, per_channel: bool = True,
                   int8_output: str = "float32", method: str = "auto",
@@ -341,40 +402,8 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
     :class:`kdskin.compat.CompatError` when ``per_channel=False`` and the converter lost the
     flag for it.
     """
-    unknown = [k for k in (*kinds, *(app_kinds if app_factor else ())) if k not in KINDS]
-    if unknown or not kinds:
-        raise ModelError(f"unknown export kinds {unknown or list(kinds)}; choose from "
-                         f"{', '.join(KINDS)}")
-    if int8_output not in INT8_OUTPUTS:
-        raise ModelError(f"int8_output must be one of {', '.join(INT8_OUTPUTS)}, got "
-                         f"{int8_output!r}")
-    if int8_head not in INT8_HEADS:
-        raise ModelError(f"int8_head must be one of {', '.join(INT8_HEADS)}, got {int8_head!r}")
-    if quantizer not in QUANTIZERS:
-        raise ModelError(f"quantizer must be one of {', '.join(QUANTIZERS)}, got {quantizer!r}")
-    problem = int8_io_problem(int8_head, int8_output)
-    if problem and "int8" in kinds:
-        raise ModelError(problem)
-    if method not in ("auto", "from_keras_model", "saved_model"):
-        raise ModelError(f"method must be auto, from_keras_model or saved_model, got {method!r}")
-    if app_factor < 0:
-        raise ModelError(f"app_factor must be 0 (no app files) or a positive integer, got "
-                         f"{app_factor}")
-    size, _ = check_classifier(model)
-    wants_int8 = "int8" in kinds or bool(app_factor and "int8" in app_kinds)
-    front = float_front_of(model)
-    if wants_int8 and int8_head == "int8" and front:
-        raise ModelError(f"model '{model.name}' has input layers ({', '.join(front)}) that run "
-                         f"in float32 at the int8 file's input; int8_head='int8' (every op "
-                         f"integer) cannot hold them: use int8_head='float'")
-    if wants_int8:
-        if representative is None or len(representative) == 0:
-            raise DataError("the int8 export needs representative training images; pass "
-                            "representative=representative_sample(train_images, ...)")
-        rep_shape = tuple(np.shape(representative))
-        if len(rep_shape) != 4 or rep_shape[1:] != (size, size, 3):
-            raise DataError(f"representative images must be (N, {size}, {size}, 3), got "
-                            f"{rep_shape}")
+    size = _check_request(model, representative, kinds, int8_output, method, int8_head,
+                          quantizer, app_factor, app_kinds)
     deploy = deployable(model)
     info = {} if info is None else info
     if centre_input:
@@ -395,19 +424,8 @@ def export_tflite(model: Any, out_dir: str | Path, representative: np.ndarray | 
                          **common)
     paths["labels"] = write_labels(out_dir)
     if app_factor:
-        from kdskin.export.resize import with_downscale
-
-        app_info: dict[str, Any] = {}
-        app_dir = out_dir / APP_DIR
-        app_rep = upsample(representative, app_factor) if representative is not None else None
-        app_paths = _convert_all(with_downscale(deploy, app_factor), model.name, app_dir,
-                                 app_rep, app_kinds, info=app_info, **common)
-        write_labels(app_dir)
-        info["app"] = {"factor": int(app_factor), "input_size": int(app_factor * size),
-                       "dir": APP_DIR, "downscale": "Pillow bilinear (anti-aliased), in the model",
-                       "files": {kind: f"{APP_DIR}/{path.name}" for kind, path in
-                                 app_paths.items()},
-                       "conversion": app_info}
+        info["app"] = _write_app_files(deploy, model.name, out_dir, representative,
+                                       app_factor, size, app_kinds, common)
     return paths
 
 

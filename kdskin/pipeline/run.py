@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -193,30 +194,165 @@ def use_teacher_dir(cfg: Config, run: RunDir, data: RunData, tdir: Any) -> dict[
             "tta": info.tta, "views": info.views, "image_size": info.image_size}
 
 
+def _teacher_source(teacher: str | None) -> tuple[Path | None, Any]:
+    """``--teacher`` as ``(teacher .keras file, teacher directory or None)``: a directory made by
+    ``kdskin teach`` (its ensemble file) or a ``teacher.keras``; one-line error for neither."""
+    teacher_file = Path(teacher) if teacher else None
+    if teacher_file is not None and teacher_file.is_dir():
+        from kdskin.teacherdir import TeacherDir
+
+        tdir = TeacherDir(teacher_file)
+        tdir.require_complete()
+        return tdir.ensemble, tdir
+    if teacher_file is not None and not teacher_file.is_file():
+        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher directory "
+                          f"(kdskin teach) or a teacher.keras written by kdskin run "
+                          f"(RUN_DIR/models/teacher.keras)")
+    return teacher_file, None
+
+
+def _record_facts(state: RunMetrics, cfg: Config, run: RunDir, data: RunData) -> float:
+    """Put what the run is (config, data, split, sizes, machine, ImageNet starts) into
+    ``state``; returns the majority class's test accuracy, the floor every model is read
+    against."""
+    from kdskin.bench import machine_info
+    from kdskin.metrics import majority_accuracy
+    from kdskin.models.weights_source import describe
+
+    majority = majority_accuracy(data.train_labels, data.test.labels)
+    state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
+    state.image_size = cfg.data.image_size
+    state.sizes = {"train": len(data.train_labels), "val": len(data.val),
+                   "test": len(data.test)}
+    state.split_digest = split_digest(run.split)
+    state.rows_without_image, state.unreadable_images = data.rows_without_image, data.unreadable
+    state.majority_class_accuracy, state.seed = majority, cfg.train.seed
+    state.config_values, state.machine = cfg.to_dict(), machine_info()
+    state.pretrained = {section: describe(variant).to_dict()
+                        for section, variant in cfg.imagenet_starts().items()}
+    return majority
+
+
+@dataclass
+class _Training:
+    """The training part of one run: each model trained (or found trained), evaluated and
+    recorded in ``metrics.json`` at once, in its own :func:`timed` stage."""
+
+    cfg: Config
+    run: RunDir
+    state: RunMetrics
+    data: RunData
+    elapsed: Callable[[], float]  # the run's seconds so far, earlier sessions included
+    majority: float
+    test_probs: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self, entry: ModelRecord, model: Any, on: RunData | None = None) -> None:
+        """Evaluate ``model`` on ``on`` (the splits at its input size; default the run's) and
+        record it in ``metrics.json`` at once (its time: the ``timed`` block around it)."""
+        from kdskin.evaluate import write_plots
+        from kdskin.pipeline.trust import intervals
+
+        on = on or self.data
+        entry.test, entry.val, probs, _ = evaluate_model(model, on)
+        self.test_probs[entry.name] = probs
+        entry.intervals["test"] = intervals(self.cfg, on.test.labels, probs)
+        write_plots(entry.test, on.test.labels, probs, self.run.plots, entry.name)
+        self.state.models[entry.name] = entry
+        self.state.elapsed_seconds = self.elapsed()
+        t = entry.test
+        log(f"{entry.name}: test accuracy {t['accuracy']:.4f}, balanced "
+            f"{t['balanced_accuracy']:.4f}, macro F1 {t['macro_f1']:.4f}, AUC "
+            f"{t['macro_auc']:.4f} (majority class {self.majority:.4f})")
+        self.run.save_metrics(self.state)
+
+    def plain_models(self) -> None:
+        """The models trained with plain cross-entropy before the teacher (:func:`plain_models`)."""
+        for name, build, epochs, lr, label in plain_models(self.cfg):
+            if _load_existing(self.run, name, self.state) is not None:
+                continue
+            with timed(self.state, name):
+                model, hist, secs = train_classifier(self.cfg, self.data, self.run, name, build,
+                                                     epochs, lr)
+                self.finish(record(self.run, name, model, hist, secs, label), model)
+                del model, hist  # not held while the next model trains (hist.model is the model)
+            self.run.save_metrics(self.state)
+
+    def teacher(self, teacher_file: Path | None, tdir: Any, distils: bool
+                ) -> tuple[Any, RunData]:
+        """The teacher (found trained in the run, reused from ``teacher_file``, or trained here)
+        and the splits at its input size; ``(None, the run's splits)`` when the run needs none."""
+        from kdskin.models import build_teacher
+
+        cfg, run, state, data = self.cfg, self.run, self.state, self.data
+        needs_teacher = cfg.teacher.enabled or distils
+        teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
+        if teacher_model is not None or not (teacher_file is not None or cfg.teacher.enabled):
+            return teacher_model, teacher_data(cfg, run, data) if needs_teacher else data
+        with timed(state, TEACHER):
+            tdata = teacher_data(cfg, run, data)
+            if teacher_file is not None:
+                teacher_model = _reuse_teacher(cfg, run, teacher_file)
+                state.teacher_from = str(tdir.root if tdir is not None else teacher_file)
+                if tdir is None:
+                    state.teacher_settings = reused_teacher_settings(teacher_file)
+                log(f"teacher: reusing {state.teacher_from} (not retrained)")
+                entry = record(run, TEACHER, teacher_model, None, 0.0,
+                               f"teacher reused from {state.teacher_from}")
+            else:
+                teacher_model, hist, secs = train_classifier(
+                    cfg, tdata, run, TEACHER,
+                    lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
+                                          colour_constancy=cfg.data.colour_spec(),
+                                          border_fill=cfg.data.border_fill),
+                    cfg.teacher.epochs, cfg.teacher.learning_rate,
+                    exit_weight=cfg.teacher.exit_loss_weight,
+                    shift=teacher_trains_shifted(cfg.distill.teacher_view))
+                entry = record(run, TEACHER, teacher_model, hist, secs,
+                               f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy")
+            self.finish(entry, teacher_model, tdata)
+        run.save_metrics(state)
+        return teacher_model, tdata
+
+    def students(self, teacher_model: Any, tdata: RunData, distils: bool) -> None:
+        """The teacher gate and offsets (when a stage distils), then every student stage."""
+        cfg, run, state = self.cfg, self.run, self.state
+        teacher_fit = None
+        if distils:
+            from kdskin.distill.distiller import check_teacher_trained
+
+            # The gate is a decision: it reads the validation split; the test split is only
+            # reported.
+            check_teacher_trained(teacher_model, (tdata.val.images, tdata.val.labels))
+            teacher_fit = fit_teacher_offsets(cfg, teacher_model, tdata, self.data.train_labels)
+            state.teacher_offset = teacher_fit or {}
+        for stage in cfg.distill.stages:
+            name = student_name(stage)
+            if _load_existing(run, name, state) is not None:
+                continue
+            with timed(state, name):
+                student, hist, secs, fusion = train_student_stage(
+                    cfg, self.data, run, stage, teacher_model, teacher_data=tdata,
+                    teacher_offsets=teacher_fit["offsets"] if teacher_fit else None)
+                self.finish(record(run, name, student, hist, secs, f"student, stage {stage}",
+                                   stage=stage, fusion=fusion), student)
+                del student, hist  # nor its distiller (hist.model), while the next stage trains
+            run.save_metrics(state)
+
+
 def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = None,
                  resume: bool = False, teacher: str | None = None) -> Path:
     """Run everything; returns the run directory.
 
-    ``teacher``: path of a trained teacher ``.keras`` to reuse instead of training one (it is
-    copied into the run, evaluated on this run's split and must beat the majority class).
+    ``teacher``: a teacher directory (``kdskin teach``) or the path of a trained teacher
+    ``.keras`` to reuse instead of training one (it is copied into the run, evaluated on this
+    run's split and must beat the majority class).
     """
     t_start = time.time()
     run, role = _run_dir(cfg, out, resume)
     if run.is_started() and not resume:
         raise KdskinError(f"{run.root}: run directory exists and is not empty; pass --resume to "
                           f"continue it or --out NEW_DIR for a new run")
-    teacher_file = Path(teacher) if teacher else None
-    tdir = None
-    if teacher_file is not None and teacher_file.is_dir():
-        from kdskin.teacherdir import TeacherDir
-
-        tdir = TeacherDir(teacher_file)
-        tdir.require_complete()
-        teacher_file = tdir.ensemble
-    elif teacher_file is not None and not teacher_file.is_file():
-        raise KdskinError(f"{teacher_file}: teacher file not found; pass a teacher directory "
-                          f"(kdskin teach) or a teacher.keras written by kdskin run "
-                          f"(RUN_DIR/models/teacher.keras)")
+    teacher_file, tdir = _teacher_source(teacher)
     state = run.load_metrics() if (resume and run.metrics.is_file()) else RunMetrics()
     if resume and run.is_complete(state):
         run.remove_training_state()
@@ -232,17 +368,8 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         log(f"{role.describe()}: writing "
             + (f"the run directory {run.root}" if role.is_chief else
                f"only its scratch copy {run.root} (the chief writes the run directory)"))
-    from kdskin.bench import machine_info
-    from kdskin.metrics import majority_accuracy
-    from kdskin.models import build_teacher
-    from kdskin.models.weights_source import describe
-
     run.models.mkdir(parents=True, exist_ok=True)
     before = state.elapsed_seconds  # finished work of earlier sessions
-
-    def elapsed() -> float:
-        return round(before + time.time() - t_start, 1)
-
     if before:
         state.resumed += 1
     if tdir is not None and not run.split.is_file():
@@ -261,109 +388,25 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
     if tdir is not None:
         state.teacher_settings = use_teacher_dir(cfg, run, data, tdir) if distils else {}
     cfg.save(run.config)
-    majority = majority_accuracy(data.train_labels, data.test.labels)
-    state.config, state.data, state.protocol = cfg.name, data.source, data.protocol
-    state.image_size = cfg.data.image_size
-    state.sizes = {"train": len(data.train_labels), "val": len(data.val),
-                   "test": len(data.test)}
-    state.split_digest = split_digest(run.split)
-    state.rows_without_image, state.unreadable_images = data.rows_without_image, data.unreadable
-    state.majority_class_accuracy, state.seed = majority, cfg.train.seed
-    state.config_values, state.machine = cfg.to_dict(), machine_info()
-    state.pretrained = {section: describe(variant).to_dict()
-                        for section, variant in cfg.imagenet_starts().items()}
-
-    test_probs: dict[str, Any] = {}
-    colour = cfg.data.colour_spec()  # every model's input layer (None: no colour constancy)
-    fill = cfg.data.border_fill  # a border-fill layer before it
-
-    def finish(entry: ModelRecord, model: Any, on: RunData | None = None) -> None:
-        """Evaluate ``model`` on ``on`` (the splits at its input size; default the run's) and
-        record it in ``metrics.json`` at once (its time: the ``timed`` block around it)."""
-        from kdskin.evaluate import write_plots
-        from kdskin.pipeline.trust import intervals
-
-        on = on or data
-        entry.test, entry.val, probs, _ = evaluate_model(model, on)
-        test_probs[entry.name] = probs
-        entry.intervals["test"] = intervals(cfg, on.test.labels, probs)
-        write_plots(entry.test, on.test.labels, probs, run.plots, entry.name)
-        state.models[entry.name] = entry
-        state.elapsed_seconds = elapsed()
-        t = entry.test
-        log(f"{entry.name}: test accuracy {t['accuracy']:.4f}, balanced "
-            f"{t['balanced_accuracy']:.4f}, macro F1 {t['macro_f1']:.4f}, AUC "
-            f"{t['macro_auc']:.4f} (majority class {majority:.4f})")
-        run.save_metrics(state)
-
-    for name, build, epochs, lr, label in plain_models(cfg):
-        if _load_existing(run, name, state) is not None:
-            continue
-        with timed(state, name):
-            model, hist, secs = train_classifier(cfg, data, run, name, build, epochs, lr)
-            finish(record(run, name, model, hist, secs, label), model)
-            del model, hist  # not held while the next model trains (hist.model is the model)
-        run.save_metrics(state)
-
-    needs_teacher = cfg.teacher.enabled or distils
-    teacher_model = _load_existing(run, TEACHER, state) if cfg.teacher.enabled else None
-    tdata = data
-    if teacher_model is not None or not (teacher_file is not None or cfg.teacher.enabled):
-        tdata = teacher_data(cfg, run, data) if needs_teacher else data
-    elif teacher_file is not None:
-        with timed(state, TEACHER):
-            tdata = teacher_data(cfg, run, data)
-            teacher_model = _reuse_teacher(cfg, run, teacher_file)
-            state.teacher_from = str(tdir.root if tdir is not None else teacher_file)
-            if tdir is None:
-                state.teacher_settings = reused_teacher_settings(teacher_file)
-            log(f"teacher: reusing {state.teacher_from} (not retrained)")
-            finish(record(run, TEACHER, teacher_model, None, 0.0,
-                          f"teacher reused from {state.teacher_from}"), teacher_model, tdata)
-        run.save_metrics(state)
-    else:
-        with timed(state, TEACHER):
-            tdata = teacher_data(cfg, run, data)
-            teacher_model, hist, secs = train_classifier(
-                cfg, tdata, run, TEACHER,
-                lambda: build_teacher(cfg.teacher, cfg.teacher_image_size(),
-                                      colour_constancy=colour, border_fill=fill),
-                cfg.teacher.epochs, cfg.teacher.learning_rate,
-                exit_weight=cfg.teacher.exit_loss_weight,
-                shift=teacher_trains_shifted(cfg.distill.teacher_view))
-            finish(record(run, TEACHER, teacher_model, hist, secs,
-                          f"hybrid ViT + {cfg.teacher.conv_branch} teacher, cross-entropy"),
-                   teacher_model, tdata)
-        run.save_metrics(state)
-    if distils:
-        from kdskin.distill.distiller import check_teacher_trained
-
-        # The gate is a decision: it reads the validation split; the test split is only reported.
-        check_teacher_trained(teacher_model, (tdata.val.images, tdata.val.labels))
-        teacher_fit = fit_teacher_offsets(cfg, teacher_model, tdata, data.train_labels)
-        state.teacher_offset = teacher_fit or {}
-    else:
-        teacher_fit = None
-
-    for stage in cfg.distill.stages:
-        name = student_name(stage)
-        if _load_existing(run, name, state) is not None:
-            continue
-        with timed(state, name):
-            student, hist, secs, fusion = train_student_stage(
-                cfg, data, run, stage, teacher_model, teacher_data=tdata,
-                teacher_offsets=teacher_fit["offsets"] if teacher_fit else None)
-            finish(record(run, name, student, hist, secs, f"student, stage {stage}",
-                          stage=stage, fusion=fusion), student)
-            del student, hist  # nor its distiller (hist.model), while the next stage trains
-        run.save_metrics(state)
+    training = _Training(cfg, run, state, data, lambda: round(before + time.time() - t_start, 1),
+                         _record_facts(state, cfg, run, data))
+    training.plain_models()
+    teacher_model, tdata = training.teacher(teacher_file, tdir, distils)
+    training.students(teacher_model, tdata, distils)
 
     if role is not None and not role.is_chief:
         shutil.rmtree(run.root, ignore_errors=True)
         log(f"{role.describe()}: training done; the chief writes the rest of the run")
         return Path(out or f"runs/{cfg.name}")
     final = final_student_name(cfg.distill.stages)
-    after_training(cfg, data, run, state, final, test_probs, redo=not resume)
+    after_training(cfg, data, run, state, final, training.test_probs, redo=not resume)
+    _close_run(cfg, data, run, state, final, resume, training.elapsed)
+    return run.root
+
+
+def _close_run(cfg: Config, data: RunData, run: RunDir, state: RunMetrics, final: str | None,
+               resume: bool, elapsed: Callable[[], float]) -> None:
+    """Benchmark, explanations, report and model cards; then the run's last lines."""
     if cfg.bench.enabled and not (resume and state.bench and run.bench_json.is_file()):
         with timed(state, "bench"):
             state.bench = bench_stage(cfg, run)
@@ -390,7 +433,6 @@ def run_pipeline(cfg: Config, data_dir: str | None = None, out: str | None = Non
         log(f"WARNING: the int8 file does not decide like its Keras model "
             f"({int8_check_line(state.export)}); it is in {run.tflite} all the same (set "
             f"export.require_int8_within_tolerance to make this an error)")
-    return run.root
 
 
 def _stage_summary(state: RunMetrics) -> str:
