@@ -249,6 +249,36 @@ class TrustConfig:
     bootstrap_seed: int = 0
 
 
+#: What augments the clinic's images while a student is fine-tuned on them: flips only, or the
+#: run's own augmentation (its Keras layers and acquisition shifts, without stored views).
+ADAPT_AUGMENTS: tuple[str, ...] = ("flips", "run")
+
+
+@dataclass
+class AdaptConfig:
+    """``kdskin adapt --fine-tune``: the run's final student fine-tuned on a clinic's labelled
+    images (:mod:`kdskin.pipeline.finetune`). The clinic's lesions (its images, when it has no
+    lesion ids) are split once: the student is fine-tuned and its operating point refitted on
+    one part, and every figure is measured on the held-out rest."""
+
+    #: share of the clinic's lesions held out for the figures (the model never sees them)
+    holdout: float = bounded_field(0.4, 0, 1, low_open=True, high_open=True)
+    #: fewer labelled images than this are refused: the held-out part of 50 (20 images) gives
+    #: figures whose 95% intervals are already about +-0.2 wide
+    min_images: int = bounded_field(50, 14, note="at least two images of each class")
+    epochs: int = bounded_field(6, 1)
+    learning_rate: float = bounded_field(1e-4, 0, low_open=True)
+    batch_size: int = bounded_field(32, 1)
+    #: rehearsal: HAM10000 training images mixed into each epoch per clinic image (drawn afresh
+    #: each epoch), so the student keeps what it knew; 0: the clinic's images alone
+    rehearsal: float = bounded_field(1.0, 0)
+    augment: str = choice_field("flips", ADAPT_AUGMENTS)
+    #: the largest drop of the HAM10000 test split's balanced accuracy the adapted model may show
+    #: before the command warns on its last line (forgetting)
+    max_ham_drop: float = bounded_field(0.02, 0, 1)
+    seed: int = 0
+
+
 @dataclass
 class TrainConfig:
     batch_size: int = bounded_field(32, 1)
@@ -412,6 +442,7 @@ class Config:
     bench: BenchConfig = field(default_factory=BenchConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     trust: TrustConfig = field(default_factory=TrustConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

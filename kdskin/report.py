@@ -538,7 +538,7 @@ NOT_EXPERIMENT = ("name", "data.dir", "data.strict", "data.synth", "data.externa
                   "data.external_format", "data.stream_cache", "train.worker_timeout",
                   "train.seed", "train.verbose", "distill.stages", "baseline", "reference",
                   "reference_effnet", "teacher.enabled",
-                  "bench", "explain", "export", "trust")
+                  "bench", "explain", "export", "trust", "adapt")
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

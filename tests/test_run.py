@@ -438,6 +438,96 @@ def test_adapt_errors_are_one_line_and_write_nothing(run_dir, tmp_path, capsys):
     assert [p.name for p in full.iterdir()] == ["x.txt"]
 
 
+def _shifted_clinic(root: Path, n_images: int, seed: int = 7) -> Path:
+    """A small generated "clinic": the built-in data made afresh (another seed), every image
+    with a warm colour cast, as another dermatoscope's white balance would give."""
+    from PIL import Image
+
+    assert main(["data", "synth", "--out", str(root), "--n-images", str(n_images),
+                 "--seed", str(seed)]) == 0
+    for path in root.rglob("*.jpg"):
+        pixels = np.asarray(Image.open(path).convert("RGB"), np.float32)
+        cast = np.clip(pixels * np.array([1.25, 1.0, 0.8]), 0, 255).astype(np.uint8)
+        Image.fromarray(cast).save(path)
+    return root
+
+
+def test_adapt_fine_tune_reports_held_out_figures_of_the_files_it_writes(run_dir, tmp_path,
+                                                                          capsys):
+    """kdskin adapt --fine-tune: the student is fine-tuned on part of the clinic's lesions and
+    every figure is that of the written model on the held-out lesions; the run is unchanged."""
+    import pandas as pd
+
+    from kdskin.decision import DecisionRules
+    from kdskin.evaluate import KerasClassifier, load_classifier
+    from kdskin.metrics import classification_metrics
+    from kdskin.models.contract import input_size, load_keras
+    from kdskin.pipeline.external import load_labelled
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    run_files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    clinic, out = _shifted_clinic(tmp_path / "clinic", 120), tmp_path / "adapted"
+    assert main(["adapt", "--run", str(copy), "--data", str(clinic), "--out", str(out),
+                 "--fine-tune", "--set", "adapt.epochs=2"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out images" in printed and "HAM10000 test split (forgetting)" in printed
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == run_files
+    record = json.loads((out / "adapt.json").read_text())
+    split = record["split"]
+    assert split["n_fit"] + split["n_held_out"] == 120 and split["grouped_by"] == "lesion"
+    assert all(split["class_counts"][part][c] >= 1 for part in ("fit", "held_out")
+               for c in split["class_counts"]["fit"])
+    # no lesion on both sides
+    table = pd.read_csv(clinic / "HAM10000_metadata.csv")
+    held = table["image_id"].isin(split["held_out_images"])
+    assert not set(table.loc[held, "lesion_id"]) & set(table.loc[~held, "lesion_id"])
+    # the written student is another model than the run's, and the held-out figures are its own
+    final = record["model"]
+    adapted = load_keras(out / "student_adapted.keras")
+    original = load_keras(copy / "models" / f"{final}.keras")
+    assert any(not np.allclose(a, b) for a, b in zip(adapted.get_weights(),
+                                                      original.get_weights(), strict=True))
+    images = load_labelled(str(clinic), None, input_size(adapted), None)[0]
+    keep = np.isin(images.image_ids, split["held_out_images"])
+    rules = DecisionRules.from_dict(record["rules_after"])
+    probs = rules.calibrate(KerasClassifier(adapted).predict(images.images[keep]))
+    ours = classification_metrics(images.labels[keep], probs)
+    assert record["held_out"]["fine_tuned"]["balanced_accuracy"] == pytest.approx(
+        ours["balanced_accuracy"])
+    assert record["rules_after"]["fitted_on"].startswith(f"{split['n_fit']} labelled images")
+    # forgetting: the run's side is the run's own test figure (argmax of the same model)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert record["ham10000_test"]["run"]["balanced_accuracy"] == pytest.approx(
+        metrics["models"][final]["test"]["balanced_accuracy"])
+    assert isinstance(record["ham10000_test"]["within_max_drop"], bool)
+    # the int8 file is the fine-tuned student with the refitted rules folded in
+    int8 = load_classifier(out / "model_int8.tflite").predict(images.images[keep])
+    assert np.mean(int8.argmax(1) == probs.argmax(1)) >= 0.8
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "held out" in card and "not a medical device" in card
+    assert not list(tmp_path.glob(".adapted.tmp-*"))
+
+
+def test_adapt_fine_tune_refuses_too_few_images_or_a_missing_class(run_dir, tmp_path, capsys):
+    from tests.conftest import write_isic
+
+    small = tmp_path / "small"
+    write_isic(small, n_per_class=3)  # 21 images
+    one_df = tmp_path / "one_df"
+    gt = write_isic(one_df, n_per_class=9)  # 63 images, 55 once df keeps one
+    gt.drop(gt.index[gt["DF"] > 0][1:]).to_csv(
+        one_df / "ISIC2018_Task3_Test_GroundTruth.csv", index=False)
+    for data, message in ((small, "21 labelled images; adapt --fine-tune needs at least 50"),
+                          (one_df, "df 1 image(s); every class needs at least 2")):
+        out = tmp_path / f"out_{data.name}"
+        assert main(["adapt", "--run", str(run_dir), "--data", str(data), "--out", str(out),
+                     "--fine-tune"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+        assert not out.exists()
+
+
 def test_bench_update_records_in_the_run(run_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

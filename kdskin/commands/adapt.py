@@ -12,6 +12,13 @@ int8 calibration and the int8 check use the run's own training and test splits, 
 export does). The model's weights and the out-of-scope check are the run's. The run is not
 changed. ``OUT/adapt.json`` records the set, the rules before and after, and what they do on the
 set they were fitted on (in-sample: hold out part of the clinic's images to measure them).
+
+With ``--fine-tune`` the student itself is fine-tuned on part of the clinic's images (with
+HAM10000 training images rehearsed in every epoch) and the operating point refitted on that
+part (:mod:`kdskin.pipeline.finetune`); every figure in ``adapt.json`` and the printed summary
+is measured on the held-out rest, beside the run's model on the same images and the run's own
+HAM10000 test split (forgetting). The fine-tuned student is written as ``student_adapted.keras``
+beside its files and ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -48,10 +55,11 @@ def _summary(rules: Any, labels: np.ndarray, probs: np.ndarray) -> dict[str, flo
                                           "referral_rate")}}
 
 
-def adapt_command(run_dir: str, data: str, out: str,
-                  overrides: Sequence[str] = ()) -> dict[str, Any]:
+def adapt_command(run_dir: str, data: str, out: str, overrides: Sequence[str] = (),
+                  fine_tune: bool = False) -> dict[str, Any]:
     """Refit the operating point of ``run_dir``'s final student on the labelled folder
-    ``data`` (HAM10000 or ISIC 2018 layout) and export it into ``out`` (new or empty).
+    ``data`` (HAM10000 or ISIC 2018 layout) and export it into ``out`` (new or empty); with
+    ``fine_tune`` the student is first fine-tuned on part of ``data`` and measured on the rest.
     Returns what ``out/adapt.json`` holds."""
     from kdskin.config import load_config
     from kdskin.console import log
@@ -79,6 +87,8 @@ def adapt_command(run_dir: str, data: str, out: str,
                           f"re-export it with kdskin export --run {run.root} "
                           f"--set trust.enabled=true first")
     model = load_keras(run.model(final))
+    if fine_tune:
+        return _fine_tune(cfg, run, state, final, model, data, target, list(overrides))
     labelled, fmt, unreadable = load_labelled(data, None, input_size(model), None)
     labels = np.asarray(labelled.labels).astype(int)
     malignant = [CLASSES.index(c) for c in cfg.trust.malignant_classes]
@@ -110,19 +120,14 @@ def adapt_command(run_dir: str, data: str, out: str,
                               "part of the clinic's images to measure them"},
     }
     rd = data_of_run(run, cfg)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        record["export"] = export_stage(cfg, rd, run, final, rules=after, out_dir=scratch,
+
+    def write(folder: Path) -> None:
+        record["export"] = export_stage(cfg, rd, run, final, rules=after, out_dir=folder,
                                         extra={"adapted_on": {k: record[k] for k in (
                                             "data", "format", "n_images", "class_counts")}})
-        write_json(scratch / ADAPT_JSON, record)
-        if target.exists():
-            target.rmdir()
-        scratch.rename(target)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+        write_json(folder / ADAPT_JSON, record)
+
+    _write_atomically(target, write)
     run_s, new_s = (record["in_sample"][k] for k in ("run_rules", "adapted_rules"))
     print(f"wrote {target}: model_int8.tflite and the other files with the refitted operating "
           f"point, decision.json, {ADAPT_JSON}")
@@ -131,4 +136,101 @@ def adapt_command(run_dir: str, data: str, out: str,
           f"recall {run_s['melanoma_recall']:.2f} -> {new_s['melanoma_recall']:.2f}, referral "
           f"melanoma sensitivity {run_s['melanoma_sensitivity']:.2f} -> "
           f"{new_s['melanoma_sensitivity']:.2f}")
+    return record
+
+
+def _write_atomically(target: Path, write: Any) -> None:
+    """Call ``write(folder)`` on a scratch folder beside ``target`` and rename it to
+    ``target`` when it returns (nothing of a failed write is left behind)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(scratch)
+        if target.exists():
+            target.rmdir()
+        scratch.rename(target)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _card(record: dict[str, Any]) -> str:
+    """MODEL_CARD.md of the fine-tuned files: what was done and the held-out figures."""
+    from kdskin.markdown import table
+
+    split, done, held = record["split"], record["fine_tune"], record["held_out"]
+    ham = record["ham10000_test"]
+    keys = ("balanced_accuracy", "macro_auc", "melanoma_auc", "melanoma_recall",
+            "referral_sensitivity", "referral_specificity", "referral_referral_rate")
+    rows = [[label, *(f"{held[k].get(m, float('nan')):.3f}" for m in keys)]
+            for k, label in (("run", "the run's model and rules"),
+                             ("run_refitted_rules", "the run's model, rules refitted"),
+                             ("fine_tuned", "fine-tuned, rules refitted (these files)"))]
+    interval = held["fine_tuned_referral_interval"]
+    return "\n".join([
+        "# Model card: a student fine-tuned on a clinic's images", "",
+        "Research software, not a medical device.", "",
+        f"- from: `{record['model']}` of the run `{record['run']}`",
+        f"- clinic data: `{split['data']}` ({split['format']} layout): {split['n_fit']} images "
+        f"fine-tuned on, {split['n_held_out']} held out (split by {split['grouped_by']}, "
+        f"seed {split['seed']})",
+        f"- fine-tune: {done['epochs']} epochs, Adam {done['learning_rate']:g}, "
+        f"{done['loss']}, {done['images_per_epoch']['ham10000_rehearsal']} HAM10000 training "
+        f"images rehearsed per epoch, augmentation {done['augment']}; {done['seconds']:.0f} s",
+        "", "On the held-out images (never trained on, rules not fitted on them):", "",
+        table(["model", *keys], rows), "",
+        "Referral rule of these files on the held-out images, 95% bootstrap intervals: "
+        + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in interval.items()), "",
+        f"HAM10000 test split (forgetting; argmax): balanced accuracy "
+        f"{ham['run']['balanced_accuracy']:.3f} -> {ham['fine_tuned']['balanced_accuracy']:.3f} "
+        f"(drop {ham['balanced_accuracy_drop']:+.3f}, bound {ham['max_drop']:.2f}: "
+        + ("within" if ham["within_max_drop"] else "EXCEEDED") + ")", ""])
+
+
+def _fine_tune(cfg: Any, run: RunDir, state: Any, final: str, model: Any, data: str,
+               target: Path, overrides: list[str]) -> dict[str, Any]:
+    """``kdskin adapt --fine-tune``: fine-tune, refit, export into ``target`` atomically."""
+    from kdskin.console import log
+    from kdskin.decision import DecisionRules
+    from kdskin.io import atomic_write_text, write_json
+    from kdskin.pipeline.data import data_of_run
+    from kdskin.pipeline.finetune import adapt_fine_tuned
+    from kdskin.pipeline.run import export_stage
+
+    ham = data_of_run(run, cfg)
+    rules, record = adapt_fine_tuned(cfg, model, DecisionRules.from_dict(state.trust["rules"]),
+                                     data, ham)
+    record = {"run": str(run.root), "model": final, "data": str(data), "fine_tuned": True,
+              "overrides": overrides, "settings": dict(vars(cfg.adapt)),
+              "rules_before": state.trust["rules"], "rules_after": rules.to_dict(), **record}
+
+    def write(folder: Path) -> None:
+        record["export"] = export_stage(
+            cfg, ham, run, final, rules=rules, out_dir=folder, model=model,
+            extra={"adapted_on": {"data": str(data), "fine_tuned": True,
+                                  **{k: record["split"][k] for k in ("format", "n_fit",
+                                                                     "n_held_out")}}})
+        model.save(folder / "student_adapted.keras")
+        write_json(folder / ADAPT_JSON, record)
+        atomic_write_text(folder / "MODEL_CARD.md", _card(record))
+
+    _write_atomically(target, write)
+    held, ham_t = record["held_out"], record["ham10000_test"]
+    run_s, new_s = held["run"], held["fine_tuned"]
+    print(f"wrote {target}: model_int8.tflite and the other files of the fine-tuned student, "
+          f"student_adapted.keras, decision.json, {ADAPT_JSON}, MODEL_CARD.md")
+    print(f"on {record['split']['n_held_out']} held-out images of {data}: balanced accuracy "
+          f"{run_s['balanced_accuracy']:.3f} -> {new_s['balanced_accuracy']:.3f}, macro AUC "
+          f"{run_s['macro_auc']:.3f} -> {new_s['macro_auc']:.3f}, melanoma AUC "
+          f"{run_s['melanoma_auc']:.3f} -> {new_s['melanoma_auc']:.3f}, referral sensitivity "
+          f"{run_s['referral_sensitivity']:.2f} -> {new_s['referral_sensitivity']:.2f} at "
+          f"specificity {run_s['referral_specificity']:.2f} -> "
+          f"{new_s['referral_specificity']:.2f}")
+    print(f"HAM10000 test split (forgetting): balanced accuracy "
+          f"{ham_t['run']['balanced_accuracy']:.3f} -> "
+          f"{ham_t['fine_tuned']['balanced_accuracy']:.3f}")
+    if not ham_t["within_max_drop"]:
+        log(f"WARNING: the fine-tuned student lost {ham_t['balanced_accuracy_drop']:.3f} "
+            f"balanced accuracy on the HAM10000 test split (more than adapt.max_ham_drop "
+            f"{cfg.adapt.max_ham_drop}); raise adapt.rehearsal or lower adapt.epochs")
     return record

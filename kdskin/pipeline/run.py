@@ -493,9 +493,9 @@ def after_training(cfg: Config, data: RunData, run: RunDir, state: RunMetrics,
 
 def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
                  extra: dict[str, Any] | None = None, rules: Any = None,
-                 out_dir: Path | None = None) -> dict[str, Any]:
-    """Export the run's model ``name`` to ``RUN/tflite`` (or ``out_dir``) and check it on the
-    test split.
+                 out_dir: Path | None = None, model: Any = None) -> dict[str, Any]:
+    """Export the run's model ``name`` (or ``model``, e.g. that model fine-tuned, recorded as
+    ``name``) to ``RUN/tflite`` (or ``out_dir``) and check it on the test split.
 
     ``rules`` (:class:`~kdskin.decision.DecisionRules`): the temperature and class offsets are
     folded into the exported softmax and the rules are written beside the files (``decision.json``).
@@ -503,7 +503,7 @@ def export_stage(cfg: Config, data: RunData, run: RunDir, name: str,
     from kdskin.export.check import export_and_check
     from kdskin.models.contract import load_keras, to_deployable
 
-    model = load_keras(run.model(name))
+    model = load_keras(run.model(name)) if model is None else model
     extra = {**(extra or {}), "source_model": name}
     if rules is not None:
         model = to_deployable(model, temperature=rules.temperature,
