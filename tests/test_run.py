@@ -504,8 +504,16 @@ def test_adapt_fine_tune_reports_held_out_figures_of_the_files_it_writes(run_dir
     # the int8 file is the fine-tuned student with the refitted rules folded in
     int8 = load_classifier(out / "model_int8.tflite").predict(images.images[keep])
     assert np.mean(int8.argmax(1) == probs.argmax(1)) >= 0.8
+    # the out-of-scope check learnt the clinic: new statistics, shares before and after
+    run_rules = metrics["trust"]["rules"]
+    assert record["rules_after"]["ood_params"] != run_rules["ood_params"]
+    assert json.loads((out / "decision.json").read_text())["ood_threshold"] == pytest.approx(
+        record["rules_after"]["ood_threshold"])
+    shares = record["out_of_scope"]
+    assert all(0.0 <= shares[k][m] <= 1.0 for k in ("held_out_flagged", "foreign_flagged")
+               for m in ("run", "fine_tuned"))
     card = (out / "MODEL_CARD.md").read_text()
-    assert "held out" in card and "not a medical device" in card
+    assert "held out" in card and "not a medical device" in card and "Out-of-scope check" in card
     assert not list(tmp_path.glob(".adapted.tmp-*"))
 
 

@@ -319,8 +319,10 @@ RUN_DATA=$FULL run kd_lite2_v4 --config configs/cpu.yaml --teacher "$RUNS/teache
   --set "distill.exit_map={cnn_exit: logits, effnet_exit: logits}"
 only=(--config configs/cpu_ablation.yaml "${views[@]}" --set teacher.enabled=false
       --set baseline.enabled=false --set reference.enabled=false)
-RUN_DATA=$FULL run student_alone_v4 "${only[@]}" --set reference_effnet.enabled=false
-RUN_DATA=$FULL run lite0_160_v4 "${only[@]}" --set "distill.stages=[]" --set data.image_size=160
+RUN_DATA=$FULL run student_alone_v4 "${only[@]}" --set reference_effnet.enabled=false \
+  --set trust.enabled=true  # its decision rules: step 6b adapts it
+RUN_DATA=$FULL run lite0_160_v4 "${only[@]}" --set "distill.stages=[]" --set data.image_size=160 \
+  --set teacher.image_size=null
 RUN_DATA=$FULL run lite0_96_v4 "${only[@]}" --set "distill.stages=[]"
 # Paired bootstrap intervals (kdskin evaluate --against), on the external set and on the test
 # split: the distilled int8 file (its decision rules folded in) and the teacher against the
@@ -339,6 +341,17 @@ for on in external test; do
       --against "$alone_v4" "${lite0_v4[@]}" > "$RUNS/$(basename "${out%.json}").log" 2>&1
   done
 done
+# 6b. A clinic's own model (docs/FINDINGS.md, "A clinic's own model: fine-tuning"): the student
+#     alone of step 6 fine-tuned on half of the external set and scored on the other half, with
+#     the defaults and with more rehearsal (about 6 min each).
+adapt_half() {  # adapt_half NAME ARGS...: kdskin adapt --fine-tune into $RUNS/NAME
+  local name=$1; shift
+  if [[ -f "$RUNS/$name/adapt.json" ]]; then echo "skip $name (done)"; return; fi
+  kdskin adapt --run "$RUNS/student_alone_v4" --data "$EXTERNAL" --out "$RUNS/$name" \
+    --fine-tune --set adapt.holdout=0.5 "$@" > "$RUNS/$name.log" 2>&1
+}
+adapt_half adapt_isic_half
+adapt_half adapt_isic_half_r3 --set adapt.rehearsal=3 --set adapt.epochs=4
 # 3m. Peak memory by stage (the document's last table, kdskin report --memory): the quickstart,
 #     configs/cpu.yaml on all of HAM10000, and the quickstart on the streaming path with its
 #     built-in data, then four times as much (how the peak grows with the images).

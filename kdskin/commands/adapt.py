@@ -154,11 +154,16 @@ def _write_atomically(target: Path, write: Any) -> None:
         raise
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
 def _card(record: dict[str, Any]) -> str:
     """MODEL_CARD.md of the fine-tuned files: what was done and the held-out figures."""
     from kdskin.markdown import table
 
     split, done, held = record["split"], record["fine_tune"], record["held_out"]
+    oos = record["out_of_scope"]
     ham = record["ham10000_test"]
     keys = ("balanced_accuracy", "macro_auc", "melanoma_auc", "melanoma_recall",
             "referral_sensitivity", "referral_specificity", "referral_referral_rate")
@@ -181,6 +186,12 @@ def _card(record: dict[str, Any]) -> str:
         table(["model", *keys], rows), "",
         "Referral rule of these files on the held-out images, 95% bootstrap intervals: "
         + ", ".join(f"{k} {lo:.3f}-{hi:.3f}" for k, (lo, hi) in interval.items()), "",
+        "Out-of-scope check (refitted on the clinic's fine-tuning images with the run's "
+        "training images): flagged share of the held-out images "
+        f"{_share(oos['held_out_flagged']['run'])} -> "
+        f"{_share(oos['held_out_flagged']['fine_tuned'])}, of {oos['n_foreign']} generated "
+        f"images that are not dermoscopy {_share(oos['foreign_flagged']['run'])} -> "
+        f"{_share(oos['foreign_flagged']['fine_tuned'])}", "",
         f"HAM10000 test split (forgetting; argmax): balanced accuracy "
         f"{ham['run']['balanced_accuracy']:.3f} -> {ham['fine_tuned']['balanced_accuracy']:.3f} "
         f"(drop {ham['balanced_accuracy_drop']:+.3f}, bound {ham['max_drop']:.2f}: "
@@ -226,6 +237,11 @@ def _fine_tune(cfg: Any, run: RunDir, state: Any, final: str, model: Any, data: 
           f"{run_s['referral_sensitivity']:.2f} -> {new_s['referral_sensitivity']:.2f} at "
           f"specificity {run_s['referral_specificity']:.2f} -> "
           f"{new_s['referral_specificity']:.2f}")
+    oos = record["out_of_scope"]
+    print(f"out-of-scope check refitted: flags {_share(oos['held_out_flagged']['run'])} -> "
+          f"{_share(oos['held_out_flagged']['fine_tuned'])} of the held-out images, "
+          f"{_share(oos['foreign_flagged']['run'])} -> "
+          f"{_share(oos['foreign_flagged']['fine_tuned'])} of generated non-dermoscopy images")
     print(f"HAM10000 test split (forgetting): balanced accuracy "
           f"{ham_t['run']['balanced_accuracy']:.3f} -> "
           f"{ham_t['fine_tuned']['balanced_accuracy']:.3f}")

@@ -155,6 +155,38 @@ def _referral_interval(labels: np.ndarray, probs: np.ndarray, rules: Any, seed: 
             for k, v in draws.items() if v}
 
 
+def refit_out_of_scope(cfg: Config, rules: Any, clinic: np.ndarray, ham_train: np.ndarray,
+                       ham_val: np.ndarray) -> Any:
+    """``rules`` with the out-of-scope check refitted to learn the clinic: the image-statistics
+    Gaussian of the clinic's fit-part images ``clinic`` together with the run's training images
+    ``ham_train`` (the run's as the fallback), its threshold passing ``trust.ood_pass_rate`` of
+    the clinic's images and of the run's validation images ``ham_val`` (all ``(N, S, S, 3)``
+    uint8). A rule that reads the probabilities only is kept as it is."""
+    import dataclasses
+
+    from kdskin.decision import IMAGE_STATS
+    from kdskin.trust.image_stats import features_in_chunks, fit_image_gaussian, image_score
+    from kdskin.trust.ood import fit_ood_threshold
+
+    if rules.ood_score != IMAGE_STATS:
+        return rules
+    params = fit_image_gaussian(np.concatenate([features_in_chunks(clinic),
+                                                features_in_chunks(ham_train)]))
+    passing = np.concatenate([image_score(features_in_chunks(clinic), params),
+                              image_score(features_in_chunks(ham_val), params)])
+    threshold = fit_ood_threshold(passing, cfg.trust.ood_pass_rate)
+    return dataclasses.replace(rules, ood_params=params, ood_threshold=threshold)
+
+
+def flagged(rules: Any, images: np.ndarray, probs: np.ndarray) -> float | None:
+    """Share of ``images`` (their model ``probs``) the out-of-scope check flags (None without
+    a check)."""
+    if rules.ood_threshold is None:
+        return None
+    scores = rules.in_scope_scores(rules.calibrate(probs), images)
+    return None if scores is None else float(np.mean(scores < rules.ood_threshold))
+
+
 def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham: Any
                      ) -> tuple[Any, dict[str, Any]]:
     """Fine-tune ``model`` (the run's final student; changed in place) on the fit part of the
@@ -165,6 +197,7 @@ def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham:
     its rules and with rules refitted on the fit part, against the fine-tuned one) and on the
     HAM10000 test split (argmax of each model: forgetting)."""
     from kdskin.console import log
+    from kdskin.data.out_of_scope import SYNTHETIC_KINDS, generate_out_of_scope
     from kdskin.evaluate import KerasClassifier
     from kdskin.models.contract import input_size
     from kdskin.pipeline.trust import adapt_rules
@@ -179,12 +212,17 @@ def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham:
     fitted_on = f"{len(fit)} labelled images of {root} (kdskin adapt --fine-tune)"
     before = {"fit": predict(fit.images), "held": predict(held.images),
               "ham": predict(ham.test.images)}
+    foreign, _ = generate_out_of_scope(cfg.trust.ood_images, input_size(model),
+                                       seed=cfg.adapt.seed, kinds=SYNTHETIC_KINDS)
+    foreign_before = predict(foreign)
     refitted = adapt_rules(cfg, rules, fit.labels, before["fit"], fitted_on=fitted_on)
     done = fine_tune(model, fit, ham.train, cfg)
     log(f"adapt: fine-tuned {done['epochs']} epochs in {done['seconds']:.0f} s")
     after = {"fit": predict(fit.images), "held": predict(held.images),
              "ham": predict(ham.test.images)}
-    new_rules = adapt_rules(cfg, rules, fit.labels, after["fit"], fitted_on=fitted_on)
+    new_rules = refit_out_of_scope(cfg, adapt_rules(cfg, rules, fit.labels, after["fit"],
+                                                    fitted_on=fitted_on),
+                                   fit.images, ham.train.images, ham.val.images)
     ham_before, ham_after = (scores(ham.test.labels, p["ham"]) for p in (before, after))
     drop = ham_before["balanced_accuracy"] - ham_after["balanced_accuracy"]
     record = {
@@ -199,6 +237,15 @@ def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham:
                           "max_drop": cfg.adapt.max_ham_drop,
                           "within_max_drop": bool(drop <= cfg.adapt.max_ham_drop + 1e-12),
                           "note": "argmax of each model, no decision rules"},
+        "out_of_scope": {
+            "held_out_flagged": {"run": flagged(rules, held.images, before["held"]),
+                                 "fine_tuned": flagged(new_rules, held.images, after["held"])},
+            "foreign_flagged": {"run": flagged(rules, foreign, foreign_before),
+                                "fine_tuned": flagged(new_rules, foreign, predict(foreign))},
+            "n_foreign": len(foreign), "foreign_kinds": list(SYNTHETIC_KINDS),
+            "note": "the check refitted on the clinic's fit-part images with the run's "
+                    "training images; flagged shares on the held-out part and on generated "
+                    "images that are not dermoscopy"},
         "rules_refitted_without_fine_tune": refitted.to_dict(),
     }
     return new_rules, record
