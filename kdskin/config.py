@@ -266,13 +266,18 @@ class AdaptConfig:
     #: fewer labelled images than this are refused: the held-out part of 50 (20 images) gives
     #: figures whose 95% intervals are already about +-0.2 wide
     min_images: int = bounded_field(50, 14, note="at least two images of each class")
-    epochs: int = bounded_field(6, 1)
+    epochs: int = bounded_field(4, 1)
     learning_rate: float = bounded_field(1e-4, 0, low_open=True)
     batch_size: int = bounded_field(32, 1)
     #: rehearsal: HAM10000 training images mixed into each epoch per clinic image (drawn afresh
     #: each epoch), so the student keeps what it knew; 0: the clinic's images alone
-    rehearsal: float = bounded_field(1.0, 0)
+    rehearsal: float = bounded_field(3.0, 0)
     augment: str = choice_field("flips", ADAPT_AUGMENTS)
+    #: K > 1: the operating point is fitted on out-of-fold probabilities of the fit part (K
+    #: lesion-grouped folds, each predicted by a student fine-tuned on the other K - 1, then the
+    #: shipped student fine-tuned on all of it: K + 1 fine-tunes), not on the probabilities of
+    #: the images the shipped student was trained on, which are too confident; 1: in-sample
+    folds: int = bounded_field(2, 1)
     #: the largest drop of the HAM10000 test split's balanced accuracy the adapted model may show
     #: before the command warns on its last line (forgetting)
     max_ham_drop: float = bounded_field(0.02, 0, 1)

@@ -496,6 +496,9 @@ def test_adapt_fine_tune_reports_held_out_figures_of_the_files_it_writes(run_dir
     assert record["held_out"]["fine_tuned"]["balanced_accuracy"] == pytest.approx(
         ours["balanced_accuracy"])
     assert record["rules_after"]["fitted_on"].startswith(f"{split['n_fit']} labelled images")
+    # the operating point comes from students that did not train on the images it is fitted on
+    assert record["operating_point_from"].startswith("out-of-fold probabilities, 2 ")
+    assert "fit_lesions" not in split
     # forgetting: the run's side is the run's own test figure (argmax of the same model)
     metrics = json.loads((copy / "metrics.json").read_text())
     assert record["ham10000_test"]["run"]["balanced_accuracy"] == pytest.approx(

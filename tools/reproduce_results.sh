@@ -321,6 +321,8 @@ only=(--config configs/cpu_ablation.yaml "${views[@]}" --set teacher.enabled=fal
       --set baseline.enabled=false --set reference.enabled=false)
 RUN_DATA=$FULL run student_alone_v4 "${only[@]}" --set reference_effnet.enabled=false \
   --set trust.enabled=true  # its decision rules: step 6b adapts it
+RUN_DATA=$FULL run student_alone_v4_seed43 "${only[@]}" --set reference_effnet.enabled=false \
+  --set trust.enabled=true --set train.seed=43
 RUN_DATA=$FULL run lite0_160_v4 "${only[@]}" --set "distill.stages=[]" --set data.image_size=160 \
   --set teacher.image_size=null
 RUN_DATA=$FULL run lite0_96_v4 "${only[@]}" --set "distill.stages=[]"
@@ -342,16 +344,19 @@ for on in external test; do
   done
 done
 # 6b. A clinic's own model (docs/FINDINGS.md, "A clinic's own model: fine-tuning"): the student
-#     alone of step 6 fine-tuned on half of the external set and scored on the other half, with
-#     the defaults and with more rehearsal (about 6 min each).
+#     alone of step 6 fine-tuned on half of the external set and scored on the other half:
+#     in-sample and cross-fitted operating points, 6 epochs with 1 HAM image per clinic image
+#     and 4 with 3 (the defaults: cross-fitted, 4 and 3); about 6 to 9 min each.
 adapt_half() {  # adapt_half NAME ARGS...: kdskin adapt --fine-tune into $RUNS/NAME
   local name=$1; shift
   if [[ -f "$RUNS/$name/adapt.json" ]]; then echo "skip $name (done)"; return; fi
   kdskin adapt --run "$RUNS/student_alone_v4" --data "$EXTERNAL" --out "$RUNS/$name" \
     --fine-tune --set adapt.holdout=0.5 "$@" > "$RUNS/$name.log" 2>&1
 }
-adapt_half adapt_isic_half
-adapt_half adapt_isic_half_r3 --set adapt.rehearsal=3 --set adapt.epochs=4
+adapt_half adapt_isic_half --set adapt.folds=1 --set adapt.epochs=6 --set adapt.rehearsal=1
+adapt_half adapt_isic_half_r3 --set adapt.folds=1 --set adapt.epochs=4 --set adapt.rehearsal=3
+adapt_half adapt_isic_half_cf --set adapt.folds=2 --set adapt.epochs=6 --set adapt.rehearsal=1
+adapt_half adapt_isic_half_cf_r3 --set adapt.folds=2 --set adapt.epochs=4 --set adapt.rehearsal=3
 # 3m. Peak memory by stage (the document's last table, kdskin report --memory): the quickstart,
 #     configs/cpu.yaml on all of HAM10000, and the quickstart on the streaming path with its
 #     built-in data, then four times as much (how the peak grows with the images).
@@ -382,7 +387,7 @@ report=()
 for name in cpu_b1_px96 cpu_b1_px96_seed43 cpu_b1_px96_seed44 cpu_b1_px96_ablation \
     cpu_b1_px96_ref_effnet cpu_b1_px96_ref_effnet_seed43 cpu_b1_px96_ref_effnet_seed44 \
     cpu_b1_px96_student_alone cpu_b1_px96_student_alone_seed43 cpu_b1_teacher \
-    kd_lite2_v4 student_alone_v4 lite0_160_v4 lite0_96_v4 probe_lite2_160 \
+    kd_lite2_v4 student_alone_v4 student_alone_v4_seed43 lite0_160_v4 lite0_96_v4 probe_lite2_160 \
     cpu_b1 cpu_b1_ablation cpu_b1_seed43 cpu_b1_seed44 cpu_b1_ref_effnet_seed43 \
     cpu_b1_ref_effnet_seed44 cpu_b1_student_alone_seed43 cpu_b1_student_alone_seed44 \
     cpu_b1_standardise cpu_b1_auto_levels cpu_b1_whiten50 cpu_b1_t4 cpu_b1_loss_kd \

@@ -86,9 +86,9 @@ def adapt_command(run_dir: str, data: str, out: str, overrides: Sequence[str] = 
         raise KdskinError(f"{run.root}: the run has no decision rules (trust.enabled was false); "
                           f"re-export it with kdskin export --run {run.root} "
                           f"--set trust.enabled=true first")
-    model = load_keras(run.model(final))
     if fine_tune:
-        return _fine_tune(cfg, run, state, final, model, data, target, list(overrides))
+        return _fine_tune(cfg, run, state, final, data, target, list(overrides))
+    model = load_keras(run.model(final))
     labelled, fmt, unreadable = load_labelled(data, None, input_size(model), None)
     labels = np.asarray(labelled.labels).astype(int)
     malignant = [CLASSES.index(c) for c in cfg.trust.malignant_classes]
@@ -182,6 +182,8 @@ def _card(record: dict[str, Any]) -> str:
         f"- fine-tune: {done['epochs']} epochs, Adam {done['learning_rate']:g}, "
         f"{done['loss']}, {done['images_per_epoch']['ham10000_rehearsal']} HAM10000 training "
         f"images rehearsed per epoch, augmentation {done['augment']}; {done['seconds']:.0f} s",
+        f"- operating point (temperature, melanoma offset, referral threshold) fitted on "
+        f"{record['operating_point_from']}",
         "", "On the held-out images (never trained on, rules not fitted on them):", "",
         table(["model", *keys], rows), "",
         "Referral rule of these files on the held-out images, 95% bootstrap intervals: "
@@ -198,19 +200,21 @@ def _card(record: dict[str, Any]) -> str:
         + ("within" if ham["within_max_drop"] else "EXCEEDED") + ")", ""])
 
 
-def _fine_tune(cfg: Any, run: RunDir, state: Any, final: str, model: Any, data: str,
-               target: Path, overrides: list[str]) -> dict[str, Any]:
+def _fine_tune(cfg: Any, run: RunDir, state: Any, final: str, data: str, target: Path,
+               overrides: list[str]) -> dict[str, Any]:
     """``kdskin adapt --fine-tune``: fine-tune, refit, export into ``target`` atomically."""
     from kdskin.console import log
     from kdskin.decision import DecisionRules
     from kdskin.io import atomic_write_text, write_json
+    from kdskin.models.contract import load_keras
     from kdskin.pipeline.data import data_of_run
     from kdskin.pipeline.finetune import adapt_fine_tuned
     from kdskin.pipeline.run import export_stage
 
     ham = data_of_run(run, cfg)
-    rules, record = adapt_fine_tuned(cfg, model, DecisionRules.from_dict(state.trust["rules"]),
-                                     data, ham)
+    model, rules, record = adapt_fine_tuned(
+        cfg, lambda: load_keras(run.model(final)), DecisionRules.from_dict(state.trust["rules"]),
+        data, ham)
     record = {"run": str(run.root), "model": final, "data": str(data), "fine_tuned": True,
               "overrides": overrides, "settings": dict(vars(cfg.adapt)),
               "rules_before": state.trust["rules"], "rules_after": rules.to_dict(), **record}

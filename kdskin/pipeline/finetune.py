@@ -12,6 +12,7 @@ epoch) and measured on the run's own test split. Settings: :class:`kdskin.config
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,12 @@ def clinic_parts(root: str | Path, image_size: int, cfg: AdaptConfig
     split = lesion_grouped_split(table, (1.0 - cfg.holdout, 0.0, cfg.holdout), cfg.seed)
     arrays, unreadable = decode_split(dataset, split, image_size, progress=True)
     fit, held = arrays["train"], arrays["test"]
+    lesion = dict(zip(table["image_id"], table["lesion_id"], strict=True))
+    fit_lesions = [lesion[i] for i in fit.image_ids]
     info = {"data": str(root), "format": fmt, "grouped_by": grouped, "holdout": cfg.holdout,
             "seed": cfg.seed, "n_fit": len(fit), "n_held_out": len(held),
             "unreadable_images": len(unreadable), "held_out_images": list(held.image_ids),
+            "fit_lesions": fit_lesions,
             "class_counts": {part: {c: int(np.sum(a.labels == i)) for i, c in enumerate(CLASSES)}
                              for part, a in (("fit", fit), ("held_out", held))}}
     return fit, held, info
@@ -187,22 +191,45 @@ def flagged(rules: Any, images: np.ndarray, probs: np.ndarray) -> float | None:
     return None if scores is None else float(np.mean(scores < rules.ood_threshold))
 
 
-def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham: Any
-                     ) -> tuple[Any, dict[str, Any]]:
-    """Fine-tune ``model`` (the run's final student; changed in place) on the fit part of the
+def _out_of_fold(cfg: Config, load: Callable[[], Any], fit: SplitArrays, lesions: list[str],
+                 rehearsal: SplitArrays) -> np.ndarray:
+    """``(N, 7)`` probabilities of each fit-part image from a student fine-tuned on the other
+    ``adapt.folds - 1`` lesion-grouped folds (each a fresh copy of the run's student)."""
+    from kdskin.data.split import lesion_folds
+    from kdskin.evaluate import KerasClassifier
+
+    fold = lesion_folds(fit.image_ids, fit.labels, lesions, cfg.adapt.folds, cfg.adapt.seed)
+    out = np.zeros((len(fit), len(CLASSES)))
+    for k in range(cfg.adapt.folds):
+        train, held = fold != k, fold == k
+        model = load()
+        fine_tune(model, SplitArrays(fit.images[train], fit.labels[train],
+                                     [i for i, t in zip(fit.image_ids, train, strict=True) if t]),
+                  rehearsal, cfg)
+        out[held] = KerasClassifier(model).predict(fit.images[held])
+        del model
+    return out
+
+
+def adapt_fine_tuned(cfg: Config, load: Callable[[], Any], rules: Any, root: str | Path,
+                     ham: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Fine-tune the run's final student (``load()``: a fresh copy of it) on the fit part of the
     clinic folder ``root`` and refit ``rules`` (the run's :class:`~kdskin.decision.
-    DecisionRules`) on it; ``ham``: the run's :class:`~kdskin.pipeline.data.RunData` (training
-    split: rehearsal; test split: forgetting). Returns ``(the refitted rules, the record)``: the
-    split, what the fine-tune did, and the figures on the held-out part (the run's model with
-    its rules and with rules refitted on the fit part, against the fine-tuned one) and on the
-    HAM10000 test split (argmax of each model: forgetting)."""
+    DecisionRules`) on it (on out-of-fold probabilities with ``adapt.folds`` > 1); ``ham``: the
+    run's :class:`~kdskin.pipeline.data.RunData` (training split: rehearsal; test split:
+    forgetting). Returns ``(the fine-tuned student, the refitted rules, the record)``: the split,
+    what the fine-tune did, and the figures on the held-out part (the run's model with its rules
+    and with rules refitted on the fit part, against the fine-tuned one) and on the HAM10000 test
+    split (argmax of each model: forgetting)."""
     from kdskin.console import log
     from kdskin.data.out_of_scope import SYNTHETIC_KINDS, generate_out_of_scope
     from kdskin.evaluate import KerasClassifier
     from kdskin.models.contract import input_size
     from kdskin.pipeline.trust import adapt_rules
 
+    model = load()
     fit, held, split = clinic_parts(root, input_size(model), cfg.adapt)
+    lesions = split.pop("fit_lesions")
     log(f"adapt: {split['n_fit']} images of {root} to fine-tune on, {split['n_held_out']} held "
         f"out (split by {split['grouped_by']})")
 
@@ -220,7 +247,14 @@ def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham:
     log(f"adapt: fine-tuned {done['epochs']} epochs in {done['seconds']:.0f} s")
     after = {"fit": predict(fit.images), "held": predict(held.images),
              "ham": predict(ham.test.images)}
-    new_rules = refit_out_of_scope(cfg, adapt_rules(cfg, rules, fit.labels, after["fit"],
+    if cfg.adapt.folds > 1:
+        for_rules = _out_of_fold(cfg, load, fit, lesions, ham.train)
+        fitted_on += f", out-of-fold probabilities of {cfg.adapt.folds} folds"
+        log(f"adapt: operating point fitted on out-of-fold probabilities ({cfg.adapt.folds} "
+            f"more fine-tunes)")
+    else:
+        for_rules = after["fit"]
+    new_rules = refit_out_of_scope(cfg, adapt_rules(cfg, rules, fit.labels, for_rules,
                                                     fitted_on=fitted_on),
                                    fit.images, ham.train.images, ham.val.images)
     ham_before, ham_after = (scores(ham.test.labels, p["ham"]) for p in (before, after))
@@ -247,5 +281,8 @@ def adapt_fine_tuned(cfg: Config, model: Any, rules: Any, root: str | Path, ham:
                     "training images; flagged shares on the held-out part and on generated "
                     "images that are not dermoscopy"},
         "rules_refitted_without_fine_tune": refitted.to_dict(),
+        "operating_point_from": ("in-sample probabilities of the fit part" if cfg.adapt.folds == 1
+                                 else f"out-of-fold probabilities, {cfg.adapt.folds} "
+                                      f"lesion-grouped folds of the fit part"),
     }
-    return new_rules, record
+    return model, new_rules, record
