@@ -4,6 +4,7 @@ Every file kdskin writes goes through :func:`atomic_write`: the content is writt
 file beside the target, which is then renamed into place (``os.replace``, atomic on POSIX). The
 temporary file is created like any other file (``open(..., 0o666)`` filtered by the process
 umask), so outputs get the usual permissions (0644 under umask 022), not ``mkstemp``'s 0600.
+A folder of outputs is written the same way (:func:`atomic_write_dir`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)`` on a new folder beside ``path`` (created like any folder: mode
+    0777 filtered by the umask, not ``mkdtemp``'s 0700), then rename it to ``path``, which must
+    be absent or an empty folder. On any exception the folder is removed and ``path`` is left as
+    it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(_TRIES):
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{path.parent}: could not create a temporary folder for "
+                              f"{path.name}")
+    try:
+        write(tmp)
+        if path.exists():
+            path.rmdir()
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
 

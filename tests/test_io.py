@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kdskin.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json, write_json
+from kdskin.io import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_dir,
+    atomic_write_text,
+    read_json,
+    write_json,
+)
 
 
 @pytest.fixture
@@ -89,3 +96,32 @@ def test_json_round_trip_converts_numpy_paths_and_non_finite(tmp_path):
                                "nested": {"1": [1.25, "a/b"]}, "nan": None, "inf": None,
                                "text": "é", "none": None, "tuple": [1, 2]}
     assert path.read_text().endswith("\n")
+
+
+def test_atomic_write_dir_renames_a_whole_folder_into_place_or_leaves_nothing(tmp_path):
+    def write(folder):
+        (folder / "a.txt").write_text("a")
+        (folder / "sub").mkdir()
+
+    old = os.umask(0o022)
+    try:
+        out = atomic_write_dir(tmp_path / "out", write)
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "sub"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # not mkdtemp's 0700
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    atomic_write_dir(empty, write)  # an empty folder is replaced
+    assert (empty / "a.txt").read_text() == "a"
+
+    def fail(folder):
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("conversion failed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_dir(tmp_path / "failed", fail)
+    with pytest.raises(OSError):  # a folder with content is not replaced
+        atomic_write_dir(out, write)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]
+    assert (out / "a.txt").read_text() == "a"

@@ -23,8 +23,6 @@ beside its files and ``MODEL_CARD.md``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +63,7 @@ def adapt_command(run_dir: str, data: str, out: str, overrides: Sequence[str] = 
     from kdskin.console import log
     from kdskin.decision import DecisionRules
     from kdskin.evaluate import KerasClassifier
-    from kdskin.io import write_json
+    from kdskin.io import atomic_write_dir, write_json
     from kdskin.models.contract import input_size, load_keras
     from kdskin.pipeline.data import data_of_run
     from kdskin.pipeline.external import load_labelled
@@ -127,7 +125,7 @@ def adapt_command(run_dir: str, data: str, out: str, overrides: Sequence[str] = 
                                             "data", "format", "n_images", "class_counts")}})
         write_json(folder / ADAPT_JSON, record)
 
-    _write_atomically(target, write)
+    atomic_write_dir(target, write)
     run_s, new_s = (record["in_sample"][k] for k in ("run_rules", "adapted_rules"))
     print(f"wrote {target}: model_int8.tflite and the other files with the refitted operating "
           f"point, decision.json, {ADAPT_JSON}")
@@ -137,21 +135,6 @@ def adapt_command(run_dir: str, data: str, out: str, overrides: Sequence[str] = 
           f"melanoma sensitivity {run_s['melanoma_sensitivity']:.2f} -> "
           f"{new_s['melanoma_sensitivity']:.2f}")
     return record
-
-
-def _write_atomically(target: Path, write: Any) -> None:
-    """Call ``write(folder)`` on a scratch folder beside ``target`` and rename it to
-    ``target`` when it returns (nothing of a failed write is left behind)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(scratch)
-        if target.exists():
-            target.rmdir()
-        scratch.rename(target)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
 
 
 def _share(value: float | None) -> str:
@@ -205,7 +188,7 @@ def _fine_tune(cfg: Any, run: RunDir, state: Any, final: str, data: str, target:
     """``kdskin adapt --fine-tune``: fine-tune, refit, export into ``target`` atomically."""
     from kdskin.console import log
     from kdskin.decision import DecisionRules
-    from kdskin.io import atomic_write_text, write_json
+    from kdskin.io import atomic_write_dir, atomic_write_text, write_json
     from kdskin.models.contract import load_keras
     from kdskin.pipeline.data import data_of_run
     from kdskin.pipeline.finetune import adapt_fine_tuned
@@ -229,7 +212,7 @@ def _fine_tune(cfg: Any, run: RunDir, state: Any, final: str, data: str, target:
         write_json(folder / ADAPT_JSON, record)
         atomic_write_text(folder / "MODEL_CARD.md", _card(record))
 
-    _write_atomically(target, write)
+    atomic_write_dir(target, write)
     held, ham_t = record["held_out"], record["ham10000_test"]
     run_s, new_s = held["run"], held["fine_tuned"]
     print(f"wrote {target}: model_int8.tflite and the other files of the fine-tuned student, "

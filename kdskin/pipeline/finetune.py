@@ -139,24 +139,22 @@ def scores(labels: np.ndarray, probs: np.ndarray, rules: Any = None) -> dict[str
     return out
 
 
-def _referral_interval(labels: np.ndarray, probs: np.ndarray, rules: Any, seed: int,
-                       resamples: int = 1000) -> dict[str, list[float]]:
-    """Percentile 95% bootstrap intervals of the referral rule's sensitivity and specificity on
-    ``labels`` (N,) and ``probs`` (N, 7) (images resampled with replacement, seeded)."""
+def _referral_interval(cfg: Config, labels: np.ndarray, probs: np.ndarray, rules: Any
+                       ) -> dict[str, list[float]]:
+    """95% bootstrap intervals (:func:`kdskin.trust.uncertainty.bootstrap_ci`, stratified,
+    ``trust.bootstrap_*``) of the referral rule's sensitivity and specificity on ``labels``
+    (N,) and ``probs`` (N, 7)."""
     from kdskin.trust.referral import referral_metrics
+    from kdskin.trust.uncertainty import bootstrap_ci
 
-    calibrated = rules.calibrate(probs)
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {"sensitivity": [], "specificity": []}
-    for _ in range(resamples):
-        idx = rng.integers(0, len(labels), len(labels))
-        ref = referral_metrics(labels[idx], calibrated[idx], rules.referral_threshold,
-                               rules.malignant_classes)
-        for key in draws:
-            if np.isfinite(ref[key]):
-                draws[key].append(ref[key])
-    return {k: [round(float(np.percentile(v, 2.5)), 4), round(float(np.percentile(v, 97.5)), 4)]
-            for k, v in draws.items() if v}
+    def rate(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
+        return lambda y, p: referral_metrics(y, p, rules.referral_threshold,
+                                             rules.malignant_classes)[key]
+
+    ci = bootstrap_ci(labels, rules.calibrate(probs),
+                      {k: rate(k) for k in ("sensitivity", "specificity")},
+                      n_resamples=cfg.trust.bootstrap_resamples, seed=cfg.trust.bootstrap_seed)
+    return {k: [round(v["low"], 4), round(v["high"], 4)] for k, v in ci.items()}
 
 
 def refit_out_of_scope(cfg: Config, rules: Any, clinic: np.ndarray, ham_train: np.ndarray,
@@ -265,7 +263,7 @@ def adapt_fine_tuned(cfg: Config, load: Callable[[], Any], rules: Any, root: str
                      "run_refitted_rules": scores(held.labels, before["held"], refitted),
                      "fine_tuned": scores(held.labels, after["held"], new_rules),
                      "fine_tuned_referral_interval": _referral_interval(
-                         held.labels, after["held"], new_rules, cfg.adapt.seed)},
+                         cfg, held.labels, after["held"], new_rules)},
         "ham10000_test": {"run": ham_before, "fine_tuned": ham_after,
                           "balanced_accuracy_drop": round(float(drop), 4),
                           "max_drop": cfg.adapt.max_ham_drop,
