@@ -172,9 +172,10 @@ def refit_out_of_scope(cfg: Config, rules: Any, clinic: np.ndarray, ham_train: n
 
     if rules.ood_score != IMAGE_STATS:
         return rules
-    params = fit_image_gaussian(np.concatenate([features_in_chunks(clinic),
+    clinic_features = features_in_chunks(clinic)
+    params = fit_image_gaussian(np.concatenate([clinic_features,
                                                 features_in_chunks(ham_train)]))
-    passing = np.concatenate([image_score(features_in_chunks(clinic), params),
+    passing = np.concatenate([image_score(clinic_features, params),
                               image_score(features_in_chunks(ham_val), params)])
     threshold = fit_ood_threshold(passing, cfg.trust.ood_pass_rate)
     return dataclasses.replace(rules, ood_params=params, ood_threshold=threshold)
@@ -183,10 +184,13 @@ def refit_out_of_scope(cfg: Config, rules: Any, clinic: np.ndarray, ham_train: n
 def flagged(rules: Any, images: np.ndarray, probs: np.ndarray) -> float | None:
     """Share of ``images`` (their model ``probs``) the out-of-scope check flags (None without
     a check)."""
+    from kdskin.trust.ood import is_out_of_scope
+
     if rules.ood_threshold is None:
         return None
     scores = rules.in_scope_scores(rules.calibrate(probs), images)
-    return None if scores is None else float(np.mean(scores < rules.ood_threshold))
+    return None if scores is None else float(np.mean(is_out_of_scope(scores,
+                                                                      rules.ood_threshold)))
 
 
 def _out_of_fold(cfg: Config, load: Callable[[], Any], fit: SplitArrays, lesions: list[str],
@@ -243,15 +247,14 @@ def adapt_fine_tuned(cfg: Config, load: Callable[[], Any], rules: Any, root: str
     refitted = adapt_rules(cfg, rules, fit.labels, before["fit"], fitted_on=fitted_on)
     done = fine_tune(model, fit, ham.train, cfg)
     log(f"adapt: fine-tuned {done['epochs']} epochs in {done['seconds']:.0f} s")
-    after = {"fit": predict(fit.images), "held": predict(held.images),
-             "ham": predict(ham.test.images)}
+    after = {"held": predict(held.images), "ham": predict(ham.test.images)}
     if cfg.adapt.folds > 1:
         for_rules = _out_of_fold(cfg, load, fit, lesions, ham.train)
         fitted_on += f", out-of-fold probabilities of {cfg.adapt.folds} folds"
         log(f"adapt: operating point fitted on out-of-fold probabilities ({cfg.adapt.folds} "
             f"more fine-tunes)")
     else:
-        for_rules = after["fit"]
+        for_rules = predict(fit.images)  # in-sample: the images it was fine-tuned on
     new_rules = refit_out_of_scope(cfg, adapt_rules(cfg, rules, fit.labels, for_rules,
                                                     fitted_on=fitted_on),
                                    fit.images, ham.train.images, ham.val.images)
